@@ -1,0 +1,164 @@
+"""The command line, ``python -m scaling_lib <command>``: a thin face over the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _count(args) -> int:
+    from .flops import Shape, count
+
+    s = Shape(args.n_layer, args.d_model, args.n_ctx, args.vocab, args.d_ff or 0)
+    out = count(s)
+    if args.n_head and args.d_model % args.n_head:
+        raise ValueError(f"d_model {args.d_model} is not divisible by n_head {args.n_head}")
+    from .config import RunConfig
+    from .flops import measured_forward_flops, params_counted
+
+    cfg = RunConfig(n_layer=args.n_layer, d_model=args.d_model, n_ctx=args.n_ctx, tokenizer=f"bpe{args.vocab}"
+                    if args.vocab != 256 else "byte", d_ff=args.d_ff or 0, n_head=args.n_head or 0)
+    out["n_head"] = cfg.n_head
+    out["params_counted"], out["params_total"] = params_counted(cfg)
+    if args.measure:
+        out["C_forward_measured"] = measured_forward_flops(cfg)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def _train(args) -> int:
+    from .config import RunConfig
+    from .store import Store, get_or_train
+
+    try:
+        d = json.loads(Path(args.config).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read config {args.config}: {e}") from e
+    d = d.get("config", d)  # a stored run record holds its config under "config"
+    cfg = RunConfig.from_dict(d)
+    store = Store(args.store) if args.store else Store()
+    if args.force and store.has(cfg):
+        store.path(cfg).unlink()
+    rec = get_or_train(cfg, store, progress=not args.quiet)
+    print(rec["path"])
+    return 0
+
+
+def _sweep(args) -> int:
+    from .store import Store
+    from .sweep import run_sweep
+
+    store = Store(args.store) if args.store else Store()
+    run_sweep(args.name, args.profile, store=store, workers=args.workers, threads=args.threads,
+              deadline_s=args.deadline, dry_run=args.dry_run)
+    return 0
+
+
+def _runs(args) -> int:
+    from .store import Store
+
+    store = Store(args.store) if args.store else Store()
+    df = store.table(args.sweep)
+    cols = ["path", "sweep", "arch", "N", "n_layer", "d_model", "seed", "batch_size", "data_tokens", "tokens",
+            "lr", "status", "final_val_loss", "device_name"]
+    if df.empty:
+        print("[]" if args.json else f"no runs stored under {store.root}")
+        return 0
+    df = df[cols].sort_values(["sweep", "N", "lr", "seed"])
+    if args.json:
+        print(df.to_json(orient="records", indent=1))
+    else:
+        print(df.drop(columns=["path"]).to_string(index=False))
+    return 0
+
+
+def _bench(args) -> int:
+    from .bench import bench
+
+    print(json.dumps(bench(args), indent=1))
+    return 0
+
+
+def _book(args) -> int:
+    from .book import build
+
+    build(args.profile, execute=not args.no_execute, chapters=args.chapter or None)
+    return 0
+
+
+def _fit(args) -> int:
+    from . import fit
+
+    return fit.cli(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m scaling_lib", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("count", help="Kaplan's Table 1 counts for one shape, as JSON")
+    p.add_argument("--n-layer", type=int, required=True)
+    p.add_argument("--d-model", type=int, required=True)
+    p.add_argument("--n-ctx", type=int, required=True)
+    p.add_argument("--vocab", type=int, required=True)
+    p.add_argument("--d-ff", type=int, default=0, help="default 4 d_model")
+    p.add_argument("--n-head", type=int, default=0)
+    p.add_argument("--measure", action="store_true", help="also count the forward FLOPs with torch's FLOP counter")
+    p.set_defaults(fn=_count)
+
+    p = sub.add_parser("train", help="train one run from a JSON config or a stored record; prints the record path")
+    p.add_argument("--config", required=True)
+    p.add_argument("--store", help="run store root (default: runs/)")
+    p.add_argument("--force", action="store_true", help="retrain even if stored")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=_train)
+
+    p = sub.add_parser("sweep", help="run (or resume) a named sweep into the store")
+    p.add_argument("name", help="lr, ladder, data, shape, lstm, or all")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--deadline", type=float, help="seconds after which no new run starts")
+    p.add_argument("--store")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(fn=_sweep)
+
+    p = sub.add_parser("runs", help="list stored runs")
+    p.add_argument("--sweep")
+    p.add_argument("--store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_runs)
+
+    p = sub.add_parser("bench", help="training throughput and the measured matmul peak, as JSON")
+    p.add_argument("--n-layer", type=int)
+    p.add_argument("--d-model", type=int)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--n-ctx", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
+    p.set_defaults(fn=_bench)
+
+    p = sub.add_parser("book", help="execute every notebook with papermill and build the book")
+    p.add_argument("--profile", default="book")
+    p.add_argument("--no-execute", action="store_true")
+    p.add_argument("--chapter", action="append")
+    p.set_defaults(fn=_book)
+
+    p = sub.add_parser("fit", help="fit a scaling law to a CSV, as JSON")
+    from . import fit
+
+    fit.add_cli_arguments(p)
+    p.set_defaults(fn=_fit)
+
+    args = ap.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, LookupError, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: stored runs are kept; run the same command again to resume", file=sys.stderr)
+        return 130

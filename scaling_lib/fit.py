@@ -1,0 +1,644 @@
+"""Fits of the scaling laws: arrays in, a frozen result (parameters, bootstrap intervals, residuals) out.
+
+Every form is fitted in log L, where the noise of a loss curve is roughly multiplicative, and every
+law is evaluated in log space, because the scales (N_c ~ 1e13 against N ~ 1e3) overflow otherwise.
+The forms whose fit is not linear are started from a grid of points, as Hoffmann et al. (2022) and
+Besiroglu et al. (2024) do, since their optimum depends on where the search starts.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares, minimize
+
+HUBER_DELTA = 1e-3  # Hoffmann et al. 2022, Approach 3
+
+FORMS = ("power", "power-offset", "log", "kaplan-nd", "kaplan-ns", "chinchilla")
+
+PARAMS: dict[str, tuple[str, ...]] = {
+    "power": ("alpha", "X_c"),
+    "power-offset": ("E", "A", "alpha"),
+    "log": ("a", "b"),
+    "kaplan-nd": ("alpha_N", "alpha_D", "N_c", "D_c"),
+    "kaplan-ns": ("alpha_N", "N_c", "alpha_S", "S_c"),
+    "chinchilla": ("E", "A", "B", "alpha", "beta"),
+}
+
+TWO_VARIABLE = ("kaplan-nd", "kaplan-ns", "chinchilla")
+
+
+class FitError(ValueError):
+    """Input a fit cannot use, or a fit that found no optimum; the message is one line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The laws, for plots and notebooks
+
+
+def _log(v) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(v, dtype=float))
+
+
+def _exp(v):
+    with np.errstate(over="ignore"):
+        return np.exp(v)
+
+
+def power_law(X, alpha: float, X_c: float) -> np.ndarray:
+    """L = (X_c / X)^alpha.
+
+    Kaplan et al. 2020, Eq. 1.1-1.3.
+    """
+    return _exp(alpha * (_log(X_c) - _log(X)))
+
+
+def power_offset(X, E: float, A: float, alpha: float) -> np.ndarray:
+    """L = E + A / X^alpha: a power law above an irreducible loss E."""
+    return _exp(np.logaddexp(_log(E), _log(A) - alpha * _log(X)))
+
+
+def log_law(X, a: float, b: float) -> np.ndarray:
+    """L = a - b ln X, the logarithmic alternative to a power law.
+
+    Kaplan et al. 2020, Fig. 23.
+    """
+    return a - b * _log(X)
+
+
+def kaplan_nd(N, D, alpha_N: float, alpha_D: float, N_c: float, D_c: float) -> np.ndarray:
+    """L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D; D = inf gives L(N).
+
+    Kaplan et al. 2020, Eq. 1.5.
+    """
+    return _exp(_log_kaplan_nd(_log(N), _log(D), alpha_N, alpha_D, _log(N_c), _log(D_c)))
+
+
+def kaplan_ns(N, S, alpha_N: float, N_c: float, alpha_S: float, S_c: float) -> np.ndarray:
+    """L(N, S) = (N_c/N)^alpha_N + (S_c/S)^alpha_S; S = inf gives L(N).
+
+    Kaplan et al. 2020, Eq. 1.6.
+    """
+    return _exp(_log_kaplan_ns(_log(N), _log(S), alpha_N, _log(N_c), alpha_S, _log(S_c)))
+
+
+def chinchilla(N, D, E: float, A: float, B: float, alpha: float, beta: float) -> np.ndarray:
+    """L(N, D) = E + A/N^alpha + B/D^beta.
+
+    Hoffmann et al. 2022, Eq. 2 (Approach 3).
+    """
+    return _exp(_log_chinchilla(_log(N), _log(D), _log(A), _log(B), _log(E), alpha, beta))
+
+
+def chinchilla_optimal(C, params: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Compute-optimal (N_opt, D_opt) for a budget of C FLOPs under C = 6 N D.
+
+    Hoffmann et al. 2022, Appendix D.2: N_opt = G (C/6)^a, a = beta/(alpha+beta),
+    G = (alpha A / (beta B))^(1/(alpha+beta)).
+    """
+    alpha, beta, A, B = (float(params[k]) for k in ("alpha", "beta", "A", "B"))
+    a = beta / (alpha + beta)
+    log_G = (math.log(alpha * A) - math.log(beta * B)) / (alpha + beta)
+    log_C6 = _log(C) - math.log(6.0)
+    N_opt = _exp(log_G + a * log_C6)
+    return N_opt, _exp(log_C6) / N_opt
+
+
+def _log_kaplan_nd(lN, lD, alpha_N, alpha_D, lN_c, lD_c):
+    return alpha_D * np.logaddexp((alpha_N / alpha_D) * (lN_c - lN), lD_c - lD)
+
+
+def _log_kaplan_ns(lN, lS, alpha_N, lN_c, alpha_S, lS_c):
+    return np.logaddexp(alpha_N * (lN_c - lN), alpha_S * (lS_c - lS))
+
+
+def _log_chinchilla(lN, lD, a, b, e, alpha, beta):
+    # Hoffmann's parametrisation: A = exp(a), B = exp(b), E = exp(e), so the sum is a log-sum-exp.
+    return np.logaddexp(np.logaddexp(a - alpha * lN, b - beta * lD), e)
+
+
+def _log_predict(form: str, p: Mapping[str, float], lx, lx2) -> np.ndarray:
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        if form == "power":
+            return p["alpha"] * (_log(p["X_c"]) - lx)
+        if form == "power-offset":
+            return np.logaddexp(_log(p["E"]), _log(p["A"]) - p["alpha"] * lx)
+        if form == "log":
+            return _log(p["a"] - p["b"] * lx)
+        if form == "kaplan-nd":
+            return _log_kaplan_nd(lx, lx2, p["alpha_N"], p["alpha_D"], _log(p["N_c"]), _log(p["D_c"]))
+        if form == "kaplan-ns":
+            return _log_kaplan_ns(lx, lx2, p["alpha_N"], _log(p["N_c"]), p["alpha_S"], _log(p["S_c"]))
+        if form == "chinchilla":
+            return _log_chinchilla(
+                lx, lx2, _log(p["A"]), _log(p["B"]), _log(p["E"]), p["alpha"], p["beta"]
+            )
+    raise FitError(f"unknown form {form!r}; expected one of {', '.join(FORMS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The result
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A fitted law: parameters by the paper's names, 95% bootstrap intervals, log residuals."""
+
+    form: str
+    params: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    residuals: np.ndarray = field(repr=False)  # log L - log predicted, one per point
+    rmse_log: float
+    n_points: int
+    n_boot: int = 0
+    n_boot_ok: int = 0
+    boot_params: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def max_abs_residual(self) -> float:
+        """The largest |log L - log predicted|: about the worst relative error."""
+        return float(np.max(np.abs(self.residuals)))
+
+    def predict(self, x, x2=None) -> np.ndarray:
+        """The fitted law at x (and x2 for the two-variable forms)."""
+        if self.form in TWO_VARIABLE and x2 is None:
+            raise FitError(f"form {self.form!r} needs x2 to predict")
+        lx = _log(x)
+        lx2 = None if x2 is None else _log(x2)
+        if self.form == "log":
+            return log_law(x, self.params["a"], self.params["b"])
+        return _exp(_log_predict(self.form, self.params, lx, lx2))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary; non-finite numbers become None."""
+        return {
+            "form": self.form,
+            "params": {k: _json_float(v) for k, v in self.params.items()},
+            "ci": {k: [_json_float(lo), _json_float(hi)] for k, (lo, hi) in self.ci.items()},
+            "rmse_log": _json_float(self.rmse_log),
+            "max_abs_residual": _json_float(self.max_abs_residual),
+            "n_points": self.n_points,
+            "n_boot": self.n_boot,
+            "n_boot_ok": self.n_boot_ok,
+        }
+
+
+def _json_float(v: float) -> float | None:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _validate(form: str, x, y, x2, groups=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    if form not in FORMS:
+        raise FitError(f"unknown form {form!r}; expected one of {', '.join(FORMS)}")
+    if form in TWO_VARIABLE and x2 is None:
+        raise FitError(f"form {form!r} needs a second variable x2")
+    if form not in TWO_VARIABLE and x2 is not None:
+        raise FitError(f"form {form!r} takes one variable, but x2 was given")
+    arrays = {"x": x, "y": y} if x2 is None else {"x": x, "x2": x2, "y": y}
+    out = {}
+    for name, v in arrays.items():
+        try:
+            a = np.asarray(v, dtype=float)
+        except (TypeError, ValueError):
+            raise FitError(f"{name} is not numeric") from None
+        if a.ndim != 1:
+            raise FitError(f"{name} must be one-dimensional, got shape {a.shape}")
+        out[name] = a
+    lengths = {name: len(a) for name, a in out.items()}
+    if groups is not None:
+        lengths["groups"] = len(np.asarray(groups))
+    if len(set(lengths.values())) > 1:
+        raise FitError("arrays of different lengths: " + ", ".join(f"{k} {n}" for k, n in lengths.items()))
+    for name, a in out.items():
+        bad = ~np.isfinite(a)
+        if bad.any():
+            raise FitError(f"{name} has {bad.sum()} NaN or infinite value(s), first at index {np.argmax(bad)}")
+        if (a <= 0).any():
+            raise FitError(f"{name} must be positive; {(a <= 0).sum()} value(s) <= 0, first at index {np.argmax(a <= 0)}")
+    n_params = len(PARAMS[form])
+    if len(out["y"]) < n_params + 1:
+        raise FitError(
+            f"too few points for form {form!r}: {len(out['y'])} given, at least {n_params + 1} needed"
+        )
+    for name in ("x", "x2"):
+        if name in out and len(np.unique(out[name])) < 2:
+            raise FitError(f"{name} takes a single value; the fit needs at least two")
+    return out["x"], out.get("x2"), out["y"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The fitters. Each works on logs (lx, lx2, ly) and returns the parameters by their paper names.
+
+
+def _multistart(solve: Callable, starts: Sequence[np.ndarray]) -> np.ndarray:
+    """Run `solve` from every start and keep the lowest cost; a start that fails is skipped."""
+    best, best_cost = None, np.inf
+    for th0 in starts:
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                th, cost = solve(np.asarray(th0, dtype=float))
+        except Exception:  # a bad start must not end the fit
+            continue
+        if np.all(np.isfinite(th)) and np.isfinite(cost) and cost < best_cost:
+            best, best_cost = th, cost
+    if best is None:
+        raise FitError("no starting point converged")
+    return best
+
+
+def _least_squares(resid: Callable, jac: Callable, lower, upper) -> Callable:
+    def solve(th0):
+        th0 = np.clip(th0, lower, upper)
+        r = least_squares(
+            resid, th0, jac=jac, bounds=(lower, upper), x_scale="jac",
+            ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=2000,
+        )
+        return r.x, 2 * r.cost
+
+    return solve
+
+
+def _fit_power(lx, lx2, ly, starts):
+    # log L = alpha log X_c - alpha log X is linear in log X: the regression is the exact fit.
+    slope, intercept = np.polyfit(lx, ly, 1)
+    alpha = -slope
+    if abs(alpha) < 1e-12:
+        raise FitError("the data are flat in x; alpha is zero and X_c undefined")
+    return {"alpha": float(alpha), "X_c": float(_exp(intercept / alpha))}
+
+
+def _fit_log(lx, lx2, ly, starts):
+    y = np.exp(ly)
+    # Weighting by 1/L makes the linear fit first-order equal to one on log L: a start that
+    # Gauss-Newton on the log residuals then polishes.
+    w = 1.0 / y
+    M = np.column_stack([np.ones_like(lx), -lx]) * w[:, None]
+    th_lin = np.linalg.lstsq(M, y * w, rcond=None)[0]
+    th_starts = [th_lin] + [np.array([s["a"], s["b"]]) for s in starts or ()]
+
+    def resid(th):
+        return ly - np.log(np.maximum(th[0] - th[1] * lx, 1e-300))
+
+    def jac(th):
+        P = np.maximum(th[0] - th[1] * lx, 1e-300)
+        return -np.column_stack([1 / P, -lx / P])
+
+    th = _multistart(_least_squares(resid, jac, [-np.inf, -np.inf], [np.inf, np.inf]), th_starts)
+    return {"a": float(th[0]), "b": float(th[1])}
+
+
+def _fit_power_offset(lx, lx2, ly, starts):
+    # theta = (E, log A, alpha); E >= 0 and bounded by the smallest loss, alpha > 0 (a falling law).
+    y_min = float(np.exp(ly.min()))
+
+    def resid(th):
+        return ly - np.logaddexp(np.log(th[0]), th[1] - th[2] * lx)
+
+    def jac(th):
+        lP = np.logaddexp(np.log(th[0]), th[1] - th[2] * lx)
+        t_over_P = np.exp(th[1] - th[2] * lx - lP)
+        return -np.column_stack([np.exp(-lP), t_over_P, -lx * t_over_P])
+
+    if starts:
+        th_starts = [np.array([s["E"], math.log(s["A"]), s["alpha"]]) for s in starts]
+    else:
+        y = np.exp(ly)
+        th_starts = []
+        for f_E, alpha in itertools.product((0.0, 0.3, 0.6, 0.9), (0.05, 0.15, 0.4, 1.0)):
+            E = f_E * y_min
+            th_starts.append([E, float(np.mean(np.log(y - E) + alpha * lx)), alpha])
+    lower, upper = [0.0, -np.inf, 1e-6], [y_min, np.inf, 10.0]
+    th = _multistart(_least_squares(resid, jac, lower, upper), th_starts)
+    return {"E": float(th[0]), "A": float(_exp(th[1])), "alpha": float(th[2])}
+
+
+def _fit_kaplan_nd(lN, lD, ly, starts):
+    # theta = (alpha_N, alpha_D, log N_c, log D_c)
+    def parts(th):
+        aN, aD, lNc, lDc = th
+        u = (aN / aD) * (lNc - lN)
+        v = lDc - lD
+        s = np.logaddexp(u, v)
+        return u, v, s
+
+    def resid(th):
+        return ly - th[1] * parts(th)[2]
+
+    def jac(th):
+        aN, aD, lNc, lDc = th
+        u, v, s = parts(th)
+        w_u, w_v = np.exp(u - s), np.exp(v - s)
+        return -np.column_stack([w_u * (lNc - lN), s - w_u * u, w_u * aN, aD * w_v])
+
+    if starts:
+        th_starts = [
+            np.array([s["alpha_N"], s["alpha_D"], math.log(s["N_c"]), math.log(s["D_c"])]) for s in starts
+        ]
+    else:
+        th_starts = []
+        for aN, aD, sN, sD in itertools.product((0.04, 0.08, 0.16), (0.05, 0.1, 0.2), (0, -3), (0, -3)):
+            # Scales put each term alone at the data's level, then below it by e^3.
+            th_starts.append([aN, aD, np.median(lN + ly / aN) + sN, np.median(lD + ly / aD) + sD])
+    lower, upper = [1e-4, 1e-4, -200.0, -200.0], [10.0, 10.0, 700.0, 700.0]
+    th = _multistart(_least_squares(resid, jac, lower, upper), th_starts)
+    return {"alpha_N": float(th[0]), "alpha_D": float(th[1]), "N_c": float(_exp(th[2])), "D_c": float(_exp(th[3]))}
+
+
+def _fit_kaplan_ns(lN, lS, ly, starts):
+    # theta = (alpha_N, log N_c, alpha_S, log S_c)
+    def parts(th):
+        aN, lNc, aS, lSc = th
+        u, v = aN * (lNc - lN), aS * (lSc - lS)
+        return u, v, np.logaddexp(u, v)
+
+    def resid(th):
+        return ly - parts(th)[2]
+
+    def jac(th):
+        aN, lNc, aS, lSc = th
+        u, v, s = parts(th)
+        w_u, w_v = np.exp(u - s), np.exp(v - s)
+        return -np.column_stack([w_u * (lNc - lN), w_u * aN, w_v * (lSc - lS), w_v * aS])
+
+    if starts:
+        th_starts = [
+            np.array([s["alpha_N"], math.log(s["N_c"]), s["alpha_S"], math.log(s["S_c"])]) for s in starts
+        ]
+    else:
+        y = np.exp(ly)
+        th_starts = []
+        for aN, aS, f_N in itertools.product((0.04, 0.08, 0.16), (0.3, 0.7, 1.5), (0.3, 0.6, 0.9)):
+            # Scales that give the N term a share f_N of the loss, the S term the rest.
+            lNc = np.median(lN + np.log(f_N * y) / aN)
+            lSc = np.median(lS + np.log((1 - f_N) * y) / aS)
+            th_starts.append([aN, lNc, aS, lSc])
+    lower, upper = [1e-4, -200.0, 1e-4, -200.0], [10.0, 700.0, 10.0, 700.0]
+    th = _multistart(_least_squares(resid, jac, lower, upper), th_starts)
+    return {"alpha_N": float(th[0]), "N_c": float(_exp(th[1])), "alpha_S": float(th[2]), "S_c": float(_exp(th[3]))}
+
+
+# A modest version of Hoffmann et al.'s grid (theirs: 4,500 starts), in their parametrisation.
+# On synthetic data about half of the starts of their grid reach the best optimum, so 48 spare
+# enough; pass `starts=start_grid(...)` for a wider search.
+CHINCHILLA_GRID = {
+    "e": (-1.0, 0.0, 1.0),
+    "a": (5.0, 15.0),
+    "b": (5.0, 15.0),
+    "alpha": (0.5, 1.0),
+    "beta": (0.5, 1.0),
+}
+
+
+def _chinchilla_objective(th, lN, lD, ly, delta=HUBER_DELTA):
+    """Summed Huber loss of the log residuals and its gradient.
+
+    Hoffmann et al. 2022, Approach 3; summed, not averaged, after Besiroglu et al. 2024.
+    """
+    a, b, e, alpha, beta = th
+    c = np.stack([a - alpha * lN, b - beta * lD, np.full_like(lN, e)])
+    m = c.max(axis=0)
+    w = np.exp(c - m)
+    s = w.sum(axis=0)
+    lse = m + np.log(s)
+    w /= s
+    r = ly - lse
+    quad = np.abs(r) <= delta
+    f = np.where(quad, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta)).sum()
+    dh = np.where(quad, r, delta * np.sign(r))
+    dlse = np.stack([w[0], w[1], w[2], -w[0] * lN, -w[1] * lD])
+    return f, -(dlse @ dh)
+
+
+def _fit_chinchilla(lN, lD, ly, starts):
+    # theta = (a, b, e, alpha, beta) with A = exp(a), B = exp(b), E = exp(e)
+    if starts:
+        th_starts = [
+            np.array([math.log(s["A"]), math.log(s["B"]), math.log(s["E"]), s["alpha"], s["beta"]])
+            for s in starts
+        ]
+    else:
+        g = CHINCHILLA_GRID
+        th_starts = [
+            np.array([a, b, e, al, be])
+            for e, a, b, al, be in itertools.product(g["e"], g["a"], g["b"], g["alpha"], g["beta"])
+        ]
+
+    def solve(th0):
+        # Tolerances far below the default: with a loss this small the defaults stop early,
+        # the trap Besiroglu et al. 2024 found in the original fit.
+        r = minimize(
+            _chinchilla_objective, th0, args=(lN, lD, ly), jac=True, method="L-BFGS-B",
+            options={"maxiter": 5000, "ftol": 1e-12, "gtol": 1e-9},
+        )
+        return r.x, r.fun
+
+    th = _multistart(solve, th_starts)
+    a, b, e, alpha, beta = th
+    return {"E": float(_exp(e)), "A": float(_exp(a)), "B": float(_exp(b)), "alpha": float(alpha), "beta": float(beta)}
+
+
+_FITTERS: dict[str, Callable] = {
+    "power": _fit_power,
+    "power-offset": _fit_power_offset,
+    "log": _fit_log,
+    "kaplan-nd": _fit_kaplan_nd,
+    "kaplan-ns": _fit_kaplan_ns,
+    "chinchilla": _fit_chinchilla,
+}
+
+
+def _fit_once(form, lx, lx2, ly, starts) -> dict[str, float]:
+    params = _FITTERS[form](lx, lx2, ly, starts)
+    if any(math.isnan(v) for v in params.values()):
+        raise FitError("the fit returned NaN parameters")
+    return params
+
+
+# ---------------------------------------------------------------------------------------------
+# The public entry points
+
+
+def start_grid(**values: Sequence[float]) -> list[dict[str, float]]:
+    """Every combination of the given values, as starting points for `fit(..., starts=...)`."""
+    names = list(values)
+    return [dict(zip(names, map(float, combo))) for combo in itertools.product(*values.values())]
+
+
+def fit(
+    form: str,
+    x,
+    y,
+    x2=None,
+    *,
+    bootstrap: int = 0,
+    seed: int = 0,
+    groups=None,
+    starts: Sequence[Mapping[str, float]] | None = None,
+) -> FitResult:
+    """Fit `form` to losses y at x (and x2), with a seeded bootstrap of `bootstrap` resamples.
+
+    `groups` (one label a point, e.g. the run or the model size) makes the bootstrap resample
+    whole groups; `starts` (dicts by the paper's names) replaces the default grid of starts.
+    """
+    x, x2, y = _validate(form, x, y, x2, groups)
+    lx, ly = np.log(x), np.log(y)
+    lx2 = None if x2 is None else np.log(x2)
+    params = _fit_once(form, lx, lx2, ly, starts)
+    with np.errstate(all="ignore"):
+        residuals = ly - _log_predict(form, params, lx, lx2)
+    if not np.all(np.isfinite(residuals)):
+        raise FitError(f"the fitted {form} law is not positive at every point")
+
+    ci: dict[str, tuple[float, float]] = {}
+    n_ok, boot_df = 0, None
+    if bootstrap > 0:
+        boot_df = _bootstrap(form, lx, lx2, ly, params, bootstrap, seed, groups)
+        n_ok = len(boot_df)
+        if n_ok >= 2:
+            ci = {
+                k: (float(np.percentile(boot_df[k], 2.5)), float(np.percentile(boot_df[k], 97.5)))
+                for k in PARAMS[form]
+            }
+    return FitResult(
+        form=form,
+        params=params,
+        ci=ci,
+        residuals=residuals,
+        rmse_log=float(np.sqrt(np.mean(residuals**2))),
+        n_points=len(y),
+        n_boot=int(bootstrap),
+        n_boot_ok=n_ok,
+        boot_params=boot_df,
+    )
+
+
+def _bootstrap(form, lx, lx2, ly, params, K, seed, groups) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    if groups is not None:
+        codes, labels = pd.factorize(np.asarray(groups), use_na_sentinel=False)
+        members = [np.flatnonzero(codes == g) for g in range(len(labels))]
+    # Each resample starts from the full fit's optimum rather than the whole grid: the optimum
+    # of a resample lies near it, and K grid searches would cost K times the fit.
+    starts = None if form in ("power",) else [params]
+    rows = []
+    for _ in range(K):
+        if groups is None:
+            idx = rng.integers(0, len(ly), len(ly))
+        else:
+            idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        try:
+            x2 = None if lx2 is None else np.exp(lx2[idx])
+            _validate(form, np.exp(lx[idx]), np.exp(ly[idx]), x2)
+            p = _fit_once(form, lx[idx], None if lx2 is None else lx2[idx], ly[idx], starts)
+        except Exception:  # a degenerate resample (one x value, too few points) is dropped
+            continue
+        rows.append(p)
+    return pd.DataFrame(rows, columns=list(PARAMS[form]))
+
+
+def extrapolation_check(form: str, x, y, x2=None, *, holdout: int = 2, by=None) -> dict[str, Any]:
+    """Fit on all but the `holdout` largest values of x (or of `by`) and predict the held-out points.
+
+    Returns the fit, the held-out mask and the relative errors pred/actual - 1 of those points.
+    """
+    x, x2, y = _validate(form, x, y, x2)
+    key = x if by is None else np.asarray(by)
+    if len(key) != len(y):
+        raise FitError(f"arrays of different lengths: by {len(key)}, y {len(y)}")
+    levels = np.unique(key)
+    if holdout < 1 or holdout >= len(levels):
+        raise FitError(f"holdout must be between 1 and {len(levels) - 1}, got {holdout}")
+    held = np.isin(key, levels[-holdout:])
+    train = ~held
+    result = fit(form, x[train], y[train], None if x2 is None else x2[train])
+    pred = result.predict(x[held], None if x2 is None else x2[held])
+    rel = pred / y[held] - 1
+    return {
+        "fit": result,
+        "held_out": held,
+        "x": x[held],
+        "x2": None if x2 is None else x2[held],
+        "actual": y[held],
+        "predicted": pred,
+        "rel_error": rel,
+        "max_abs_rel_error": float(np.max(np.abs(rel))),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of `fit` to a parser."""
+    parser.add_argument("--form", required=True, choices=FORMS, help="the law to fit")
+    parser.add_argument("--csv", required=True, metavar="FILE", help="a CSV file with one row a point")
+    parser.add_argument("--x", required=True, metavar="COL", help="column of x (N, D, C or S)")
+    parser.add_argument("--x2", metavar="COL", help="column of the second variable (D or S)")
+    parser.add_argument("--y", required=True, metavar="COL", help="column of the loss L (nats/token)")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="K", help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")
+    parser.add_argument("--group", metavar="COL", help="resample whole groups of this column")
+
+
+def cli(args: argparse.Namespace) -> int:
+    """Run a fit from the command line: JSON on stdout, or one `error:` line on stderr and 2."""
+    try:
+        try:
+            df = pd.read_csv(args.csv)
+        except Exception as exc:
+            raise FitError(f"cannot read {args.csv}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        cols = [c for c in (args.x, args.x2, args.y, args.group) if c is not None]
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise FitError(f"column(s) {', '.join(missing)} not in {args.csv} (has {', '.join(map(str, df.columns))})")
+        if args.bootstrap < 0:
+            raise FitError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+
+        def numeric(col):
+            v = pd.to_numeric(df[col], errors="coerce")
+            text = v.isna() & df[col].notna()
+            if text.any():
+                raise FitError(
+                    f"column {col} has {int(text.sum())} non-numeric value(s), first {df[col][text].iloc[0]!r} "
+                    f"at row {int(np.argmax(text.to_numpy()))}"
+                )
+            return v.to_numpy(dtype=float)
+
+        result = fit(
+            args.form,
+            numeric(args.x),
+            numeric(args.y),
+            None if args.x2 is None else numeric(args.x2),
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+            groups=None if args.group is None else df[args.group].to_numpy(),
+        )
+    except FitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = result.to_dict()
+    out.update(out["params"])
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="python -m scaling_lib.fit", description=__doc__.splitlines()[0])
+    add_cli_arguments(_parser)
+    sys.exit(cli(_parser.parse_args()))

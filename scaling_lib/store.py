@@ -1,0 +1,139 @@
+"""The run store: one JSON record per run under ``runs/<sweep>/``, keyed by its config's hash.
+
+A record holds the config, the learning curve, the result at every token budget, the final
+metrics and the provenance (git commit, device, versions, wall time, epochs). Records are written
+atomically and never edited. No torch here: the analysis chapters load runs without a model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from .config import RunConfig
+
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "runs"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("SCALING_LIB_RUNS", DEFAULT_ROOT))
+
+
+class Store:
+    """Run records on disk: ``<root>/<sweep>/<name>-<key>.json``."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    def path(self, cfg: RunConfig) -> Path:
+        return self.root / cfg.sweep / f"{cfg.name}-{cfg.key}.json"
+
+    def has(self, cfg: RunConfig) -> bool:
+        return self.path(cfg).exists()
+
+    def load(self, cfg: RunConfig) -> dict[str, Any] | None:
+        p = self.path(cfg)
+        return load_record(p) if p.exists() else None
+
+    def save(self, record: dict[str, Any]) -> Path:
+        cfg = RunConfig.from_dict(record["config"])
+        if cfg.key != record["key"]:
+            raise ValueError(f"record key {record['key']} does not match its config ({cfg.key})")
+        record = {k: v for k, v in record.items() if k != "path"}  # where it lies is not part of it
+        p = self.path(cfg)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1, allow_nan=True)
+            f.write("\n")
+        os.replace(tmp, p)
+        return p
+
+    def paths(self, sweep: str | None = None) -> list[Path]:
+        base = self.root / sweep if sweep else self.root
+        return sorted(p for p in base.rglob("*.json") if not p.name.startswith("."))
+
+    def records(self, sweep: str | None = None) -> list[dict[str, Any]]:
+        return [load_record(p) for p in self.paths(sweep)]
+
+    def table(self, sweep: str | None = None, *, budgets: bool = False) -> pd.DataFrame:
+        """One row per run (or per run and token budget), with the columns the chapters fit."""
+        return runs_table(self.records(sweep), budgets=budgets)
+
+
+def load_record(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable run record: {e}") from e
+    if "config" not in rec or "key" not in rec:
+        raise ValueError(f"{path} is not a run record (no config or key)")
+    rec["path"] = str(path)
+    return rec
+
+
+_CONFIG_COLUMNS = ("arch", "n_layer", "d_model", "n_head", "d_ff", "n_ctx", "tokenizer", "batch_size", "lr",
+                   "schedule", "seed", "device", "dtype", "data_tokens", "early_stop")
+
+
+def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False) -> pd.DataFrame:
+    """Flatten records: config columns, N, tokens, compute and losses (per budget when asked)."""
+    rows = []
+    for r in records:
+        c = r["config"]
+        base = {k: c.get(k) for k in _CONFIG_COLUMNS}
+        base.update(
+            path=r.get("path"), key=r["key"], name=r["name"], sweep=r["sweep"], status=r["status"], N=r["N"],
+            N_total=r["N_total"], vocab=_vocab(c["tokenizer"]), data_tokens=r["data_tokens"],
+            wall_time_s=r["provenance"].get("wall_time_s"), device_name=r["provenance"].get("device"),
+            test_loss=r["final"].get("test_loss"), best_val_loss=r["final"].get("best_val_loss"),
+            **{f"loss_{k}": v for k, v in r["final"].get("other", {}).items()},
+        )
+        if budgets:
+            for b in r["budgets"]:
+                rows.append({**base, "tokens": b["tokens"], "steps": b["steps"], "epochs": b["epochs"], "C": b["C"],
+                             "C_exact": b["C_exact"], "final_val_loss": b["val_loss"], "budget_status": b["status"],
+                             "is_longest": b["tokens"] == r["tokens"]})
+        else:
+            rows.append({**base, "tokens": r["tokens"], "steps": r["steps"], "epochs": r["epochs"], "C": r["C"],
+                         "C_exact": r["C_exact"], "final_val_loss": r["final"].get("val_loss")})
+    return pd.DataFrame(rows)
+
+
+def curves_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Learning curves, one row per evaluation, with the run's key and shape."""
+    rows = []
+    for r in records:
+        c = r["config"]
+        for point in r["curve"]:
+            rows.append(dict(key=r["key"], name=r["name"], N=r["N"], n_layer=c["n_layer"], d_model=c["d_model"],
+                             lr=c["lr"], seed=c["seed"], arch=c["arch"], **point))
+    return pd.DataFrame(rows)
+
+
+def _vocab(tokenizer: str) -> int:
+    from .config import vocab_size
+
+    return vocab_size(tokenizer)
+
+
+def get_or_train(cfg: RunConfig, store: Store | None = None, *, train_missing: bool = True,
+                 progress: bool = True) -> dict[str, Any]:
+    """The stored record of a config; trained and stored first if missing and allowed."""
+    store = store or Store()
+    rec = store.load(cfg)
+    if rec is not None:
+        return rec
+    if not train_missing:
+        raise LookupError(f"run {cfg.name} ({cfg.key}) is not in {store.root}/{cfg.sweep} and training is off "
+                          "(profile 'book'): run its sweep first, or use a profile that trains")
+    from .train import train  # torch only when something must be trained
+
+    rec = train(cfg, progress=progress)
+    rec["path"] = str(store.save(rec))
+    return rec

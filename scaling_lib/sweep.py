@@ -1,0 +1,212 @@
+"""Named sweeps: the grids of runs behind each chapter, and a resumable pool that runs them.
+
+A sweep is a function from a profile (and what the store already holds) to a list of RunConfigs.
+Running it trains only what the store lacks, in worker processes, and files each record as it
+finishes: a sweep that is killed resumes where it stopped.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import sys
+import time
+import traceback
+from typing import Callable
+
+from .config import RunConfig, lr_rule_pilot, profile as get_profile
+from .store import Store
+
+SweepFn = Callable[[dict, Store], list[RunConfig]]
+SWEEPS: dict[str, SweepFn] = {}
+
+
+def sweep(fn: SweepFn) -> SweepFn:
+    SWEEPS[fn.__name__.removeprefix("sweep_").replace("_", "-")] = fn
+    return fn
+
+
+def _base(p: dict, name: str, **kw) -> RunConfig:
+    suffix = "-gpu" if p.get("device") == "cuda" else ""
+    return RunConfig(sweep=name + suffix, batch_size=p["batch_size"], n_ctx=p["n_ctx"], eval_tokens=p["eval_tokens"],
+                     device=p.get("device", "cpu"), corpus=p.get("corpus", "books"), **kw)
+
+
+def ladder_lr(N: float) -> float:
+    """Peak LR for the ladder: the rule fitted to this machine's pilot LR sweep (training.md)."""
+    return round(lr_rule_pilot(N), 5)
+
+
+@sweep
+def sweep_lr(p: dict, store: Store) -> list[RunConfig]:
+    """Peak learning rate at every ladder size, at a short budget; the grid grows at an edge that wins."""
+    cfgs = []
+    for n_layer, d_model in p["ladder"]:
+        base = _base(p, "lr", n_layer=n_layer, d_model=d_model, tokens=p["lr_tokens"], schedule="cosine")
+        grid = sorted(p["lr_grid"])
+        for _ in range(2):  # extend at most twice, x3 each time, past the edge that holds the minimum
+            losses = {}
+            for lr in grid:
+                rec = store.load(base.replace(lr=lr))
+                if rec is not None and rec["status"] == "ok":
+                    losses[lr] = rec["final"]["val_loss"]
+            if len(losses) < len(grid):
+                break
+            best = min(losses, key=losses.get)
+            if best == grid[-1] and grid[-1] * 3 <= 1.0:
+                grid.append(round(grid[-1] * 3, 6))
+            elif best == grid[0] and grid[0] / 3 >= 1e-5:
+                grid.insert(0, round(grid[0] / 3, 8))
+            else:
+                break
+        cfgs += [base.replace(lr=lr) for lr in grid]
+    return cfgs
+
+
+@sweep
+def sweep_ladder(p: dict, store: Store) -> list[RunConfig]:
+    """The model-size ladder, each size at several doubling budgets (wsd cooldowns), extra seeds at some sizes."""
+    cfgs = []
+    for n_layer, d_model in p["ladder"]:
+        base = _base(p, "ladder", n_layer=n_layer, d_model=d_model, tokens=p["tokens"], budgets=p["budgets"],
+                     schedule="wsd")
+        seeds = p["seeds"] if (n_layer, d_model) in p["seed_sizes"] else (0,)
+        cfgs += [base.replace(lr=ladder_lr(base.N), seed=s) for s in seeds]
+    # every size once before the extra seeds, the longest first within each
+    return sorted(cfgs, key=lambda c: (c.seed, -_cost([c])))
+
+
+@sweep
+def sweep_data(p: dict, store: Store) -> list[RunConfig]:
+    """L(D): one large model on nested subsets of the training split, early-stopped (Kaplan §3.1)."""
+    n_layer, d_model = p["data_model"]
+    base = _base(p, "data", n_layer=n_layer, d_model=d_model, tokens=p["data_budget"], schedule="cosine",
+                 early_stop=True)
+    base = base.replace(lr=ladder_lr(base.N))
+    return [base.replace(data_tokens=d) for d in p["data_sizes"]]
+
+
+@sweep
+def sweep_shape(p: dict, store: Store) -> list[RunConfig]:
+    """Shapes at (nearly) fixed N: depth against width, feed-forward ratio, head dimension (Fig. 5)."""
+    cfgs = []
+    for shape in p["shapes"]:
+        base = _base(p, "shape", tokens=p["shape_tokens"], schedule="cosine", **shape)
+        cfgs.append(base.replace(lr=ladder_lr(base.N)))
+    return cfgs
+
+
+@sweep
+def sweep_lstm(p: dict, store: Store) -> list[RunConfig]:
+    """An LSTM ladder (Fig. 7), each size at a small grid of learning rates (their best is reported)."""
+    cfgs = []
+    for n_layer, d_model in p["lstm_ladder"]:
+        base = _base(p, "lstm", arch="lstm", n_layer=n_layer, d_model=d_model, tokens=p["lstm_tokens"],
+                     schedule="cosine")
+        cfgs += [base.replace(lr=lr) for lr in p["lstm_lr_grid"]]
+    return cfgs
+
+
+def configs(name: str, profile_name: str, store: Store | None = None) -> list[RunConfig]:
+    """Every config of a named sweep (or 'all') under a profile."""
+    store = store or Store()
+    p = get_profile(profile_name)
+    names = list(SWEEPS) if name == "all" else [name]
+    for n in names:
+        if n not in SWEEPS:
+            raise ValueError(f"unknown sweep {n!r}: choose one of {', '.join(SWEEPS)} or 'all'")
+    out = []
+    for n in names:
+        out += SWEEPS[n](p, store)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+def run_sweep(name: str, profile_name: str, *, store: Store | None = None, workers: int = 2, threads: int = 1,
+              deadline_s: float | None = None, dry_run: bool = False, log=print) -> list[str]:
+    """Train what the store lacks of a sweep, in a pool of worker processes; return the paths written.
+
+    Sweeps whose grid depends on earlier results (the learning-rate edges) are re-expanded until
+    nothing new appears. With a deadline no new run starts after it (runs under way finish).
+    """
+    store = store or Store()
+    t0 = time.time()
+    written: list[str] = []
+    for _ in range(4):
+        todo = [c for c in configs(name, profile_name, store) if not store.has(c)]
+        todo = list(dict.fromkeys(todo))
+        if not todo:
+            break
+        log(f"[sweep {name}/{profile_name}] {len(todo)} run(s) to train with {workers} worker(s) "
+            f"x {threads} thread(s); {_cost(todo) / 1e6:.0f}M token-equivalents")
+        if dry_run:
+            for c in todo:
+                log(f"  {c.sweep}/{c.name} ({c.key}) N={c.N}")
+            return []
+        written += _run_pool(todo, store, workers, threads, deadline_s and t0 + deadline_s, log)
+        if deadline_s and time.time() > t0 + deadline_s:
+            break
+    return written
+
+
+def _cost(cfgs: list[RunConfig]) -> float:
+    """A rough cost: tokens times (N + the output layer), for ordering and for the log line."""
+    return sum(c.tokens * (1.2 if c.budgets else 1.0) * (c.N + c.d_model * c.vocab) / 1e5 for c in cfgs)
+
+
+def _run_pool(todo, store, workers, threads, deadline, log) -> list[str]:
+    written = []
+    if workers <= 1:
+        for i, cfg in enumerate(todo):
+            if deadline and time.time() > deadline:
+                log("[sweep] deadline reached: stopping before the next run")
+                break
+            ok, msg = _worker((cfg.to_dict(), str(store.root), threads))
+            log(f"[{i + 1}/{len(todo)}] {msg}")
+            if ok:
+                written.append(msg.split(" -> ")[-1])
+        return written
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, maxtasksperchild=1) as pool:
+        pending = [pool.apply_async(_worker, ((c.to_dict(), str(store.root), threads),)) for c in todo]
+        # a deadline cannot unqueue tasks already handed to the pool, so we poll and terminate instead
+        done = 0
+        while pending:
+            for res in list(pending):
+                if res.ready():
+                    pending.remove(res)
+                    done += 1
+                    ok, msg = res.get()
+                    log(f"[{done}/{len(todo)}] {msg}")
+                    if ok:
+                        written.append(msg.split(" -> ")[-1])
+            if deadline and time.time() > deadline:
+                log(f"[sweep] deadline reached with {len(pending)} run(s) unfinished: they resume next time")
+                pool.terminate()
+                break
+            time.sleep(0.5)
+    return written
+
+
+def _worker(args) -> tuple[bool, str]:
+    cfg_dict, root, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    cfg = RunConfig.from_dict(cfg_dict)
+    store = Store(root)
+    if store.has(cfg):
+        return True, f"{cfg.name} already stored -> {store.path(cfg)}"
+    t = time.time()
+    try:
+        from .train import train
+
+        rec = train(cfg, progress=False)
+        path = store.save(rec)
+    except Exception as e:  # a failed run is reported and the sweep goes on
+        traceback.print_exc(file=sys.stderr)
+        return False, f"{cfg.sweep}/{cfg.name} FAILED: {type(e).__name__}: {e}"
+    loss = rec["final"].get("val_loss", math.nan)
+    return True, f"{cfg.sweep}/{cfg.name} {rec['status']} val {loss:.4f} in {time.time() - t:.0f}s -> {path}"
+

@@ -1,0 +1,307 @@
+"""Training one run: AdamW, warmup then cosine (or warmup-stable-decay) and log-spaced evaluations.
+
+A run is described by a RunConfig and ends as a record (a JSON-ready dict) that the store files.
+It checkpoints as it goes and resumes from the checkpoint after an interruption; a run whose loss
+turns NaN ends with a record saying so, not with a crash.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import flops
+from .config import RunConfig
+from .data import cache_dir, eval_windows, load_corpus, sample_batch
+from .model import LanguageModel, build_model
+
+FINAL_EVAL_TOKENS = 1_048_576  # the final evaluation reads at most this many tokens of each split
+CHECKPOINT_SECONDS = 300.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------------------------
+def lr_at(cfg: RunConfig, step: int, total_steps: int, decay_start: int | None = None) -> float:
+    """Peak LR times the schedule: linear warmup, then cosine to min_lr_ratio, or stable then linear decay (wsd)."""
+    warmup = max(1, cfg.warmup_tokens // cfg.tokens_per_step)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    lo = cfg.min_lr_ratio
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return cfg.lr * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * progress)))
+    # wsd: stable at the peak, then a linear cooldown over the last cooldown_frac of the steps
+    start = decay_start if decay_start is not None else cooldown_start(cfg, total_steps)
+    if step < start:
+        return cfg.lr
+    progress = min(1.0, (step - start) / max(1, total_steps - start))
+    return cfg.lr * (1 - (1 - lo) * progress)
+
+
+def cooldown_start(cfg: RunConfig, total_steps: int) -> int:
+    return max(1, int(round((1 - cfg.cooldown_frac) * total_steps)))
+
+
+def eval_steps(total_steps: int, per_decade: int) -> list[int]:
+    """Steps at which to evaluate: 0, then log-spaced (per_decade a decade), and the last."""
+    k = np.arange(0, per_decade * math.log10(max(total_steps, 1)) + 1)
+    steps = np.unique(np.round(10 ** (k / per_decade)).astype(int))
+    return sorted({0, *[int(s) for s in steps if s < total_steps], total_steps})
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: LanguageModel, windows: np.ndarray, cfg: RunConfig, device: torch.device,
+             per_position: bool = False) -> Any:
+    """Mean next-token loss over fixed windows (and, if asked, the mean loss at each position)."""
+    model.eval()
+    total, pos, n = 0.0, torch.zeros(cfg.n_ctx, dtype=torch.float64), 0
+    for i in range(0, len(windows), cfg.batch_size):
+        batch = torch.from_numpy(windows[i : i + cfg.batch_size]).to(device)
+        with _autocast(cfg, device):
+            loss = model(batch[:, :-1], batch[:, 1:], per_position=True)  # (T,)
+        pos += loss.double().cpu() * batch.size(0)
+        n += batch.size(0)
+    model.train()
+    pos /= max(n, 1)
+    return (float(pos.mean()), pos.tolist()) if per_position else float(pos.mean())
+
+
+def _autocast(cfg: RunConfig, device: torch.device):
+    if cfg.dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None = None,
+          sweep_note: str = "") -> dict[str, Any]:
+    """Train the run a config describes and return its record (see store.py for the layout)."""
+    device = _device(cfg)
+    torch.manual_seed(cfg.seed)
+    corpus = load_corpus(cfg.corpus, cfg.tokenizer)
+    train_tokens = corpus.tokens("train")
+    if cfg.data_tokens:
+        if cfg.data_tokens > train_tokens.size:
+            raise ValueError(f"data_tokens {cfg.data_tokens} exceeds the training split ({train_tokens.size} tokens)")
+        train_tokens = train_tokens[: cfg.data_tokens]
+    if corpus.vocab_size != cfg.vocab:
+        raise ValueError(f"tokenizer {cfg.tokenizer} built a vocabulary of {corpus.vocab_size}, not {cfg.vocab}")
+    val_windows = eval_windows(corpus.tokens("val"), cfg.n_ctx, cfg.eval_tokens)
+
+    model = build_model(cfg).to(device)
+    opt = _optimizer(model, cfg, device)
+    rng = np.random.default_rng(cfg.seed)
+    S = cfg.steps
+    budget_steps = {b: max(1, b // cfg.tokens_per_step) for b in cfg.budgets}
+    branch_at = {cooldown_start(cfg, s): b for b, s in budget_steps.items()}
+    evals = set(eval_steps(S, cfg.evals_per_decade))
+    c_per_token = _compute_per_token(cfg)
+
+    state = dict(step=0, curve=[], budgets=[], train_loss_sum=0.0, train_loss_n=0, wall=0.0, status="ok",
+                 best_val=float("inf"), evals_past_best=0, diverged_at=None)
+    ckpt = _checkpoint_path(cfg, checkpoint_dir)
+    if ckpt.exists():
+        state = _load_checkpoint(ckpt, model, opt, rng, device)
+        if progress:
+            print(f"resuming {cfg.name} from step {state['step']}")
+
+    bar = tqdm(total=S, initial=state["step"], desc=cfg.name, disable=not progress, leave=False, mininterval=2)
+    last_ckpt = time.time()
+    t_resumed = time.time()
+    step = state["step"]
+    while step <= S:
+        if step in branch_at and not any(b["tokens"] == branch_at[step] for b in state["budgets"]):
+            state["budgets"].append(_cooldown_branch(model, opt, cfg, device, step, budget_steps[branch_at[step]],
+                                                     train_tokens, val_windows, c_per_token))
+        if step in evals:
+            val = evaluate(model, val_windows, cfg, device)
+            tokens = step * cfg.tokens_per_step
+            state["curve"].append(dict(
+                step=step, tokens=tokens, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+                lr=lr_at(cfg, max(step - 1, 0), S), val_loss=val,
+                train_loss=state["train_loss_sum"] / state["train_loss_n"] if state["train_loss_n"] else None,
+            ))
+            state["train_loss_sum"], state["train_loss_n"] = 0.0, 0
+            bar.set_postfix(val=f"{val:.3f}")
+            if not math.isfinite(val):
+                state["status"], state["diverged_at"] = "diverged", step
+                break
+            if val < state["best_val"]:
+                state["best_val"], state["evals_past_best"] = val, 0
+            else:
+                state["evals_past_best"] += 1
+            if cfg.early_stop and state["evals_past_best"] >= 3 and val > 1.01 * state["best_val"]:
+                state["status"] = "early_stopped"
+                break
+        if step == S:
+            break
+        loss = _train_step(model, opt, cfg, device, lr_at(cfg, step, S), train_tokens, rng)
+        if not math.isfinite(loss):
+            state["status"], state["diverged_at"] = "diverged", step
+            break
+        state["train_loss_sum"] += loss
+        state["train_loss_n"] += 1
+        step += 1
+        state["step"] = step
+        bar.update(1)
+        if time.time() - last_ckpt > CHECKPOINT_SECONDS:
+            state["wall"] += time.time() - t_resumed
+            t_resumed = time.time()
+            _save_checkpoint(ckpt, state, model, opt, rng)
+            last_ckpt = time.time()
+    bar.close()
+    state["wall"] += time.time() - t_resumed
+
+    t_final = time.time()
+    record = _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_note)
+    record["provenance"]["wall_time_s"] = state["wall"] + (time.time() - t_final)
+    with contextlib.suppress(FileNotFoundError):
+        ckpt.unlink()
+    return record
+
+
+def _train_step(model, opt, cfg, device, lr, train_tokens, rng) -> float:
+    for group in opt.param_groups:
+        group["lr"] = lr
+    batch = torch.from_numpy(sample_batch(train_tokens, cfg.batch_size, cfg.n_ctx, rng)).to(device)
+    with _autocast(cfg, device):
+        loss = model(batch[:, :-1], batch[:, 1:])
+    if not torch.isfinite(loss):
+        return float("nan")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return float(loss.detach())
+
+
+def _cooldown_branch(model, opt, cfg, device, start, budget_steps, train_tokens, val_windows, c_per_token):
+    """Train a copy from the stable phase down a linear cooldown to a shorter budget (Hägele et al. 2024)."""
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    rng = np.random.default_rng([cfg.seed, budget_steps])  # the main run's data order is left untouched
+    loss = float("nan")
+    for step in range(start, budget_steps):
+        loss = _train_step(model, opt, cfg, device, lr_at(cfg, step, budget_steps, decay_start=start),
+                           train_tokens, rng)
+        if not math.isfinite(loss):
+            break
+    val = evaluate(model, val_windows, cfg, device) if math.isfinite(loss) or start == budget_steps else float("nan")
+    tokens = budget_steps * cfg.tokens_per_step
+    model.load_state_dict(saved_model)
+    opt.load_state_dict(saved_opt)
+    return dict(tokens=tokens, steps=budget_steps, cooldown_from_step=start, val_loss=val,
+                epochs=tokens / train_tokens.size, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+                status="ok" if math.isfinite(val) else "diverged")
+
+
+def _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_note) -> dict[str, Any]:
+    tokens = state["step"] * cfg.tokens_per_step
+    final: dict[str, Any] = {}
+    if state["status"] != "diverged":
+        final_windows = eval_windows(corpus.tokens("val"), cfg.n_ctx, FINAL_EVAL_TOKENS)
+        final["val_loss"], final["per_position_loss"] = evaluate(model, final_windows, cfg, device, per_position=True)
+        final["test_loss"] = evaluate(model, eval_windows(corpus.tokens("test"), cfg.n_ctx, FINAL_EVAL_TOKENS), cfg, device)
+        final["other"] = {name: evaluate(model, eval_windows(corpus.tokens(name), cfg.n_ctx, FINAL_EVAL_TOKENS), cfg, device)
+                          for name in corpus.other}
+        final["best_val_loss"] = min(state["best_val"], final["val_loss"])
+    budgets = sorted(state["budgets"], key=lambda b: b["tokens"])
+    budgets.append(dict(tokens=tokens, steps=state["step"], cooldown_from_step=None,
+                        val_loss=final.get("val_loss", float("nan")), epochs=tokens / train_tokens.size,
+                        C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens, status=state["status"]))
+    return dict(
+        key=cfg.key, name=cfg.name, sweep=cfg.sweep, config=cfg.to_dict(), status=state["status"],
+        diverged_at_step=state["diverged_at"],
+        N=cfg.N, params_counted=model.n_params(non_embedding=True), N_total=model.n_params(non_embedding=False),
+        tokens=tokens, steps=state["step"], data_tokens=int(train_tokens.size), epochs=tokens / train_tokens.size,
+        C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+        curve=state["curve"], budgets=budgets, final=final,
+        provenance=_provenance(device, corpus, state, tokens, sweep_note),
+    )
+
+
+def _provenance(device, corpus, state, tokens, note) -> dict[str, Any]:
+    return dict(
+        git_commit=_git_commit(), device=_device_name(device), torch=torch.__version__, numpy=np.__version__,
+        python=platform.python_version(), threads=torch.get_num_threads(), host=platform.node(),
+        tokens_per_s=tokens / state["wall"] if state["wall"] else None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        corpus_files={k: v["sha256"][:16] for k, v in corpus.manifest["files"].items()}, note=note,
+    )
+
+
+def _compute_per_token(cfg: RunConfig) -> float:
+    """Training FLOPs per token with embeddings and de-embedding counted (3x the exact forward)."""
+    if cfg.arch == "lstm":
+        return 3 * (2 * cfg.N + 2 * cfg.d_model * cfg.vocab)
+    return 3 * flops.C_forward_exact(flops.Shape.of(cfg))
+
+
+def _optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the 2-D weights only (not on biases and layer norms)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [dict(params=decay, weight_decay=cfg.weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
+
+
+def _device(cfg: RunConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"run {cfg.name} asks for device 'cuda', but no CUDA device is available")
+    return torch.device(cfg.device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}"
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "scaling_lib"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (out.stdout.strip() + ("+dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("SCALING_LIB_COMMIT")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints (outside the repository)
+# ---------------------------------------------------------------------------------------------
+def _checkpoint_path(cfg: RunConfig, checkpoint_dir: Path | None) -> Path:
+    d = Path(checkpoint_dir) if checkpoint_dir else cache_dir() / "checkpoints"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{cfg.key}.pt"
+
+
+def _save_checkpoint(path: Path, state, model, opt, rng) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(dict(state=state, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state), tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, model, opt, rng, device) -> dict:
+    ck = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["opt"])
+    rng.bit_generator.state = ck["rng"]
+    return ck["state"]
