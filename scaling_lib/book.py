@@ -38,6 +38,12 @@ _MATHJAX_KEEP = (MATHJAX_ENTRY, "input", "output", "ui", "a11y", "adaptors")
 
 DEFAULT_TIMEOUT = 3600  # seconds a single cell may run before papermill gives up on it
 
+# The kernel's matplotlib backend. Plain "Agg" would leave a notebook without any image output
+# (measured: a returned Figure shows as text only); the inline backend renders with Agg, needs no
+# display, and emits image/png. Set explicitly so that a parent's MPLBACKEND=Agg (the tests') does
+# not leak into the kernel, where ipykernel would otherwise keep it.
+KERNEL_MPLBACKEND = "module://matplotlib_inline.backend_inline"
+
 
 class BookError(RuntimeError):
     """A chapter failed to execute, MathJax could not be fetched, or the book did not build."""
@@ -87,9 +93,9 @@ def is_plain_page(stem: str, root: Path | str | None = None) -> bool:
 
 @contextlib.contextmanager
 def _kernel_env(root: Path) -> Iterator[None]:
-    """Environment the kernel inherits: a headless matplotlib, and the library importable."""
+    """Environment the kernel inherits: headless matplotlib (Agg-based inline), the library importable."""
     saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "PYTHONPATH")}
-    os.environ["MPLBACKEND"] = "Agg"
+    os.environ["MPLBACKEND"] = KERNEL_MPLBACKEND
     # Notebooks import scaling_lib; an editable install provides it, PYTHONPATH covers a bare checkout.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), saved["PYTHONPATH"]) if p)
     try:
@@ -132,7 +138,8 @@ def execute_notebook(
 ) -> Path:
     """Run `notebooks/<stem>.md` with papermill (`-p profile <profile>`) into `<out_dir>/<stem>.ipynb`.
 
-    The kernel runs in `notebooks/` with `MPLBACKEND=Agg`; `timeout` bounds each cell (seconds,
+    The kernel runs in `notebooks/` with the Agg-based inline matplotlib backend (headless, and
+    figures become image/png outputs); `timeout` bounds each cell (seconds,
     None for no bound). The notebook is written to a temporary file and renamed, so a failed or
     interrupted run leaves any previous output untouched. A failing cell raises `BookError`
     naming the notebook, the cell and its error.
@@ -153,9 +160,13 @@ def execute_notebook(
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{stem}.ipynb"
 
-    nb = jupytext.read(source)
+    # Explicit format: without `extension` in its header jupytext would read the file as plain
+    # Markdown, and the notebook would run with no code cell at all.
+    nb = jupytext.read(source, fmt="md:myst")
     if not nb.metadata.get("kernelspec"):
         raise BookError(f"{source} has no kernelspec in its jupytext header (papermill needs one)")
+    if not any(cell.cell_type == "code" for cell in nb.cells):
+        raise BookError(f"{source} has no code cell: is it a MyST notebook (```{{code-cell}} blocks)?")
 
     with _kernel_env(base):
         try:
@@ -182,6 +193,7 @@ def execute_notebook(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             nbformat.write(executed, fh)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; this is a committed, shared file
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -235,6 +247,7 @@ def ensure_mathjax(root: Path | str | None = None) -> Path:
         # Assemble beside the destination, then rename: a half-copied MathJax never looks complete.
         dest.parent.mkdir(parents=True, exist_ok=True)
         assembled = Path(tempfile.mkdtemp(prefix=".mathjax-", dir=dest.parent))
+        os.chmod(assembled, 0o755)
         try:
             for name in _MATHJAX_KEEP:
                 src = es5 / name

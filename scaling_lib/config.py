@@ -119,7 +119,12 @@ class RunConfig:
 
     @property
     def name(self) -> str:
-        return f"{self.arch}-L{self.n_layer}-d{self.d_model}-T{_short(self.tokens)}-lr{self.lr:.3g}-s{self.seed}"
+        extra = "".join([
+            f"-ff{self.d_ff}" if self.d_ff != 4 * self.d_model else "",
+            f"-h{self.n_head}" if self.n_head != RunConfig(d_model=self.d_model).n_head else "",
+            f"-D{_short(self.data_tokens)}" if self.data_tokens else "",
+        ]) if self.arch == "gpt" else ""
+        return f"{self.arch}-L{self.n_layer}-d{self.d_model}{extra}-T{_short(self.tokens)}-lr{self.lr:.3g}-s{self.seed}"
 
     def replace(self, **changes: Any) -> "RunConfig":
         d = self.to_dict()
@@ -170,9 +175,9 @@ def lr_rule_kaplan(N: float) -> float:
 
 
 def _short(n: int) -> str:
-    for unit, s in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
-        if n >= unit and n % (unit // 1000 or 1) == 0:
-            return f"{n / unit:g}{s}"
+    for unit, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if n >= unit:
+            return f"{n / unit:.4g}{suffix}"
     return str(n)
 
 

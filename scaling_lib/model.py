@@ -63,9 +63,10 @@ class LanguageModel(nn.Module):
         if targets is None:
             return h @ self.wte.weight.T
         h, t = h.reshape(-1, h.size(-1)), targets.reshape(-1)
+        chunk = CE_CHUNK if h.device.type == "cpu" else t.numel()  # a GPU is faster with the whole logits at once
         losses = []
-        for i in range(0, t.numel(), CE_CHUNK):
-            hc, tc = h[i : i + CE_CHUNK], t[i : i + CE_CHUNK]
+        for i in range(0, t.numel(), chunk):
+            hc, tc = h[i : i + chunk], t[i : i + chunk]
             if torch.is_grad_enabled():
                 losses.append(checkpoint(_ce, hc, self.wte.weight, tc, use_reentrant=False))
             else:

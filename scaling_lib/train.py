@@ -95,6 +95,7 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
           sweep_note: str = "") -> dict[str, Any]:
     """Train the run a config describes and return its record (see store.py for the layout)."""
     device = _device(cfg)
+    commit = _git_commit()  # of the code that starts the run
     torch.manual_seed(cfg.seed)
     corpus = load_corpus(cfg.corpus, cfg.tokenizer)
     train_tokens = corpus.tokens("train")
@@ -171,7 +172,7 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
     state["wall"] += time.time() - t_resumed
 
     t_final = time.time()
-    record = _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_note)
+    record = _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_note, commit)
     record["provenance"]["wall_time_s"] = state["wall"] + (time.time() - t_final)
     with contextlib.suppress(FileNotFoundError):
         ckpt.unlink()
@@ -212,7 +213,7 @@ def _cooldown_branch(model, opt, cfg, device, start, budget_steps, train_tokens,
                 status="ok" if math.isfinite(val) else "diverged")
 
 
-def _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_note) -> dict[str, Any]:
+def _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_note, commit) -> dict[str, Any]:
     tokens = state["step"] * cfg.tokens_per_step
     final: dict[str, Any] = {}
     if state["status"] != "diverged":
@@ -233,13 +234,13 @@ def _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_
         tokens=tokens, steps=state["step"], data_tokens=int(train_tokens.size), epochs=tokens / train_tokens.size,
         C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
         curve=state["curve"], budgets=budgets, final=final,
-        provenance=_provenance(device, corpus, state, tokens, sweep_note),
+        provenance=_provenance(device, corpus, state, tokens, sweep_note, commit),
     )
 
 
-def _provenance(device, corpus, state, tokens, note) -> dict[str, Any]:
+def _provenance(device, corpus, state, tokens, note, commit) -> dict[str, Any]:
     return dict(
-        git_commit=_git_commit(), device=_device_name(device), torch=torch.__version__, numpy=np.__version__,
+        git_commit=commit, device=_device_name(device), torch=torch.__version__, numpy=np.__version__,
         python=platform.python_version(), threads=torch.get_num_threads(), host=platform.node(),
         tokens_per_s=tokens / state["wall"] if state["wall"] else None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         corpus_files={k: v["sha256"][:16] for k, v in corpus.manifest["files"].items()}, note=note,
@@ -279,7 +280,9 @@ def _git_commit() -> str | None:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "scaling_lib"], cwd=root,
                                capture_output=True, text=True, timeout=5).stdout.strip()
-        return (out.stdout.strip() + ("+dirty" if dirty else "")) or None
+        if out.returncode != 0:  # a copy of the tree without .git (the GPU machine)
+            return os.environ.get("SCALING_LIB_COMMIT")
+        return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("SCALING_LIB_COMMIT")
 
