@@ -330,7 +330,7 @@ def build(
     if missing:
         raise BookError(
             f"executed notebooks missing: {', '.join(missing)}; "
-            f"run `python -m scaling_lib.book --profile book` to execute them"
+            f"run `python -m scaling_lib book --profile book` to execute them"
         )
 
     ensure_mathjax(base)

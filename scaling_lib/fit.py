@@ -99,7 +99,7 @@ def kaplan_ns(N, S, alpha_N: float, N_c: float, alpha_S: float, S_c: float) -> n
 def chinchilla(N, D, E: float, A: float, B: float, alpha: float, beta: float) -> np.ndarray:
     """L(N, D) = E + A/N^alpha + B/D^beta.
 
-    Hoffmann et al. 2022, Eq. 2 (Approach 3).
+    Hoffmann et al. 2022, §3.3 (Approach 3).
     """
     return _exp(_log_chinchilla(_log(N), _log(D), _log(A), _log(B), _log(E), alpha, beta))
 
@@ -107,7 +107,7 @@ def chinchilla(N, D, E: float, A: float, B: float, alpha: float, beta: float) ->
 def chinchilla_optimal(C, params: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Compute-optimal (N_opt, D_opt) for a budget of C FLOPs under C = 6 N D.
 
-    Hoffmann et al. 2022, Appendix D.2: N_opt = G (C/6)^a, a = beta/(alpha+beta),
+    Hoffmann et al. 2022, §3.3: N_opt = G (C/6)^a, a = beta/(alpha+beta),
     G = (alpha A / (beta B))^(1/(alpha+beta)).
     """
     alpha, beta, A, B = (float(params[k]) for k in ("alpha", "beta", "A", "B"))
@@ -154,7 +154,7 @@ def _log_predict(form: str, p: Mapping[str, float], lx, lx2) -> np.ndarray:
 # The result
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq would compare the residual arrays, which is ambiguous
 class FitResult:
     """A fitted law: parameters by the paper's names, 95% bootstrap intervals, log residuals."""
 

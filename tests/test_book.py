@@ -1,0 +1,174 @@
+"""The built book, opened in a real (headless) browser: images load, formulas are typeset.
+
+Builds `_build/html` from the committed executed notebooks (`build(execute=False)`), then loads
+every page of the toc in Chromium and checks, after its scripts have run, that each <img> has
+loaded, that MathJax turned every formula into an `mjx-container` (none left as raw TeX, none in
+error), and saves a screenshot of each page to `_build/screenshots/<stem>.png`.
+"""
+from __future__ import annotations
+
+import html as html_lib
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from scaling_lib.book import build, toc_chapters
+
+ROOT = Path(os.environ.get("BOOK_ROOT", Path(__file__).resolve().parents[1])).resolve()
+CHROMIUM = "/usr/bin/chromium"
+PAGES = ["intro", *toc_chapters(ROOT)]
+
+# The flags measured to work headless on these machines (shared/reference/toolchain.md).
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--virtual-time-budget=10000",
+]
+BROWSER_TIMEOUT = 90  # seconds; the browser is always run under a timeout
+
+# Runs once the page and MathJax's first typesetting are done; writes its findings into the DOM,
+# which --dump-dom then prints.
+CHECK_SCRIPT = r"""
+<script>
+(function () {
+  function report(error) {
+    var imgs = Array.prototype.map.call(document.images, function (img) {
+      return {src: img.getAttribute("src"), complete: img.complete, width: img.naturalWidth};
+    });
+    var article = document.querySelector("article") || document.querySelector("main") || document.body;
+    var mathCount = article.querySelectorAll(".math").length;
+    // Rendered prose only: code, code output, scripts and typeset formulas are not prose.
+    var prose = article.cloneNode(true);
+    prose.querySelectorAll("pre, code, .highlight, .cell_input, .cell_output, script, style, " +
+                           "mjx-container, .MathJax").forEach(function (el) { el.remove(); });
+    var result = {
+      error: error ? String(error) : null,
+      mathjax: typeof window.MathJax === "object" && !!window.MathJax.startup,
+      images: imgs,
+      math: mathCount,
+      mjx: document.querySelectorAll("mjx-container").length,
+      merror: document.querySelectorAll("mjx-merror, [data-mjx-error]").length,
+      text: prose.textContent
+    };
+    var out = document.createElement("div");  // not <pre>: the theme decorates those
+    out.id = "__book_check__";
+    out.textContent = JSON.stringify(result);
+    document.body.appendChild(out);
+  }
+  window.addEventListener("load", function () {
+    var mj = window.MathJax;
+    var ready = (mj && mj.startup && mj.startup.promise) ? mj.startup.promise : Promise.resolve();
+    ready.then(function () { report(null); }, function (e) { report(e); });
+  });
+})();
+</script>
+"""
+
+# Delimiters and commands that MathJax would have consumed, and $...$ spans with TeX inside.
+RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\\end\{|\\frac|\\alpha|\\mathrm"
+                     r"|\$[^$\s][^$\n]{0,80}?[\\^_{}][^$\n]{0,80}?\$")
+
+
+def _run_browser(args: list[str], profile_dir: Path) -> subprocess.CompletedProcess:
+    """Chromium with the measured flags, killed with its whole process group on timeout."""
+    cmd = ["timeout", "-k", "5", str(BROWSER_TIMEOUT), CHROMIUM, *CHROMIUM_FLAGS,
+           f"--user-data-dir={profile_dir}", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=BROWSER_TIMEOUT + 15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"chromium did not finish within {BROWSER_TIMEOUT} s: {' '.join(args)}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG header; fails the test if the file is not a PNG."""
+    data = path.read_bytes()[:24]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test`, which installs it (apt-get install -y chromium)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def html_dir() -> Path:
+    return build(execute=False, root=ROOT)
+
+
+@pytest.fixture()
+def profile_dir():
+    path = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", PAGES)
+def test_page_renders(stem: str, chromium: str, html_dir: Path, profile_dir: Path) -> None:
+    page = html_dir / "book" / f"{stem}.html"
+    assert page.is_file(), f"{page} was not built"
+    html = page.read_text(encoding="utf-8")
+
+    # Every local image the page refers to exists and is a PNG (or at least a non-empty file).
+    for src in re.findall(r'<img[^>]*\bsrc="([^"]+)"', html):
+        if "://" in src or src.startswith("data:"):
+            continue
+        file = (page.parent / src.split("?")[0]).resolve()
+        assert file.is_file() and file.stat().st_size > 0, f"{stem}: image {src} missing from the build"
+        if file.suffix.lower() == ".png":
+            width, height = _png_size(file)
+            assert width > 0 and height > 0, f"{stem}: image {src} is empty"
+
+    # The same page with the check appended, beside it so that relative paths still resolve.
+    probe = page.with_name(f".check-{stem}.html")
+    probe.write_text(html.replace("</body>", CHECK_SCRIPT + "</body>", 1), encoding="utf-8")
+    try:
+        dom = _run_browser(["--dump-dom", probe.as_uri()], profile_dir)
+    finally:
+        probe.unlink(missing_ok=True)
+    match = re.search(r'<div id="__book_check__"[^>]*>(.*?)</div>', dom.stdout, re.S)
+    assert match, (f"{stem}: the in-page check did not report (chromium exit {dom.returncode}):\n"
+                   f"{dom.stderr[-2000:]}")
+    result = json.loads(html_lib.unescape(match.group(1)))
+    assert result["error"] is None, f"{stem}: MathJax failed to start: {result['error']}"
+
+    broken = [img["src"] for img in result["images"] if not (img["complete"] and img["width"] > 0)]
+    assert not broken, f"{stem}: images that did not load in the browser: {broken}"
+
+    if result["math"]:
+        assert result["mathjax"], f"{stem}: the page has {result['math']} formulas but MathJax did not load"
+        assert result["mjx"] >= result["math"], (
+            f"{stem}: {result['math']} formulas but only {result['mjx']} typeset by MathJax")
+    assert result["merror"] == 0, f"{stem}: {result['merror']} formulas rendered as MathJax errors"
+    raw = sorted({m.group(0) for m in RAW_TEX.finditer(result["text"])})
+    assert not raw, f"{stem}: raw TeX visible in the rendered text: {raw}"
+
+    # A screenshot, for people to look at and as a last check that the page paints.
+    shots = ROOT / "_build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    shot = shots / f"{stem}.png"
+    shot.unlink(missing_ok=True)
+    run = _run_browser([f"--screenshot={shot}", "--window-size=1280,1900", page.as_uri()], profile_dir)
+    assert shot.is_file(), f"{stem}: no screenshot (chromium exit {run.returncode}):\n{run.stderr[-2000:]}"
+    assert _png_size(shot) == (1280, 1900), f"{stem}: screenshot has size {_png_size(shot)}"
+    assert shot.stat().st_size > 20_000, f"{stem}: screenshot is only {shot.stat().st_size} bytes: a blank page?"
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels[..., :3].std() > 0.02, f"{stem}: the screenshot is (nearly) uniform: a blank page?"

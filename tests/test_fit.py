@@ -1,0 +1,396 @@
+"""Fits of the scaling laws, on synthetic data with known parameters."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling_lib.fit import (
+    FORMS,
+    FitError,
+    FitResult,
+    add_cli_arguments,
+    chinchilla,
+    chinchilla_optimal,
+    cli,
+    extrapolation_check,
+    fit,
+    kaplan_nd,
+    kaplan_ns,
+    log_law,
+    power_law,
+    power_offset,
+    start_grid,
+)
+
+NOISE = 0.003  # multiplicative, about the seed-to-seed spread measured in the pilots
+
+# Our regime: N from 1e3 to 1e6, D from 1e6 to 1e8 tokens, S from 1e2 to 1e5 steps.
+N_1D = np.logspace(3, 6, 10)
+_N, _D = np.meshgrid(np.logspace(3, 6, 6), np.logspace(6, 8, 6))
+N_2D, D_2D = _N.ravel(), _D.ravel()
+S_2D = np.meshgrid(np.logspace(3, 6, 6), np.logspace(2, 5, 6))[1].ravel()
+
+# form -> (x, x2, true parameters, law, relative tolerance per parameter at 0.3% noise, exponents)
+# Tolerances are about five times the spread of the estimates over noise seeds; the scales
+# (X_c, N_c, D_c) are pinned only loosely, as in Kaplan's own fits.
+CASES = {
+    "power": (
+        N_1D, None, dict(alpha=0.07, X_c=1e13),
+        lambda x, x2, p: power_law(x, **p),
+        dict(alpha=0.03, X_c=0.6), ("alpha",),
+    ),
+    "power-offset": (
+        N_1D, None, dict(E=3.0, A=30.0, alpha=0.3),
+        lambda x, x2, p: power_offset(x, **p),
+        dict(E=0.05, A=0.2, alpha=0.1), ("alpha",),
+    ),
+    "log": (
+        N_1D, None, dict(a=8.0, b=0.3),
+        lambda x, x2, p: log_law(x, **p),
+        dict(a=0.02, b=0.05), ("b",),
+    ),
+    "kaplan-nd": (
+        N_2D, D_2D, dict(alpha_N=0.076, alpha_D=0.103, N_c=6.4e13, D_c=1.8e13),
+        lambda x, x2, p: kaplan_nd(x, x2, **p),
+        dict(alpha_N=0.025, alpha_D=0.05, N_c=0.6, D_c=1.5), ("alpha_N", "alpha_D"),
+    ),
+    "kaplan-ns": (
+        N_2D, S_2D, dict(alpha_N=0.077, N_c=6.5e13, alpha_S=0.76, S_c=2.1e3),
+        lambda x, x2, p: kaplan_ns(x, x2, **p),
+        dict(alpha_N=0.02, N_c=0.4, alpha_S=0.02, S_c=0.05), ("alpha_N", "alpha_S"),
+    ),
+    "chinchilla": (
+        N_2D, D_2D, dict(E=1.7, A=400.0, B=410.0, alpha=0.34, beta=0.28),
+        lambda x, x2, p: chinchilla(x, x2, **p),
+        dict(E=0.25, A=0.05, B=0.35, alpha=0.02, beta=0.1), ("alpha", "beta"),
+    ),
+}
+
+
+def _data(form, noise=NOISE, seed=2):
+    x, x2, true, law, _, _ = CASES[form]
+    L = law(x, x2, true)
+    rng = np.random.default_rng(seed)
+    return x, x2, L * np.exp(noise * rng.standard_normal(L.shape)), true
+
+
+def _rel(a, b):
+    return abs(a / b - 1)
+
+
+def test_every_form_has_a_case():
+    assert set(CASES) == set(FORMS)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_recovers_parameters_from_noisy_data(form):
+    x, x2, y, true = _data(form)
+    tol, exponents = CASES[form][4], CASES[form][5]
+    r = fit(form, x, y, x2, bootstrap=60, seed=2)
+    assert isinstance(r, FitResult)
+    assert set(r.params) == set(true)
+    for k, v in true.items():
+        assert _rel(r.params[k], v) < tol[k], (k, r.params[k], v)
+    # The residuals are the noise: rmse about 0.3% in log L.
+    assert 0.001 < r.rmse_log < 0.006
+    assert r.residuals.shape == (len(y),)
+    assert r.n_boot == 60 and r.n_boot_ok >= 55
+    for k in exponents:
+        lo, hi = r.ci[k]
+        assert lo < r.params[k] < hi
+        assert lo <= true[k] <= hi, (k, r.ci[k], true[k])
+        # An interval, not a point: the bootstrap did resample.
+        assert hi - lo > 1e-4 * true[k]
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_recovers_noiseless_data_exactly(form):
+    x, x2, y, true = _data(form, noise=0.0)
+    r = fit(form, x, y, x2)
+    for k, v in true.items():
+        assert _rel(r.params[k], v) < 1e-5, (k, r.params[k], v)
+    assert r.rmse_log < 1e-8
+    assert r.ci == {} and r.n_boot == 0
+    np.testing.assert_allclose(r.predict(x, x2), y, rtol=1e-7)
+
+
+def test_power_fit_is_the_log_log_regression():
+    x, _, y, _ = _data("power")
+    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+    r = fit("power", x, y)
+    assert r.params["alpha"] == pytest.approx(-slope, rel=1e-12)
+    assert math.log(r.params["X_c"]) == pytest.approx(intercept / -slope, rel=1e-10)
+
+
+def test_power_offset_finds_zero_offset_for_a_pure_power_law():
+    x, _, y, _ = _data("power", noise=0.0)
+    r = fit("power-offset", x, y)
+    assert r.params["E"] < 1e-3
+    assert r.params["alpha"] == pytest.approx(0.07, rel=1e-3)
+
+
+def test_result_is_frozen_and_json_ready():
+    x, _, y, _ = _data("power")
+    r = fit("power", x, y, bootstrap=20)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.form = "log"  # type: ignore[misc]
+    d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert d["form"] == "power" and d["n_points"] == len(y)
+    assert set(d["params"]) == {"alpha", "X_c"}
+    assert d["ci"]["alpha"][0] < d["params"]["alpha"] < d["ci"]["alpha"][1]
+    assert d["max_abs_residual"] == pytest.approx(np.max(np.abs(r.residuals)))
+    assert d["rmse_log"] == pytest.approx(np.sqrt(np.mean(r.residuals**2)))
+
+
+def test_bootstrap_is_seeded():
+    x, x2, y, _ = _data("kaplan-nd")
+    a = fit("kaplan-nd", x, y, x2, bootstrap=15, seed=7)
+    b = fit("kaplan-nd", x, y, x2, bootstrap=15, seed=7)
+    c = fit("kaplan-nd", x, y, x2, bootstrap=15, seed=8)
+    assert a.ci == b.ci
+    assert a.ci != c.ci
+    assert a.params == c.params  # the point estimate does not depend on the bootstrap
+
+
+def test_groups_bootstrap_resamples_whole_runs():
+    # Three seeds a size: resampling sizes keeps a size's seeds together.
+    rng = np.random.default_rng(0)
+    N = np.repeat(np.logspace(3, 6, 8), 3)
+    y = power_law(N, 0.07, 1e13) * np.exp(NOISE * rng.standard_normal(N.shape))
+    by_point = fit("power", N, y, bootstrap=80, seed=1)
+    by_size = fit("power", N, y, bootstrap=80, seed=1, groups=N)
+    assert by_size.params == by_point.params
+    assert by_size.n_boot_ok >= 75
+    assert by_size.ci != by_point.ci
+    lo, hi = by_size.ci["alpha"]
+    assert lo <= 0.07 <= hi
+    assert by_size.boot_params is not None and len(by_size.boot_params) == by_size.n_boot_ok
+
+    # One group a point draws the same resamples as the plain bootstrap.
+    singletons = fit("power", N, y, bootstrap=80, seed=1, groups=np.arange(len(N)))
+    assert singletons.ci == by_point.ci
+
+    # Labels need not be numbers: run ids work as well.
+    runs = np.array([f"run{i // 3}" for i in range(len(N))])
+    by_run = fit("power", N, y, bootstrap=80, seed=1, groups=runs)
+    assert by_run.ci == by_size.ci
+
+
+def test_bootstrap_drops_failed_resamples():
+    # Three groups: a resample that draws one group three times has one x and cannot be fitted.
+    x = np.repeat([1e3, 1e4, 1e5], 2)
+    y = power_law(x, 0.07, 1e13) * np.array([1.001, 0.999] * 3)
+    r = fit("power", x, y, bootstrap=60, seed=0, groups=x)
+    assert 0 < r.n_boot_ok < 60
+    assert len(r.boot_params) == r.n_boot_ok
+
+
+def test_extrapolation_small_on_a_clean_power_law():
+    x, _, y, _ = _data("power")
+    check = extrapolation_check("power", x, y, holdout=2)
+    assert check["held_out"].sum() == 2
+    np.testing.assert_array_equal(check["x"], x[-2:])
+    assert check["fit"].n_points == len(x) - 2
+    assert check["max_abs_rel_error"] < 0.015
+    np.testing.assert_allclose(check["rel_error"], check["predicted"] / check["actual"] - 1)
+
+
+def test_extrapolation_large_when_the_data_bend():
+    # A plateau (E = 2.5) that the small sizes hide: a pure power law overshoots it.
+    y = power_offset(N_1D, 2.5, 30.0, 0.3)
+    bent = extrapolation_check("power", N_1D, y, holdout=2)
+    assert bent["max_abs_rel_error"] > 0.05
+    assert np.all(bent["rel_error"] < 0)
+    # The right form extrapolates the same data.
+    assert extrapolation_check("power-offset", N_1D, y, holdout=2)["max_abs_rel_error"] < 1e-4
+
+
+def test_extrapolation_by_groups_holds_out_whole_sizes():
+    x, x2, y, _ = _data("kaplan-nd")
+    check = extrapolation_check("kaplan-nd", x, y, x2, holdout=1)
+    assert set(check["x"]) == {x.max()} and check["held_out"].sum() == 6
+    assert check["max_abs_rel_error"] < 0.02
+    by_D = extrapolation_check("kaplan-nd", x, y, x2, holdout=2, by=x2)
+    assert by_D["held_out"].sum() == 12 and set(by_D["x2"]) == set(np.unique(x2)[-2:])
+    with pytest.raises(FitError, match="holdout"):
+        extrapolation_check("power", N_1D, y[:10], holdout=10)
+
+
+def test_laws_do_not_overflow_and_agree_with_direct_formulas():
+    N = np.array([1e3, 1e6])
+    D = np.array([1e6, 1e8])
+    direct = ((6.4e13 / N) ** (0.076 / 0.103) + 1.8e13 / D) ** 0.103
+    np.testing.assert_allclose(kaplan_nd(N, D, 0.076, 0.103, 6.4e13, 1.8e13), direct, rtol=1e-12)
+    # D = inf is the infinite-data limit L(N) = (N_c / N)^alpha_N.
+    np.testing.assert_allclose(kaplan_nd(N, np.inf, 0.076, 0.103, 6.4e13, 1.8e13), power_law(N, 0.076, 6.4e13))
+    np.testing.assert_allclose(kaplan_ns(N, np.inf, 0.077, 6.5e13, 0.76, 2.1e3), power_law(N, 0.077, 6.5e13))
+    np.testing.assert_allclose(
+        chinchilla(N, D, 1.7, 400, 410, 0.34, 0.28), 1.7 + 400 / N**0.34 + 410 / D**0.28, rtol=1e-12
+    )
+    np.testing.assert_allclose(power_offset(N, 0.0, 30, 0.3), 30 * N**-0.3, rtol=1e-12)
+    # Scales far beyond float range in a direct product stay finite in log space.
+    with np.errstate(all="raise"):
+        assert np.isfinite(kaplan_nd(np.array([1.0]), np.array([1.0]), 0.05, 0.1, 1e300, 1e300)).all()
+
+
+def test_chinchilla_optimal():
+    p = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+    C = np.array([1e18, 1e21, 1e24])
+    N_opt, D_opt = chinchilla_optimal(C, p)
+    np.testing.assert_allclose(6 * N_opt * D_opt, C, rtol=1e-10)
+    a = np.polyfit(np.log(C), np.log(N_opt), 1)[0]
+    assert a == pytest.approx(0.28 / 0.62, rel=1e-10)  # a = beta / (alpha + beta) = 0.45
+    # N_opt minimises the loss along C = 6 N D.
+    N = N_opt[1] * np.logspace(-1, 1, 201)
+    L = chinchilla(N, C[1] / (6 * N), **p)
+    assert N[np.argmin(L)] == pytest.approx(N_opt[1], rel=0.03)
+
+
+def test_bad_starts_are_skipped():
+    x, x2, y, true = _data("kaplan-nd")
+    bad = dict(alpha_N=float("nan"), alpha_D=0.1, N_c=1e13, D_c=1e13)
+    r = fit("kaplan-nd", x, y, x2, starts=[bad, true])
+    assert _rel(r.params["alpha_N"], 0.076) < 0.025
+    with pytest.raises(FitError, match="no starting point converged"):
+        fit("kaplan-nd", x, y, x2, starts=[bad])
+
+
+def test_start_grid_drives_the_chinchilla_search():
+    x, x2, y, true = _data("chinchilla")
+    starts = start_grid(E=[1.0, 3.0], A=[100.0], B=[100.0], alpha=[0.5], beta=[0.5])
+    assert len(starts) == 2 and starts[1]["E"] == 3.0
+    r = fit("chinchilla", x, y, x2, starts=starts)
+    assert _rel(r.params["alpha"], 0.34) < 0.02
+
+
+# --- validation -------------------------------------------------------------------------------
+
+_X = np.array([1e3, 1e4, 1e5, 1e6])
+_Y = np.array([4.0, 3.5, 3.1, 2.8])
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        (("cubic", _X, _Y), {}, "unknown form"),
+        (("power", _X[:2], _Y[:2]), {}, "too few points"),
+        (("kaplan-nd", _X, _Y, _X), {}, "too few points"),
+        (("power", -_X, _Y), {}, "x must be positive"),
+        (("power", _X, _Y * 0), {}, "y must be positive"),
+        (("chinchilla", np.tile(_X, 2), np.tile(_Y, 2), -np.tile(_X, 2)), {}, "x2 must be positive"),
+        (("power", _X, np.array([4.0, np.nan, 3.1, 2.8])), {}, "NaN"),
+        (("power", np.array([1e3, np.inf, 1e5, 1e6]), _Y), {}, "infinite"),
+        (("power", _X, _Y[:3]), {}, "different lengths"),
+        (("kaplan-ns", _X, _Y), {}, "needs a second variable"),
+        (("power", _X, _Y, _X), {}, "takes one variable"),
+        (("power", np.full(4, 1e3), _Y), {}, "single value"),
+        (("power", _X, _Y), {"bootstrap": 5, "groups": [1, 2]}, "different lengths"),
+    ],
+)
+def test_validation_errors(args, kwargs, match):
+    with pytest.raises(FitError, match=match) as exc:
+        fit(*args, **kwargs)
+    assert isinstance(exc.value, ValueError)
+    assert "\n" not in str(exc.value)
+
+
+def test_predict_needs_x2_for_two_variable_forms():
+    x, x2, y, _ = _data("kaplan-ns", noise=0.0)
+    with pytest.raises(FitError, match="x2"):
+        fit("kaplan-ns", x, y, x2).predict(x)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def csv_files(tmp_path):
+    rng = np.random.default_rng(0)
+    N = np.repeat(np.logspace(3, 6, 6), 2)
+    L = power_law(N, 0.07, 1e13) * np.exp(NOISE * rng.standard_normal(N.shape))
+    good = tmp_path / "good.csv"
+    pd.DataFrame({"N": N, "L": L, "run": np.arange(len(N)) // 2}).to_csv(good, index=False)
+    files = {"good": good}
+    for name, frame in {
+        "negative": {"N": [1e3, -1e4, 1e5, 1e6], "L": [4, 3.5, 3.1, 2.8]},
+        "nan": {"N": [1e3, 1e4, 1e5, 1e6], "L": [4, None, 3.1, 2.8]},
+        "text": {"N": [1e3, 1e4, 1e5, 1e6], "L": [4, "four", 3.1, 2.8]},
+        "short": {"N": [1e3, 1e4], "L": [4, 3.5]},
+    }.items():
+        files[name] = tmp_path / f"{name}.csv"
+        pd.DataFrame(frame).to_csv(files[name], index=False)
+    files["missing"] = tmp_path / "does-not-exist.csv"
+    return files
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    "name, extra, match",
+    [
+        ("missing", [], "cannot read"),
+        ("good", ["--x", "D"], "column(s) D not in"),
+        ("negative", [], "must be positive"),
+        ("nan", [], "NaN"),
+        ("text", [], "non-numeric"),
+        ("short", [], "too few points"),
+        ("good", ["--form", "chinchilla"], "needs a second variable"),
+    ],
+)
+def test_cli_bad_input(csv_files, capsys, name, extra, match):
+    args = _parse(["--form", "power", "--csv", str(csv_files[name]), "--x", "N", "--y", "L", *extra])
+    assert cli(args) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0]
+
+
+def test_cli_subprocess_error_has_no_traceback(csv_files):
+    for name in ("missing", "negative"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "scaling_lib.fit", "--form", "power", "--csv", str(csv_files[name]),
+             "--x", "N", "--y", "L"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 2
+        assert proc.stdout == ""
+        assert "Traceback" not in proc.stderr
+        error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert len(error_lines) == 1
+
+
+def test_cli_subprocess_success(csv_files):
+    proc = subprocess.run(
+        [sys.executable, "-m", "scaling_lib.fit", "--form", "power", "--csv", str(csv_files["good"]),
+         "--x", "N", "--y", "L", "--bootstrap", "30", "--seed", "3", "--group", "run"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["form"] == "power" and out["n_points"] == 12
+    assert out["alpha"] == out["params"]["alpha"] and out["X_c"] == out["params"]["X_c"]
+    assert abs(out["alpha"] - 0.07) < 0.003
+    lo, hi = out["ci"]["alpha"]
+    assert lo < out["alpha"] < hi
+    assert 0 < out["rmse_log"] <= out["max_abs_residual"] < 0.02
+
+
+def test_cli_without_bootstrap_prints_empty_ci(csv_files, capsys):
+    args = _parse(["--form", "log", "--csv", str(csv_files["good"]), "--x", "N", "--y", "L"])
+    assert cli(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ci"] == {}
+    assert {"a", "b"} <= set(out) and out["b"] > 0

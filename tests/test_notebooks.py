@@ -1,0 +1,40 @@
+"""Smoke execution of every chapter notebook: profile `smoke`, into a temporary folder.
+
+Proves each chapter's code path runs end to end and draws at least one figure; the science is
+the `book` profile's business. A chapter listed in `_toc.yml` whose notebook is missing fails;
+a notebook under `notebooks/` that the toc does not list is skipped, saying so.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from scaling_lib.book import execute_notebook, is_plain_page, toc_chapters
+
+ROOT = Path(os.environ.get("BOOK_ROOT", Path(__file__).resolve().parents[1])).resolve()
+TOC = toc_chapters(ROOT)
+NOT_IN_TOC = sorted(p.stem for p in (ROOT / "notebooks").glob("*.md") if p.stem not in TOC)
+SMOKE_TIMEOUT = 600  # seconds a cell may take under the smoke profile
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", TOC + NOT_IN_TOC)
+def test_notebook_smoke(stem: str, tmp_path: Path) -> None:
+    source = ROOT / "notebooks" / f"{stem}.md"
+    if stem not in TOC:
+        pytest.skip(f"notebooks/{stem}.md is not in _toc.yml: add it to the toc to have it tested")
+    if is_plain_page(stem, ROOT):
+        pytest.skip(f"book/{stem}.md is a hand-written page, not a notebook")
+    assert source.is_file(), f"_toc.yml lists book/{stem} but its notebook notebooks/{stem}.md is missing"
+
+    out = execute_notebook(stem, "smoke", out_dir=tmp_path, timeout=SMOKE_TIMEOUT, root=ROOT)
+
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    errors = [f"{o.get('ename')}: {o.get('evalue')}" for o in outputs if o.get("output_type") == "error"]
+    assert not errors, f"{stem}: error outputs: {errors}"
+    assert any("image/png" in o.get("data", {}) for o in outputs), (
+        f"{stem}: executed without error but produced no figure (no image/png output)")
