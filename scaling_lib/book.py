@@ -184,6 +184,12 @@ def execute_notebook(
         except Exception as err:  # kernel died, timeout, bad header: still say which notebook
             raise BookError(f"notebook notebooks/{stem}.md failed: {type(err).__name__}: {err}") from err
 
+    # The page shows the chapter's own parameters cell; the one papermill injects stays in the file only.
+    for cell in executed.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+
     # Record where it came from in repository terms, not as a temporary or absolute path.
     meta = executed.metadata.setdefault("papermill", {})
     meta["input_path"] = f"notebooks/{stem}.md"

@@ -210,3 +210,29 @@ def _worker(args) -> tuple[bool, str]:
     loss = rec["final"].get("val_loss", math.nan)
     return True, f"{cfg.sweep}/{cfg.name} {rec['status']} val {loss:.4f} in {time.time() - t:.0f}s -> {path}"
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading for the chapters
+# ---------------------------------------------------------------------------------------------
+def chapter_store(profile_name: str) -> Store:
+    """Where a chapter's runs live: runs/ for the real profiles, a scratch store for 'smoke'."""
+    if profile_name == "smoke":
+        import tempfile
+        from pathlib import Path
+
+        return Store(Path(tempfile.gettempdir()) / "scaling_lib_smoke_runs")
+    return Store()
+
+
+def load_sweep(name: str, profile_name: str, store: Store | None = None, *, train: bool | None = None):
+    """The records of a sweep under a profile, training what is missing if the profile allows it.
+
+    Returns (records, missing): the stored records and the configs the store lacks. The 'book'
+    profile trains nothing, so a sweep still under way shows up as missing runs, not as an error.
+    """
+    store = store or chapter_store(profile_name)
+    if get_profile(profile_name)["train_missing"] if train is None else train:
+        run_sweep(name, profile_name, store=store, workers=1, log=lambda *a: None)
+    cfgs = configs(name, profile_name, store)
+    return [store.load(c) for c in cfgs if store.has(c)], [c for c in cfgs if not store.has(c)]

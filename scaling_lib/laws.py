@@ -1,0 +1,65 @@
+"""The papers' published constants, and the reductions of run tables that the chapters share.
+
+Numerics over tables of runs only (numpy, pandas): no torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# Kaplan et al. 2020, Tables 2-6 and §1.2 (WebText2, BPE 50257, n_ctx 1024); C in PF-days.
+KAPLAN = {
+    "L(N)": dict(alpha_N=0.076, N_c=8.8e13),
+    "L(D)": dict(alpha_D=0.095, D_c=5.4e13),
+    "L(C)": dict(alpha_C=0.057, C_c=1.6e7),
+    "L(C_min)": dict(alpha_C=0.050, C_c=3.1e8),
+    "L(N,D)": dict(alpha_N=0.076, alpha_D=0.103, N_c=6.4e13, D_c=1.8e13),
+    "L(N,S)": dict(alpha_N=0.077, alpha_S=0.76, N_c=6.5e13, S_c=2.1e3),
+}
+# Hoffmann et al. 2022 (Approach 3) and Besiroglu et al. 2024 (the replication).
+CHINCHILLA = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+BESIROGLU = dict(E=1.82, A=482.0, B=2085.4, alpha=0.348, beta=0.366)
+
+
+def best_per_group(df: pd.DataFrame, by: str | list[str], loss: str = "final_val_loss") -> pd.DataFrame:
+    """The row with the lowest loss in each group (e.g. the best learning rate of each size)."""
+    ok = df[np.isfinite(df[loss])]
+    return ok.loc[ok.groupby(by)[loss].idxmin()].reset_index(drop=True)
+
+
+def parabola_minimum(x: np.ndarray, y: np.ndarray) -> float:
+    """Where a parabola through the lowest point and its two neighbours has its minimum (x on a log scale).
+
+    Used for the best learning rate between grid points; at a grid edge it returns the edge.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    i = int(np.argmin(y))
+    if i == 0 or i == len(x) - 1:
+        return float(x[i])
+    lx = np.log(x[i - 1 : i + 2])
+    a, b, _ = np.polyfit(lx, y[i - 1 : i + 2], 2)
+    if a <= 0:
+        return float(x[i])
+    return float(np.exp(np.clip(-b / (2 * a), lx[0], lx[-1])))
+
+
+def envelope(curves: pd.DataFrame, x: str = "C", y: str = "val_loss", n_bins: int = 40) -> pd.DataFrame:
+    """The lower envelope of many learning curves: the best loss any run reached by each x (Kaplan Fig. 2)."""
+    c = curves[(curves[x] > 0) & np.isfinite(curves[y])]
+    edges = np.logspace(np.log10(c[x].min()), np.log10(c[x].max()), n_bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        upto = c[c[x] <= hi]
+        if upto.empty:
+            continue
+        best = upto.loc[upto[y].idxmin()]
+        rows.append({x: hi, y: best[y], "N": best["N"], "key": best["key"]})
+    env = pd.DataFrame(rows).drop_duplicates(subset=[y], keep="first")
+    return env.reset_index(drop=True)
+
+
+def pf_days(C: np.ndarray | float) -> np.ndarray | float:
+    """FLOPs to PF-days, the unit of Kaplan's compute constants."""
+    return np.asarray(C) / 8.64e19

@@ -1,0 +1,136 @@
+"""Figures: each takes a table (and a fit), draws on a fresh Figure or a given axis, and returns the Figure.
+
+No pyplot state is touched (figures are made with matplotlib.figure.Figure, so nothing is shown
+twice and nothing leaks between cells); one seaborn style for the whole book.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+STYLE = "whitegrid"
+CMAP = "viridis"
+
+
+@contextmanager
+def _style():
+    with sns.axes_style(STYLE), mpl.rc_context({"figure.dpi": 110, "axes.titlesize": "medium"}):
+        yield
+
+
+def _axes(ax, ncols: int = 1, size=(6.0, 4.2)):
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=(size[0] * ncols, size[1]), layout="constrained")
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def _log_norm(values) -> mpl.colors.LogNorm:
+    v = np.asarray(values, float)
+    return mpl.colors.LogNorm(vmin=v.min(), vmax=max(v.max(), v.min() * 1.01))
+
+
+def learning_curves(curves: pd.DataFrame, *, x: str = "tokens", ax=None, label: str = "N",
+                    envelope: pd.DataFrame | None = None, fit=None) -> Figure:
+    """Validation loss against tokens or compute, one line per run, coloured by N (Kaplan Fig. 2)."""
+    with _style():
+        fig, ax = _axes(ax)
+        norm = _log_norm(curves[label])
+        cmap = mpl.colormaps[CMAP]
+        for _, run in curves[curves[x] > 0].groupby("key"):
+            ax.plot(run[x], run["val_loss"], color=cmap(norm(run[label].iloc[0])), lw=1.2, alpha=0.9)
+        if envelope is not None:
+            ax.plot(envelope[x], envelope["val_loss"], "k--", lw=1, label="lower envelope")
+        if fit is not None:
+            xs = np.geomspace(curves.loc[curves[x] > 0, x].min(), curves[x].max(), 100)
+            ax.plot(xs, fit.predict(xs), color="crimson", lw=1.5, label="power-law fit to the envelope")
+        ax.set(xscale="log", xlabel={"tokens": "tokens processed", "C": "compute C = 6ND (FLOPs)",
+                                     "C_pf": "compute (PF-days)"}.get(x, x), ylabel="validation loss (nats/token)")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="non-embedding parameters N")
+        if envelope is not None or fit is not None:
+            ax.legend(loc="upper right", fontsize="small")
+    return fig
+
+
+def power_law_fit(df: pd.DataFrame, x: str, y: str, fit, *, ax=None, hue: str | None = None,
+                  reference=None, reference_label: str = "Kaplan et al. (2020)", xlabel: str | None = None,
+                  held_out=None) -> Figure:
+    """Points, the fitted law with its residual band, and optionally the paper's law for comparison."""
+    with _style():
+        fig, ax = _axes(ax)
+        if hue:
+            sns.scatterplot(data=df, x=x, y=y, hue=hue, ax=ax, palette=CMAP, zorder=3)
+        else:
+            ax.scatter(df[x], df[y], color="C0", zorder=3, label="runs")
+        if held_out is not None and held_out.any():
+            ax.scatter(df.loc[held_out, x], df.loc[held_out, y], s=90, facecolors="none", edgecolors="crimson",
+                       zorder=4, label="held out of the fit")
+        xs = np.geomspace(df[x].min() / 1.5, df[x].max() * 1.5, 200)
+        ax.plot(xs, fit.predict(xs), color="crimson", lw=1.5, label="fit")
+        if reference is not None:
+            ax.plot(xs, reference(xs), color="grey", ls=":", lw=1.5, label=reference_label)
+        ax.set(xscale="log", yscale="log", xlabel=xlabel or x, ylabel="validation loss (nats/token)")
+        ax.yaxis.set_minor_formatter(mpl.ticker.FormatStrFormatter("%.1f"))
+        ax.legend(fontsize="small")
+    return fig
+
+
+def lr_sweep(df: pd.DataFrame, best: pd.DataFrame | None = None, *, ax=None, rule=None) -> Figure:
+    """Final loss against peak learning rate, one line per model size; the fitted optimum of each marked."""
+    with _style():
+        fig, axes = _axes(ax, ncols=1 if ax is not None or best is None else 2)
+        ax0 = axes if not isinstance(axes, np.ndarray) else axes[0]
+        norm = _log_norm(df["N"])
+        cmap = mpl.colormaps[CMAP]
+        for N, g in df.sort_values("lr").groupby("N"):
+            ax0.plot(g["lr"], g["final_val_loss"], "o-", color=cmap(norm(N)), ms=4, lw=1.2)
+        if best is not None:
+            ax0.scatter(best["lr_best"], best["loss_at_best"], marker="*", s=120, color="crimson", zorder=4,
+                        label="interpolated optimum")
+            ax0.legend(fontsize="small")
+        ax0.set(xscale="log", xlabel="peak learning rate", ylabel="validation loss (nats/token)")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax0, label="N")
+        if isinstance(axes, np.ndarray) and best is not None:
+            ax1 = axes[1]
+            ax1.scatter(best["N"], best["lr_best"], color="crimson", zorder=3, label="best LR (this book)")
+            Ns = np.geomspace(best["N"].min() / 2, best["N"].max() * 2, 100)
+            for r in rule or []:
+                ax1.plot(Ns, r["fn"](Ns), ls=r.get("ls", "-"), color=r.get("color"), label=r["label"])
+            ax1.set(xscale="log", yscale="log", xlabel="non-embedding parameters N", ylabel="peak learning rate")
+            ax1.legend(fontsize="small")
+    return fig
+
+
+def stacked_shares(table: pd.DataFrame, *, ax=None) -> Figure:
+    """Share of the forward FLOPs per token in each row of Kaplan's Table 1, one bar per shape."""
+    with _style():
+        fig, ax = _axes(ax, size=(7.5, 4.2))
+        shares = table.div(table.sum(axis=1), axis=0)
+        bottom = np.zeros(len(shares))
+        colors = sns.color_palette("tab10", len(shares.columns))
+        for col, c in zip(shares.columns, colors):
+            ax.bar(range(len(shares)), shares[col], bottom=bottom, label=col, color=c)
+            bottom += shares[col].to_numpy()
+        ax.set_xticks(range(len(shares)), shares.index, rotation=30, ha="right")
+        ax.set(ylabel="share of forward FLOPs per token", ylim=(0, 1))
+        ax.legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
+    return fig
+
+
+def loss_vs_budget(df: pd.DataFrame, *, ax=None, x: str = "tokens", fits: dict | None = None) -> Figure:
+    """Final loss against token budget, one line per model size (several budgets per size)."""
+    with _style():
+        fig, ax = _axes(ax)
+        norm = _log_norm(df["N"])
+        cmap = mpl.colormaps[CMAP]
+        for N, g in df.sort_values(x).groupby("N"):
+            ax.plot(g[x], g["final_val_loss"], "o-", color=cmap(norm(N)), ms=4)
+        ax.set(xscale="log", yscale="log", xlabel=x, ylabel="validation loss (nats/token)")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N")
+    return fig
