@@ -51,7 +51,7 @@ def _sweep(args) -> int:
 
     store = Store(args.store) if args.store else Store()
     run_sweep(args.name, args.profile, store=store, workers=args.workers, threads=args.threads,
-              deadline_s=args.deadline, dry_run=args.dry_run)
+              deadline_s=args.deadline, dry_run=args.dry_run, max_N=args.max_n)
     return 0
 
 
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="cpu")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    p.add_argument("--deadline", type=float, help="seconds after which no new run starts")
+    p.add_argument("--deadline", type=float, help="seconds after which the sweep stops (it resumes next time)")
+    p.add_argument("--max-n", type=float, help="train only the sizes with at most this many non-embedding parameters")
     p.add_argument("--store")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=_sweep)

@@ -216,7 +216,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         seed_sizes=((1, 16), (2, 48), (4, 96)),
         lr_grid=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), lr_tokens=2_000_000,
         data_model=(4, 128), data_budget=16_000_000, data_sizes=(2**19, 2**20, 2**21, 2**22, 0),
-        shapes=SHAPES_FIG5, shape_tokens=8_000_000,
+        shapes=SHAPES_FIG5, shape_tokens=4_000_000,
         lstm_ladder=((1, 16), (1, 32), (1, 64), (2, 64), (2, 128)), lstm_tokens=8_000_000,
         lstm_lr_grid=(3e-3, 1e-2, 3e-2),
         train_missing=False,

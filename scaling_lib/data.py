@@ -173,11 +173,15 @@ def _download(src: Source, into: Path) -> Path:
         raise DataError(f"source {src.name!r} needs the {cmd[0]!r} command, which is not installed")
     try:
         r = subprocess.run(cmd, cwd=into, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0 and src.client == "apt" and "Unable to locate" in r.stderr:
+            # a fresh machine has no package lists yet: update them once and try again
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True, timeout=600)
+            r = subprocess.run(cmd, cwd=into, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired as e:
         raise DataError(f"fetching {src.package} with {cmd[0]} timed out: is the registry reachable?") from e
     files = [p for p in into.iterdir() if p.suffix in (".tgz", ".gz", ".deb")]
     if r.returncode != 0 or not files:
-        hint = " (run 'apt-get update' first)" if src.client == "apt" else ""
+        hint = " (is 'apt-get update' allowed here?)" if src.client == "apt" else ""
         last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
         raise DataError(f"could not fetch {src.package} with {cmd[0]}{hint}: {last[0]}")
     return files[0]

@@ -124,17 +124,19 @@ def configs(name: str, profile_name: str, store: Store | None = None) -> list[Ru
 # Running
 # ---------------------------------------------------------------------------------------------
 def run_sweep(name: str, profile_name: str, *, store: Store | None = None, workers: int = 2, threads: int = 1,
-              deadline_s: float | None = None, dry_run: bool = False, log=print) -> list[str]:
+              deadline_s: float | None = None, dry_run: bool = False, max_N: float | None = None,
+              log=print) -> list[str]:
     """Train what the store lacks of a sweep, in a pool of worker processes; return the paths written.
 
     Sweeps whose grid depends on earlier results (the learning-rate edges) are re-expanded until
-    nothing new appears. With a deadline no new run starts after it (runs under way finish).
+    nothing new appears. With a deadline, runs under way when it passes are stopped (they resume
+    from their checkpoints next time). max_N trains only the sizes up to N (what a machine affords).
     """
     store = store or Store()
     t0 = time.time()
     written: list[str] = []
     for _ in range(4):
-        todo = [c for c in configs(name, profile_name, store) if not store.has(c)]
+        todo = [c for c in configs(name, profile_name, store) if not store.has(c) and (not max_N or c.N <= max_N)]
         todo = list(dict.fromkeys(todo))
         if not todo:
             break
