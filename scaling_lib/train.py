@@ -70,7 +70,7 @@ def evaluate(model: LanguageModel, windows: np.ndarray, cfg: RunConfig, device: 
              per_position: bool = False) -> Any:
     """Mean next-token loss over fixed windows (and, if asked, the mean loss at each position)."""
     model.eval()
-    total, pos, n = 0.0, torch.zeros(cfg.n_ctx, dtype=torch.float64), 0
+    pos, n = torch.zeros(cfg.n_ctx, dtype=torch.float64), 0
     for i in range(0, len(windows), cfg.batch_size):
         batch = torch.from_numpy(windows[i : i + cfg.batch_size]).to(device)
         with _autocast(cfg, device):
