@@ -58,6 +58,8 @@ class RunConfig:
         for name in ("n_layer", "d_model", "n_ctx", "batch_size", "tokens"):
             _check(getattr(self, name) > 0, f"{name} must be positive, not {getattr(self, name)}")
         _check(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, not {self.lr}")
+        for name in ("n_head", "d_ff", "data_tokens"):
+            _check(getattr(self, name) >= 0, f"{name} must be positive (or 0 for the default), not {getattr(self, name)}")
         vocab_size(self.tokenizer)  # validates the name
         # Resolve the defaults so that the key names what was actually trained.
         if self.n_head == 0:

@@ -453,7 +453,9 @@ def sample_batch(tokens: np.ndarray, batch_size: int, n_ctx: int, rng: np.random
 
 
 def eval_windows(tokens: np.ndarray, n_ctx: int, max_tokens: int) -> np.ndarray:
-    """Fixed, non-overlapping windows spread evenly over a split (the same for every run)."""
+    """Fixed windows spread evenly over a split (the same for every run)."""
+    if tokens.size <= n_ctx + 1:
+        raise DataError(f"a split of {tokens.size} tokens is too short for windows of {n_ctx + 1}")
     n_windows = max(1, min(max_tokens // n_ctx, (tokens.size - 1) // n_ctx))
     stride = (tokens.size - n_ctx - 1) // n_windows
     starts = np.arange(n_windows) * stride

@@ -47,10 +47,14 @@ class Store:
         p = self.path(cfg)
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, p)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f, indent=1, allow_nan=True)
+                f.write("\n")
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return p
 
     def paths(self, sweep: str | None = None) -> list[Path]:
@@ -95,9 +99,15 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False) -> p
             **{f"loss_{k}": v for k, v in r["final"].get("other", {}).items()},
         )
         if budgets:
+            last = r["curve"][-1] if r["curve"] else {}
             for b in r["budgets"]:
+                loss = b["val_loss"]
+                if b["tokens"] == r["tokens"] and last.get("step") == r["steps"]:
+                    # The cooldown branches are scored on the eval_tokens windows of the curve; the
+                    # longest budget is scored on the same windows, not on the final full evaluation.
+                    loss = last["val_loss"]
                 rows.append({**base, "tokens": b["tokens"], "steps": b["steps"], "epochs": b["epochs"], "C": b["C"],
-                             "C_exact": b["C_exact"], "final_val_loss": b["val_loss"], "budget_status": b["status"],
+                             "C_exact": b["C_exact"], "final_val_loss": loss, "budget_status": b["status"],
                              "is_longest": b["tokens"] == r["tokens"]})
         else:
             rows.append({**base, "tokens": r["tokens"], "steps": r["steps"], "epochs": r["epochs"], "C": r["C"],

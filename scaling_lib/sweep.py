@@ -47,8 +47,8 @@ def sweep_lr(p: dict, store: Store) -> list[RunConfig]:
             losses = {}
             for lr in grid:
                 rec = store.load(base.replace(lr=lr))
-                if rec is not None and rec["status"] == "ok":
-                    losses[lr] = rec["final"]["val_loss"]
+                if rec is not None:  # a diverged rate is a stored result too: the worst one
+                    losses[lr] = rec["final"]["val_loss"] if rec["status"] == "ok" else math.inf
             if len(losses) < len(grid):
                 break
             best = min(losses, key=losses.get)
@@ -135,8 +135,10 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
     store = store or Store()
     t0 = time.time()
     written: list[str] = []
+    tried: set[str] = set()  # a run that failed is not tried again in the same call
     for _ in range(4):
-        todo = [c for c in configs(name, profile_name, store) if not store.has(c) and (not max_N or c.N <= max_N)]
+        todo = [c for c in configs(name, profile_name, store)
+                if not store.has(c) and c.key not in tried and (not max_N or c.N <= max_N)]
         todo = list(dict.fromkeys(todo))
         if not todo:
             break
@@ -146,6 +148,7 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
             for c in todo:
                 log(f"  {c.sweep}/{c.name} ({c.key}) N={c.N}")
             return []
+        tried |= {c.key for c in todo}
         written += _run_pool(todo, store, workers, threads, deadline_s and t0 + deadline_s, log)
         if deadline_s and time.time() > t0 + deadline_s:
             break

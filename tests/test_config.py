@@ -129,8 +129,6 @@ def test_invalid_configs_raise_a_clear_value_error(kw, words):
         assert w in str(e.value), (w, str(e.value))
 
 
-@pytest.mark.xfail(strict=True, reason="RunConfig does not validate n_head < 0, d_ff < 0 or data_tokens < 0: "
-                   "they pass __post_init__ and fail later (nn.Linear) or silently train on train[:-k]")
 @pytest.mark.parametrize("kw", [dict(n_head=-2), dict(d_ff=-8), dict(data_tokens=-5)])
 def test_negative_shape_fields_are_rejected(kw):
     with pytest.raises(ValueError):

@@ -1,0 +1,202 @@
+"""Named sweeps: their grids, the learning-rate edge extension, and the resumable runner."""
+from __future__ import annotations
+
+import pytest
+
+from scaling_lib import config as config_mod
+from scaling_lib import sweep as sweep_mod
+from scaling_lib.config import PROFILES, RunConfig
+from scaling_lib.store import Store
+from scaling_lib.sweep import SWEEPS, configs, ladder_lr, run_sweep, sweep_lr
+
+pytestmark = pytest.mark.usefixtures("runs_env", "torch_one_thread")
+
+
+def fake_record(cfg: RunConfig, val_loss: float, status: str = "ok") -> dict:
+    """What sweep_lr reads of a record (status and final val_loss), plus what the store needs."""
+    return dict(key=cfg.key, name=cfg.name, sweep=cfg.sweep, config=cfg.to_dict(), status=status,
+                final=dict(val_loss=val_loss) if status == "ok" else {})
+
+
+# --- grids -----------------------------------------------------------------------------------
+def test_the_named_sweeps():
+    assert set(SWEEPS) == {"lr", "ladder", "data", "shape", "lstm"}
+
+
+def test_smoke_grids(tmp_path):
+    s = Store(tmp_path)
+    p = PROFILES["smoke"]
+    lr = configs("lr", "smoke", s)
+    assert len(lr) == len(p["ladder"]) * len(p["lr_grid"])
+    assert all(c.sweep == "lr" and c.corpus == "tiny" and c.tokens == p["lr_tokens"] for c in lr)
+    ladder = configs("ladder", "smoke", s)
+    assert len(ladder) == len(p["ladder"]) + len(p["seeds"]) - 1
+    assert all(c.schedule == "wsd" and c.budgets == p["budgets"] and c.lr == ladder_lr(c.N) for c in ladder)
+    assert [c.seed for c in ladder] == sorted(c.seed for c in ladder)  # every size once before extra seeds
+    data = configs("data", "smoke", s)
+    assert [c.data_tokens for c in data] == list(p["data_sizes"]) and all(c.early_stop for c in data)
+    shape = configs("shape", "smoke", s)
+    assert [(c.n_layer, c.d_model) for c in shape] == [(d["n_layer"], d["d_model"]) for d in p["shapes"]]
+    lstm = configs("lstm", "smoke", s)
+    assert all(c.arch == "lstm" for c in lstm)
+    everything = configs("all", "smoke", s)
+    assert len(everything) == len(lr) + len(ladder) + len(data) + len(shape) + len(lstm)
+    assert len({c.key for c in everything}) == len(everything)
+
+
+def test_gpu_profile_files_its_runs_apart():
+    cfgs = configs("ladder", "gpu", Store("/nonexistent-store"))
+    assert {c.sweep for c in cfgs} == {"ladder-gpu"} and {c.device for c in cfgs} == {"cuda"}
+    # the gpu ladder extends the cpu one
+    assert len({(c.n_layer, c.d_model) for c in cfgs}) == len(PROFILES["gpu"]["ladder"])
+
+
+def test_unknown_sweep_or_profile():
+    with pytest.raises(ValueError, match="unknown sweep 'nope'.*lr, ladder"):
+        configs("nope", "smoke", Store("/nonexistent-store"))
+    with pytest.raises(ValueError, match="unknown profile 'nope'"):
+        configs("lr", "nope", Store("/nonexistent-store"))
+
+
+# --- the learning-rate grid grows at a winning edge ------------------------------------------
+def _lr_profile(grid=(1e-2, 3e-2, 1e-1)):
+    return dict(PROFILES["smoke"], ladder=((1, 8),), lr_grid=grid)
+
+
+def _fill(store, p, losses: dict, status=None):
+    status = status or {}
+    for c in sweep_lr(p, store):
+        if c.lr in losses:
+            store.save(fake_record(c, losses[c.lr], status.get(c.lr, "ok")))
+
+
+def test_lr_grid_is_unchanged_when_incomplete_or_best_inside(tmp_path):
+    s, p = Store(tmp_path), _lr_profile()
+    assert [c.lr for c in sweep_lr(p, s)] == [1e-2, 3e-2, 1e-1]  # nothing stored yet
+    _fill(s, p, {1e-2: 5.0, 3e-2: 4.0})  # one missing: no extension yet
+    assert [c.lr for c in sweep_lr(p, s)] == [1e-2, 3e-2, 1e-1]
+    _fill(s, p, {1e-1: 4.5})  # best in the middle
+    assert [c.lr for c in sweep_lr(p, s)] == [1e-2, 3e-2, 1e-1]
+
+
+def test_lr_grid_extends_up_when_the_largest_wins(tmp_path):
+    s, p = Store(tmp_path), _lr_profile()
+    _fill(s, p, {1e-2: 5.0, 3e-2: 4.5, 1e-1: 4.0})
+    assert [c.lr for c in sweep_lr(p, s)] == [1e-2, 3e-2, 1e-1, 0.3]
+    _fill(s, p, {0.3: 3.9})  # wins again: a second extension
+    assert [c.lr for c in sweep_lr(p, s)] == [1e-2, 3e-2, 1e-1, 0.3, 0.9]
+    _fill(s, p, {0.9: 3.8})  # and again: at most two extensions
+    assert [c.lr for c in sweep_lr(p, s)] == [1e-2, 3e-2, 1e-1, 0.3, 0.9]
+    assert all(c.sweep == "lr" and c.n_layer == 1 and c.d_model == 8 for c in sweep_lr(p, s))
+
+
+def test_lr_grid_extends_down_when_the_smallest_wins(tmp_path):
+    s, p = Store(tmp_path), _lr_profile()
+    _fill(s, p, {1e-2: 4.0, 3e-2: 4.5, 1e-1: 5.0})
+    lrs = [c.lr for c in sweep_lr(p, s)]
+    assert lrs[1:] == [1e-2, 3e-2, 1e-1] and lrs[0] == pytest.approx(1e-2 / 3, rel=1e-5)
+    _fill(s, p, {lrs[0]: 4.2})  # the new edge loses: no further extension
+    assert [c.lr for c in sweep_lr(p, s)] == lrs
+
+
+def test_lr_grid_stops_below_one(tmp_path):
+    s, p = Store(tmp_path), _lr_profile(grid=(0.1, 0.5))
+    _fill(s, p, {0.1: 5.0, 0.5: 4.0})
+    assert [c.lr for c in sweep_lr(p, s)] == [0.1, 0.5]  # 1.5 would be past 1.0
+
+
+def test_lr_grid_extends_down_even_when_the_largest_diverged(tmp_path):
+    s, p = Store(tmp_path), _lr_profile()
+    _fill(s, p, {1e-2: 4.0, 3e-2: 4.5, 1e-1: float("nan")}, status={1e-1: "diverged"})
+    lrs = [c.lr for c in sweep_lr(p, s)]
+    assert len(lrs) == 4 and lrs[0] == pytest.approx(1e-2 / 3, rel=1e-5)
+
+
+# --- running ---------------------------------------------------------------------------------
+def test_run_sweep_trains_what_is_missing_then_nothing(tmp_path, tiny_corpus, linked_cache, monkeypatch):
+    def sweep_tiny2(p, store):
+        base = RunConfig(sweep="tiny2", corpus=p["corpus"], n_layer=1, d_model=8, n_ctx=32, batch_size=4,
+                         tokens=2048, eval_tokens=1024)
+        return [base, base.replace(seed=1)]
+
+    monkeypatch.setitem(SWEEPS, "tiny2", sweep_tiny2)
+    s = Store(tmp_path / "runs")
+    log: list[str] = []
+    written = run_sweep("tiny2", "smoke", store=s, workers=1, log=log.append)
+    cfgs = sweep_tiny2(PROFILES["smoke"], s)
+    assert sorted(written) == sorted(str(s.path(c)) for c in cfgs)
+    assert all(s.load(c)["status"] == "ok" for c in cfgs)
+    assert "2 run(s) to train" in log[0] and any(" ok val " in line for line in log)
+    assert not list((linked_cache / "checkpoints").iterdir())
+
+    def must_not_train(*a, **kw):
+        raise AssertionError("the second run_sweep trained again")
+
+    monkeypatch.setattr("scaling_lib.train.train", must_not_train)
+    log.clear()
+    assert run_sweep("tiny2", "smoke", store=s, workers=1, log=log.append) == []
+    assert log == []
+
+
+def test_run_sweep_dry_run_and_deadline_train_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr("scaling_lib.train.train", lambda *a, **kw: pytest.fail("trained"))
+    s = Store(tmp_path)
+    log: list[str] = []
+    assert run_sweep("lr", "smoke", store=s, workers=1, dry_run=True, log=log.append) == []
+    n = len(configs("lr", "smoke", s))
+    assert f"{n} run(s) to train" in log[0] and len(log) == 1 + n
+    assert all(line.startswith("  lr/gpt-") and " N=" in line for line in log[1:])
+    log.clear()
+    assert run_sweep("lr", "smoke", store=s, workers=1, deadline_s=1e-9, log=log.append) == []
+    assert any("deadline reached" in line for line in log)
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_a_failing_run_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    def sweep_two(p, store):
+        base = RunConfig(sweep="two", corpus="tiny", n_layer=1, d_model=8, n_ctx=32, batch_size=4, tokens=2048)
+        return [base, base.replace(seed=1)]
+
+    monkeypatch.setitem(SWEEPS, "two", sweep_two)
+    seen = []
+
+    def boom(cfg, **kw):
+        seen.append(cfg.seed)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("scaling_lib.train.train", boom)
+    log: list[str] = []
+    assert run_sweep("two", "smoke", store=Store(tmp_path), workers=1, log=log.append) == []
+    assert set(seen) == {0, 1}
+    assert any("FAILED: RuntimeError: out of memory" in line for line in log)
+
+
+def test_a_failing_run_is_tried_once_per_call(tmp_path, monkeypatch):
+    monkeypatch.setitem(SWEEPS, "one", lambda p, store: [RunConfig(sweep="one", corpus="tiny", tokens=2048)])
+    seen = []
+
+    def boom(cfg, **kw):
+        seen.append(cfg.key)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("scaling_lib.train.train", boom)
+    run_sweep("one", "smoke", store=Store(tmp_path), workers=1, log=lambda m: None)
+    assert len(seen) == 1
+
+
+@pytest.mark.slow
+def test_the_smoke_lr_sweep_of_one_size_runs_and_resumes(tmp_path, tiny_corpus, linked_cache, monkeypatch):
+    """The real sweep_lr on the smoke profile cut to one size: trains its grid (and any edge extension)."""
+    monkeypatch.setitem(config_mod.PROFILES, "unit", dict(PROFILES["smoke"], ladder=((1, 8),), lr_tokens=10_240))
+    s = Store(tmp_path / "runs")
+    written = run_sweep("lr", "unit", store=s, workers=1, log=lambda m: None)
+    cfgs = configs("lr", "unit", s)
+    assert 2 <= len(written) == len(cfgs) <= 4
+    assert all(s.has(c) for c in cfgs)
+    assert {1e-2, 3e-2} <= {c.lr for c in cfgs}
+    recs = [s.load(c) for c in cfgs]
+    losses = {r["config"]["lr"]: r["final"]["val_loss"] for r in recs if r["status"] == "ok"}
+    if len(cfgs) > 2:  # the grid grew at the edge that held the minimum
+        grid = sorted(PROFILES["smoke"]["lr_grid"])
+        assert min(losses, key=losses.get) not in grid[1:-1]
+    assert run_sweep("lr", "unit", store=s, workers=1, log=lambda m: None) == []
