@@ -27,7 +27,7 @@ HUBER_DELTA = 1e-3  # Hoffmann et al. 2022, Approach 3
 FORMS = ("power", "power-offset", "log", "kaplan-nd", "kaplan-ns", "chinchilla")
 
 PARAMS: dict[str, tuple[str, ...]] = {
-    "power": ("alpha", "X_c"),
+    "power": ("alpha", "X_c", "log_X_c"),
     "power-offset": ("E", "A", "alpha"),
     "log": ("a", "b"),
     "kaplan-nd": ("alpha_N", "alpha_D", "N_c", "D_c"),
@@ -131,7 +131,7 @@ def _log_chinchilla(lN, lD, a, b, e, alpha, beta):
 def _log_predict(form: str, p: Mapping[str, float], lx, lx2) -> np.ndarray:
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         if form == "power":
-            return p["alpha"] * (_log(p["X_c"]) - lx)
+            return p["alpha"] * (p.get("log_X_c", _log(p["X_c"])) - lx)
         if form == "power-offset":
             return np.logaddexp(_log(p["E"]), _log(p["A"]) - p["alpha"] * lx)
         if form == "log":
@@ -295,7 +295,10 @@ def _fit_power(lx, lx2, ly, starts):
     alpha = -slope
     if abs(alpha) < 1e-12:
         raise FitError("the data are flat in x; alpha is zero and X_c undefined")
-    return {"alpha": float(alpha), "X_c": float(_exp(intercept / alpha))}
+    # X_c = exp(intercept / alpha) over- or underflows when alpha is tiny (a nearly flat trend):
+    # its logarithm is kept too, and predictions use it.
+    log_X_c = float(intercept / alpha)
+    return {"alpha": float(alpha), "X_c": float(_exp(log_X_c)), "log_X_c": log_X_c}
 
 
 def _fit_log(lx, lx2, ly, starts):
