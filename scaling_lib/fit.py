@@ -231,7 +231,7 @@ def _validate(form: str, x, y, x2, groups=None) -> tuple[np.ndarray, np.ndarray 
             raise FitError(f"{name} has {bad.sum()} NaN or infinite value(s), first at index {np.argmax(bad)}")
         if (a <= 0).any():
             raise FitError(f"{name} must be positive; {(a <= 0).sum()} value(s) <= 0, first at index {np.argmax(a <= 0)}")
-    n_params = len(PARAMS[form])
+    n_params = len(PARAMS[form]) - (form == "power")  # log_X_c is X_c again, not a free parameter
     if len(out["y"]) < n_params + 1:
         raise FitError(
             f"too few points for form {form!r}: {len(out['y'])} given, at least {n_params + 1} needed"

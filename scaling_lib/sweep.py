@@ -223,10 +223,11 @@ def _worker(args) -> tuple[bool, str]:
 def chapter_store(profile_name: str) -> Store:
     """Where a chapter's runs live: runs/ for the real profiles, a scratch store for 'smoke'."""
     if profile_name == "smoke":
+        import os
         import tempfile
         from pathlib import Path
 
-        return Store(Path(tempfile.gettempdir()) / "scaling_lib_smoke_runs")
+        return Store(os.environ.get("SCALING_LIB_SMOKE_RUNS", Path(tempfile.gettempdir()) / "scaling_lib_smoke_runs"))
     return Store()
 
 

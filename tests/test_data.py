@@ -119,7 +119,7 @@ def test_tiny_corpus_loads_as_uint16_memmaps_with_a_manifest(tiny_corpus):
     c = tiny_corpus
     m = c.manifest
     assert m["corpus"] == "tiny" and m["tokenizer"] == "bpe4096" and m["vocab_size"] == c.vocab_size == 4096
-    assert set(m["files"]) == {"train", "val", "test"} and c.other == ()
+    assert set(m["files"]) == {"train", "val", "test", "brown"} and c.other == ("brown",)
     for split, meta in m["files"].items():
         t = c.tokens(split)
         assert isinstance(t, np.memmap) and t.dtype == np.uint16

@@ -20,6 +20,15 @@ NOT_IN_TOC = sorted(p.stem for p in (ROOT / "notebooks").glob("*.md") if p.stem 
 SMOKE_TIMEOUT = 600  # seconds a cell may take under the smoke profile
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_smoke_store(tmp_path_factory):
+    """The smoke runs of this test session, shared by its notebooks (the kernels inherit the variable)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SCALING_LIB_SMOKE_RUNS", str(tmp_path_factory.mktemp("smoke_runs")))
+    yield
+    mp.undo()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", TOC + NOT_IN_TOC)
 def test_notebook_smoke(stem: str, tmp_path: Path) -> None:
