@@ -120,7 +120,7 @@ def test_a_tiny_run_returns_a_complete_record(wsd_run, tiny_corpus):
     assert prov["device"].startswith("cpu") and prov["torch"] == torch.__version__
     assert prov["wall_time_s"] > 0 and prov["tokens_per_s"] > 0
     assert prov["numpy"] == np.__version__ and prov["threads"] == 1
-    assert set(prov["corpus_files"]) == {"train", "val", "test"}
+    assert set(prov["corpus_files"]) == {"train", "val", "test", "brown"}
     assert not list(ckpt.iterdir())  # the checkpoint is removed once the record exists
 
 
