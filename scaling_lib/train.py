@@ -106,6 +106,9 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
     if corpus.vocab_size != cfg.vocab:
         raise ValueError(f"tokenizer {cfg.tokenizer} built a vocabulary of {corpus.vocab_size}, not {cfg.vocab}")
     val_windows = eval_windows(corpus.tokens("val"), cfg.n_ctx, cfg.eval_tokens)
+    # the other distributions follow the run at the same log-spaced steps, on a quarter of the tokens
+    other_windows = {name: eval_windows(corpus.tokens(name), cfg.n_ctx, max(cfg.eval_tokens // 4, cfg.n_ctx))
+                     for name in corpus.other}
 
     model = build_model(cfg).to(device)
     opt = _optimizer(model, cfg, device)
@@ -139,6 +142,7 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
                 step=step, tokens=tokens, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
                 lr=lr_at(cfg, max(step - 1, 0), S), val_loss=val,
                 train_loss=state["train_loss_sum"] / state["train_loss_n"] if state["train_loss_n"] else None,
+                **{f"val_loss_{name}": evaluate(model, w, cfg, device) for name, w in other_windows.items()},
             ))
             state["train_loss_sum"], state["train_loss_n"] = 0.0, 0
             bar.set_postfix(val=f"{val:.3f}")
