@@ -132,7 +132,6 @@ class RunConfig:
         d = self.to_dict()
         # derived defaults are re-resolved when the shape changes
         if "d_model" in changes:
-            d.setdefault("n_head", 0)
             d["n_head"] = changes.get("n_head", 0)
             d["d_ff"] = changes.get("d_ff", 0)
         if any(k in changes for k in ("d_model", "n_layer", "tokens", "budgets", "d_ff", "arch")):

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .config import RunConfig
+from .config import RunConfig, vocab_size
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "runs"
 
@@ -93,7 +93,7 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False) -> p
         base = {k: c.get(k) for k in _CONFIG_COLUMNS}
         base.update(
             path=r.get("path"), key=r["key"], name=r["name"], sweep=r["sweep"], status=r["status"], N=r["N"],
-            N_total=r["N_total"], vocab=_vocab(c["tokenizer"]), data_tokens=r["data_tokens"],
+            N_total=r["N_total"], vocab=vocab_size(c["tokenizer"]), data_tokens=r["data_tokens"],
             wall_time_s=r["provenance"].get("wall_time_s"), device_name=r["provenance"].get("device"),
             test_loss=r["final"].get("test_loss"), best_val_loss=r["final"].get("best_val_loss"),
             **{f"loss_{k}": v for k, v in r["final"].get("other", {}).items()},
@@ -124,12 +124,6 @@ def curves_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             rows.append(dict(key=r["key"], name=r["name"], N=r["N"], n_layer=c["n_layer"], d_model=c["d_model"],
                              peak_lr=c["lr"], seed=c["seed"], arch=c["arch"], **point))
     return pd.DataFrame(rows)
-
-
-def _vocab(tokenizer: str) -> int:
-    from .config import vocab_size
-
-    return vocab_size(tokenizer)
 
 
 def get_or_train(cfg: RunConfig, store: Store | None = None, *, train_missing: bool = True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from scaling_lib import config as config_mod
-from scaling_lib import sweep as sweep_mod
 from scaling_lib.config import PROFILES, RunConfig
 from scaling_lib.store import Store
 from scaling_lib.sweep import SWEEPS, configs, ladder_lr, run_sweep, sweep_lr
