@@ -82,7 +82,9 @@ def sweep_data(p: dict, store: Store) -> list[RunConfig]:
     base = _base(p, "data", n_layer=n_layer, d_model=d_model, tokens=p["data_budget"], schedule="cosine",
                  early_stop=True)
     base = base.replace(lr=ladder_lr(base.N))
-    return [base.replace(data_tokens=d) for d in p["data_sizes"]]
+    # the largest subsets first: they run longest (the smaller ones stop early)
+    sizes = sorted(p["data_sizes"], key=lambda d: d or math.inf, reverse=True)
+    return [base.replace(data_tokens=d) for d in sizes]
 
 
 @sweep
@@ -107,10 +109,10 @@ def sweep_lstm(p: dict, store: Store) -> list[RunConfig]:
 
 
 def configs(name: str, profile_name: str, store: Store | None = None) -> list[RunConfig]:
-    """Every config of a named sweep (or 'all') under a profile."""
+    """Every config of a named sweep, of several ('data,lstm') or of 'all', under a profile."""
     store = store or Store()
     p = get_profile(profile_name)
-    names = list(SWEEPS) if name == "all" else [name]
+    names = list(SWEEPS) if name == "all" else name.split(",")
     for n in names:
         if n not in SWEEPS:
             raise ValueError(f"unknown sweep {n!r}: choose one of {', '.join(SWEEPS)} or 'all'")
@@ -242,3 +244,25 @@ def load_sweep(name: str, profile_name: str, store: Store | None = None, *, trai
         run_sweep(name, profile_name, store=store, workers=1, log=lambda *a: None)
     cfgs = configs(name, profile_name, store)
     return [store.load(c) for c in cfgs if store.has(c)], [c for c in cfgs if not store.has(c)]
+
+
+def load_by_machine(name: str, profile_name: str, *, min_sizes: int = 1,
+                    status: tuple[str, ...] = ("ok", "early_stopped")) -> tuple[dict[str, list[dict]], list[RunConfig]]:
+    """A sweep's finished runs by the machine that trained them: {"CPU": [...], "GPU": [...]}.
+
+    The CPU runs are the profile's (trained here if the profile allows it); outside 'smoke', the
+    runs a lent GPU stored under the 'gpu' profile join them, and are never trained here. Runs
+    whose status is not in `status` (a diverged one) are left out, and a machine's runs are kept
+    only once they span `min_sizes` model sizes: a sweep still under way is fitted when it can be.
+    Returns the dict (machines with nothing to show are absent) and the CPU configs not stored yet.
+    """
+    records, missing = load_sweep(name, profile_name)
+    found = {"CPU": records}
+    if profile_name != "smoke":
+        found["GPU"], _ = load_sweep(name, "gpu", train=False)
+    out = {}
+    for machine, recs in found.items():
+        recs = [r for r in recs if r["status"] in status]
+        if recs and len({r["N"] for r in recs}) >= min_sizes:
+            out[machine] = recs
+    return out, missing

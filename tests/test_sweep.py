@@ -6,7 +6,7 @@ import pytest
 from scaling_lib import config as config_mod
 from scaling_lib.config import PROFILES, RunConfig
 from scaling_lib.store import Store
-from scaling_lib.sweep import SWEEPS, configs, ladder_lr, run_sweep, sweep_lr
+from scaling_lib.sweep import SWEEPS, configs, ladder_lr, load_by_machine, run_sweep, sweep_lr
 
 pytestmark = pytest.mark.usefixtures("runs_env", "torch_one_thread")
 
@@ -33,7 +33,9 @@ def test_smoke_grids(tmp_path):
     assert all(c.schedule == "wsd" and c.budgets == p["budgets"] and c.lr == ladder_lr(c.N) for c in ladder)
     assert [c.seed for c in ladder] == sorted(c.seed for c in ladder)  # every size once before extra seeds
     data = configs("data", "smoke", s)
-    assert [c.data_tokens for c in data] == list(p["data_sizes"]) and all(c.early_stop for c in data)
+    # the largest subsets (the longest runs) first, the whole split (data_tokens 0) the largest of all
+    assert [c.data_tokens for c in data] == sorted(p["data_sizes"], key=lambda d: d or float("inf"), reverse=True)
+    assert all(c.early_stop for c in data)
     shape = configs("shape", "smoke", s)
     assert [(c.n_layer, c.d_model) for c in shape] == [(d["n_layer"], d["d_model"]) for d in p["shapes"]]
     lstm = configs("lstm", "smoke", s)
@@ -41,6 +43,30 @@ def test_smoke_grids(tmp_path):
     everything = configs("all", "smoke", s)
     assert len(everything) == len(lr) + len(ladder) + len(data) + len(shape) + len(lstm)
     assert len({c.key for c in everything}) == len(everything)
+
+
+def test_several_sweeps_by_name():
+    s = Store("/nonexistent-store")
+    both = configs("data,lstm", "smoke", s)
+    assert both == configs("data", "smoke", s) + configs("lstm", "smoke", s)
+    with pytest.raises(ValueError, match="unknown sweep 'nope'"):
+        configs("data,nope", "smoke", s)
+
+
+def test_load_by_machine_splits_cpu_and_gpu_runs_and_waits_for_enough_sizes(runs_env):
+    store = Store(runs_env)  # where the 'book' and 'gpu' profiles look, redirected by runs_env
+    cpu, gpu = configs("ladder", "book", store), configs("ladder", "gpu", store)
+    for i, c in enumerate(cpu[:3]):
+        store.save(dict(fake_record(c, 4.0, "diverged" if i == 2 else "ok"), N=c.N))
+    for c in gpu[:3]:
+        store.save(dict(fake_record(c, 4.0), N=c.N))
+    runs, missing = load_by_machine("ladder", "book")
+    assert [len(runs["CPU"]), len(runs["GPU"])] == [2, 3]  # the diverged run is left out
+    assert {r["config"]["device"] for r in runs["GPU"]} == {"cuda"}
+    assert len(missing) == len(cpu) - 3
+    runs, _ = load_by_machine("ladder", "book", min_sizes=3)
+    assert list(runs) == ["GPU"]  # two finished CPU sizes are not yet a ladder
+    assert load_by_machine("ladder", "book", status=("diverged",))[0].keys() == {"CPU"}
 
 
 def test_gpu_profile_files_its_runs_apart():
