@@ -206,9 +206,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         corpus="tiny", device="cpu", batch_size=8, n_ctx=64, eval_tokens=4096,
         ladder=((1, 8), (1, 16), (2, 16)), tokens=40_960, budgets=(20_480,), seeds=(0, 1), seed_sizes=((1, 8),),
         lr_grid=(1e-2, 3e-2), lr_tokens=20_480,
-        data_model=(1, 16), data_budget=40_960, data_sizes=(65_536, 0),
+        data_model=(1, 16), data_budget=40_960, data_sizes=(32_768, 65_536, 0),
         shapes=(dict(n_layer=1, d_model=16), dict(n_layer=2, d_model=12)), shape_tokens=20_480,
-        lstm_ladder=((1, 16),), lstm_tokens=20_480, lstm_lr_grid=(1e-2,),
+        lstm_ladder=((1, 8), (1, 16), (2, 16)), lstm_tokens=40_960, lstm_lr_grid=(1e-2, 3e-2),
         train_missing=True,
     ),
     "book": dict(

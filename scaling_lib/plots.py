@@ -37,8 +37,9 @@ def _log_norm(values) -> mpl.colors.LogNorm:
 
 
 def learning_curves(curves: pd.DataFrame, *, x: str = "tokens", ax=None, label: str = "N",
-                    envelope: pd.DataFrame | None = None, fit=None) -> Figure:
-    """Validation loss against tokens or compute, one line per run, coloured by N (Kaplan Fig. 2)."""
+                    envelope: pd.DataFrame | None = None, fit=None,
+                    label_name: str = "non-embedding parameters N") -> Figure:
+    """Validation loss against tokens or compute, one line per run, coloured by `label` (Kaplan Fig. 2)."""
     with _style():
         fig, ax = _axes(ax)
         norm = _log_norm(curves[label])
@@ -52,7 +53,7 @@ def learning_curves(curves: pd.DataFrame, *, x: str = "tokens", ax=None, label: 
             ax.plot(xs, fit.predict(xs), color="crimson", lw=1.5, label="power-law fit to the envelope")
         ax.set(xscale="log", xlabel={"tokens": "tokens processed", "C": "compute C = 6ND (FLOPs)",
                                      "C_pf": "compute (PF-days)"}.get(x, x), ylabel="validation loss (nats/token)")
-        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="non-embedding parameters N")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label_name)
         if envelope is not None or fit is not None:
             ax.legend(loc="upper right", fontsize="small")
     return fig
@@ -133,4 +134,40 @@ def loss_vs_budget(df: pd.DataFrame, *, ax=None, x: str = "tokens", fits: dict |
             ax.plot(g[x], g["final_val_loss"], "o-", color=cmap(norm(N)), ms=4)
         ax.set(xscale="log", yscale="log", xlabel=x, ylabel="validation loss (nats/token)")
         fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N")
+    return fig
+
+
+def power_laws(groups: dict, x: str, y: str, *, ax=None, xlabel: str | None = None) -> Figure:
+    """Several families on one log-log axis: {label: (table, fit)}, each its points and its fitted law."""
+    with _style():
+        fig, ax = _axes(ax)
+        for i, (label, (df, fit)) in enumerate(groups.items()):
+            ax.scatter(df[x], df[y], color=f"C{i}", zorder=3, label=label)
+            if fit is not None:
+                xs = np.geomspace(df[x].min() / 1.5, df[x].max() * 1.5, 200)
+                ax.plot(xs, fit.predict(xs), color=f"C{i}", lw=1.2, alpha=0.8)
+        ax.set(xscale="log", yscale="log", xlabel=xlabel or x, ylabel="validation loss (nats/token)")
+        ax.yaxis.set_minor_formatter(mpl.ticker.FormatStrFormatter("%.1f"))
+        ax.legend(fontsize="small")
+    return fig
+
+
+def per_position(df: pd.DataFrame, *, ax=None, style: str = "family") -> Figure:
+    """Loss against position T in the context, one line per run, coloured by N, dashed per `style` (Fig. 7 right, Fig. 20).
+
+    `df` has columns T, loss, N, key and the `style` column; its first value is drawn solid, the others dashed.
+    """
+    with _style():
+        fig, ax = _axes(ax)
+        norm = _log_norm(df["N"])
+        cmap = mpl.colormaps[CMAP]
+        kinds = list(dict.fromkeys(df[style]))
+        dashes = {k: ("-" if i == 0 else "--" if i == 1 else ":") for i, k in enumerate(kinds)}
+        for (kind, _), run in df.groupby([style, "key"], sort=False):
+            ax.plot(run["T"], run["loss"], ls=dashes[kind], color=cmap(norm(run["N"].iloc[0])), lw=1.1)
+        for kind in kinds:
+            ax.plot([], [], ls=dashes[kind], color="grey", label=kind)
+        ax.set(xscale="log", xlabel="position T in the context (tokens seen)", ylabel="loss at T (nats/token)")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="non-embedding parameters N")
+        ax.legend(fontsize="small")
     return fig

@@ -7,6 +7,7 @@ atomically and never edited. No torch here: the analysis chapters load runs with
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -97,6 +98,7 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False) -> p
             wall_time_s=r["provenance"].get("wall_time_s"), device_name=r["provenance"].get("device"),
             test_loss=r["final"].get("test_loss"), best_val_loss=r["final"].get("best_val_loss"),
             **{f"loss_{k}": v for k, v in r["final"].get("other", {}).items()},
+            **_early_stopped(r["curve"]),
         )
         if budgets:
             last = r["curve"][-1] if r["curve"] else {}
@@ -113,6 +115,16 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False) -> p
             rows.append({**base, "tokens": r["tokens"], "steps": r["steps"], "epochs": r["epochs"], "C": r["C"],
                          "C_exact": r["C_exact"], "final_val_loss": r["final"].get("val_loss")})
     return pd.DataFrame(rows)
+
+
+def _early_stopped(curve: list[dict[str, Any]]) -> dict[str, float]:
+    """The lowest validation loss along a learning curve and where it was reached: the loss early
+    stopping keeps (Kaplan §3.1.1's L(D)). Every point of a curve is scored on the same windows."""
+    points = [p for p in curve if p.get("val_loss") is not None and math.isfinite(p["val_loss"])]
+    if not points:
+        return dict(early_stopped_loss=math.nan, early_stopped_tokens=math.nan)
+    best = min(points, key=lambda p: p["val_loss"])
+    return dict(early_stopped_loss=best["val_loss"], early_stopped_tokens=best["tokens"])
 
 
 def curves_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:

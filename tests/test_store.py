@@ -126,6 +126,16 @@ def test_the_default_store_follows_scaling_lib_runs(runs_env):
 
 
 # --- the tables ------------------------------------------------------------------------------
+def test_early_stopped_loss_is_the_curve_minimum_and_nan_without_a_curve(tmp_path):
+    rec = fake_record(_cfg(), val_loss=5.0)
+    rec["curve"].insert(1, dict(step=3, tokens=384, C=0.5, C_exact=0.5, lr=0.01, val_loss=4.5, train_loss=5.0))
+    rec["curve"].insert(2, dict(step=4, tokens=512, C=0.5, C_exact=0.5, lr=0.01, val_loss=float("nan"), train_loss=5.0))
+    row = runs_table([rec]).iloc[0]
+    assert (row["early_stopped_loss"], row["early_stopped_tokens"]) == (4.5, 384)
+    row = runs_table([dict(rec, curve=[])]).iloc[0]
+    assert math.isnan(row["early_stopped_loss"]) and math.isnan(row["early_stopped_tokens"])
+
+
 def test_runs_table_columns_and_values(tmp_path):
     s = Store(tmp_path)
     cfgs = [_cfg(seed=0), _cfg(n_layer=2, d_model=24, seed=1, schedule="wsd", budgets=(1024, 2048))]
@@ -141,6 +151,8 @@ def test_runs_table_columns_and_values(tmp_path):
     assert (row["batch_size"], row["data_tokens"], row["tokens"]) == (4, 1_000_000, 4096)
     assert row["final_val_loss"] == 6.0 and row["vocab"] == 4096 and row["loss_email"] == 7.0
     assert Path(row["path"]).exists()
+    # the early-stopped loss is the lowest point of the curve, wherever it lies
+    assert (row["early_stopped_loss"], row["early_stopped_tokens"]) == (6.0, 4096)
 
     by_budget = s.table(budgets=True)
     assert len(by_budget) == 1 + 3

@@ -1,0 +1,42 @@
+"""The figure helpers draw what they are given: one mark per family or run, log axes, a legend."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from scaling_lib import fit, plots
+
+
+def _law(N, alpha, Nc=1e9):
+    return (Nc / np.asarray(N, float)) ** alpha
+
+
+def test_power_laws_draws_each_family_with_its_fit():
+    N = np.geomspace(1e3, 1e6, 5)
+    groups = {}
+    for name, alpha in (("Transformer", 0.07), ("LSTM", 0.04)):
+        df = pd.DataFrame(dict(N=N, loss=_law(N, alpha)))
+        groups[name] = (df, fit.fit("power", df["N"], df["loss"]))
+    groups["no fit"] = (pd.DataFrame(dict(N=N[:2], loss=[5.0, 4.9])), None)
+    fig = plots.power_laws(groups, "N", "loss", xlabel="N")
+    ax = fig.axes[0]
+    assert isinstance(fig, Figure) and ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert len(ax.collections) == 3 and len(ax.lines) == 2  # three point sets, two fitted laws
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(groups)
+    # the fitted line of the first family passes through its points
+    x, y = ax.lines[0].get_data()
+    assert np.allclose(np.interp(np.log(N), np.log(x), np.log(y)), np.log(_law(N, 0.07)), atol=1e-3)
+
+
+def test_per_position_one_line_per_run_and_a_style_per_family():
+    T = np.arange(1, 65)
+    rows = [pd.DataFrame(dict(T=T, loss=3 + 2 * T**-0.5 * k, N=1000 * k, key=f"{fam}{k}", family=fam))
+            for fam in ("Transformer", "LSTM") for k in (1, 2, 3)]
+    fig = plots.per_position(pd.concat(rows))
+    ax = fig.axes[0]
+    runs = [line for line in ax.lines if len(line.get_xdata())]
+    assert len(runs) == 6
+    assert {line.get_linestyle() for line in runs[:3]} == {"-"} and {line.get_linestyle() for line in runs[3:]} == {"--"}
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Transformer", "LSTM"]
+    assert ax.get_xscale() == "log" and len(fig.axes) == 2  # the axis and its colour bar
