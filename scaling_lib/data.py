@@ -130,6 +130,20 @@ def cache_dir() -> Path:
     return d
 
 
+def progress_path(key: str, checkpoint_dir: Path | None = None) -> Path:
+    """Where a run under way notes how far it is (beside its checkpoint; read without torch)."""
+    return Path(checkpoint_dir or cache_dir() / "checkpoints") / f"{key}.progress.json"
+
+
+def read_progress(key: str, checkpoint_dir: Path | None = None) -> dict | None:
+    """How far a run under way (or interrupted) got at its last checkpoint: step, steps, wall_s and
+    the last evaluated val_loss; None if it has not checkpointed."""
+    try:
+        return json.loads(progress_path(key, checkpoint_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Fetching
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import traceback
 from typing import Callable
 
 from .config import RunConfig, lr_rule_pilot, profile as get_profile
+from .data import read_progress
 from .store import Store
 
 SweepFn = Callable[[dict, Store], list[RunConfig]]
@@ -157,6 +158,9 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
     return written
 
 
+PROGRESS_SECONDS = 300.0  # how often a sweep logs how far its runs under way are
+
+
 def _cost(cfgs: list[RunConfig]) -> float:
     """A rough cost: tokens times (N + the output layer), for ordering and for the log line."""
     return sum(c.tokens * (1.2 if c.budgets else 1.0) * (c.N + c.d_model * c.vocab) / 1e5 for c in cfgs)
@@ -176,13 +180,19 @@ def _run_pool(todo, store, workers, threads, deadline, log) -> list[str]:
         return written
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers, maxtasksperchild=1) as pool:
-        pending = [pool.apply_async(_worker, ((c.to_dict(), str(store.root), threads),)) for c in todo]
+        pending = {pool.apply_async(_worker, ((c.to_dict(), str(store.root), threads),)): c for c in todo}
         # a deadline cannot unqueue tasks already handed to the pool, so we poll and terminate instead
         done = 0
+        last_report = time.time()
         while pending:
+            if time.time() - last_report > PROGRESS_SECONDS:
+                last_report = time.time()
+                under_way = progress_line(list(pending.values()))
+                if under_way:
+                    log(f"[sweep] under way: {under_way}")
             for res in list(pending):
                 if res.ready():
-                    pending.remove(res)
+                    pending.pop(res)
                     done += 1
                     ok, msg = res.get()
                     log(f"[{done}/{len(todo)}] {msg}")
@@ -194,6 +204,17 @@ def _run_pool(todo, store, workers, threads, deadline, log) -> list[str]:
                 break
             time.sleep(0.5)
     return written
+
+
+def progress_line(cfgs: list[RunConfig]) -> str:
+    """'name 42% (val 4.123, 12 min)' for each of these runs that has checkpointed, '' if none has."""
+    parts = []
+    for c in cfgs:
+        p = read_progress(c.key)
+        if p and p.get("steps"):
+            val = f"val {p['val_loss']:.3f}, " if p.get("val_loss") is not None else ""
+            parts.append(f"{c.sweep}/{c.name} {p['step'] / p['steps']:.0%} ({val}{p['wall_s'] / 60:.0f} min)")
+    return "; ".join(parts)
 
 
 def _worker(args) -> tuple[bool, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import os
 import platform
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from . import flops
 from .config import RunConfig
-from .data import cache_dir, eval_windows, load_corpus, sample_batch
+from .data import cache_dir, eval_windows, load_corpus, progress_path, sample_batch
 from .model import LanguageModel, build_model
 
 FINAL_EVAL_TOKENS = 1_048_576  # the final evaluation reads at most this many tokens of each split
@@ -171,6 +172,7 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
             state["wall"] += time.time() - t_resumed
             t_resumed = time.time()
             _save_checkpoint(ckpt, state, model, opt, rng)
+            _write_progress(ckpt, cfg, state)
             last_ckpt = time.time()
     bar.close()
     state["wall"] += time.time() - t_resumed
@@ -178,8 +180,9 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
     t_final = time.time()
     record = _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_note, commit)
     record["provenance"]["wall_time_s"] = state["wall"] + (time.time() - t_final)
-    with contextlib.suppress(FileNotFoundError):
-        ckpt.unlink()
+    for done in (ckpt, progress_path(cfg.key, ckpt.parent)):
+        with contextlib.suppress(FileNotFoundError):
+            done.unlink()
     return record
 
 
@@ -303,6 +306,17 @@ def _checkpoint_path(cfg: RunConfig, checkpoint_dir: Path | None) -> Path:
 def _save_checkpoint(path: Path, state, model, opt, rng) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(dict(state=state, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state), tmp)
+    os.replace(tmp, path)
+
+
+def _write_progress(ckpt: Path, cfg: RunConfig, state) -> None:
+    """A small JSON beside the checkpoint (data.read_progress), so a sweep can say how far its runs are."""
+    last = state["curve"][-1] if state["curve"] else {}
+    info = dict(key=cfg.key, name=cfg.name, step=state["step"], steps=cfg.steps, wall_s=state["wall"],
+                val_loss=last.get("val_loss"), val_tokens=last.get("tokens"))
+    path = progress_path(cfg.key, ckpt.parent)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
     os.replace(tmp, path)
 
 

@@ -1,12 +1,14 @@
 """Named sweeps: their grids, the learning-rate edge extension, and the resumable runner."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from scaling_lib import config as config_mod
 from scaling_lib.config import PROFILES, RunConfig
 from scaling_lib.store import Store
-from scaling_lib.sweep import SWEEPS, configs, ladder_lr, load_by_machine, run_sweep, sweep_lr
+from scaling_lib.sweep import SWEEPS, configs, ladder_lr, load_by_machine, progress_line, run_sweep, sweep_lr
 
 pytestmark = pytest.mark.usefixtures("runs_env", "torch_one_thread")
 
@@ -225,3 +227,14 @@ def test_the_smoke_lr_sweep_of_one_size_runs_and_resumes(tmp_path, tiny_corpus, 
         grid = sorted(PROFILES["smoke"]["lr_grid"])
         assert min(losses, key=losses.get) not in grid[1:-1]
     assert run_sweep("lr", "unit", store=s, workers=1, log=lambda m: None) == []
+
+
+def test_progress_line_reports_the_runs_that_checkpointed(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALING_LIB_CACHE", str(tmp_path))
+    cfgs = configs("ladder", "smoke", Store(tmp_path / "runs"))[:2]
+    assert progress_line(cfgs) == ""
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    (d / f"{cfgs[1].key}.progress.json").write_text(
+        json.dumps(dict(step=30, steps=120, wall_s=600.0, val_loss=4.25, name=cfgs[1].name)))
+    assert progress_line(cfgs) == f"ladder/{cfgs[1].name} 25% (val 4.250, 10 min)"

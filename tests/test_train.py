@@ -11,6 +11,7 @@ import torch
 
 from scaling_lib import train as train_mod
 from scaling_lib.config import RunConfig
+from scaling_lib.data import read_progress
 from scaling_lib.store import Store, runs_table
 from scaling_lib.train import cooldown_start, eval_steps, lr_at, train
 
@@ -253,13 +254,18 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_cfg, tmp_path, monk
     ckpt = ckpt_dir / f"{cfg.key}.pt"
     assert ckpt.exists()
     assert torch.load(ckpt, weights_only=False)["state"]["step"] == 20
+    # beside it, how far the run got, readable without torch (what a sweep logs)
+    progress = read_progress(cfg.key, ckpt_dir)
+    assert (progress["step"], progress["steps"], progress["name"]) == (20, cfg.steps, cfg.name)
+    last_eval = [p for p in reference["curve"] if p["step"] < 20][-1]  # step 20 is evaluated after resuming
+    assert progress["val_loss"] == pytest.approx(last_eval["val_loss"], rel=1e-6)
 
     calls[0], interrupt_at[0] = 0, -1
     capsys.readouterr()
     rec = train(cfg, progress=True, checkpoint_dir=ckpt_dir)
     assert f"resuming {cfg.name} from step 20" in capsys.readouterr().out
     assert calls[0] == cfg.steps - 20  # the rest of the main run only: the branch was done before
-    assert not ckpt.exists()
+    assert not ckpt.exists() and read_progress(cfg.key, ckpt_dir) is None
     assert rec["status"] == "ok" and rec["steps"] == cfg.steps
     assert rec["final"]["val_loss"] == pytest.approx(reference["final"]["val_loss"], rel=1e-6, abs=0)
     assert [p["step"] for p in rec["curve"]] == [p["step"] for p in reference["curve"]]
