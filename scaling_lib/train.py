@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import flops
 from .config import RunConfig
-from .data import cache_dir, eval_windows, load_corpus, progress_path, sample_batch
+from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
 from .model import LanguageModel, build_model
 
 FINAL_EVAL_TOKENS = 1_048_576  # the final evaluation reads at most this many tokens of each split
@@ -103,7 +103,7 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
     if cfg.data_tokens:
         if cfg.data_tokens > train_tokens.size:
             raise ValueError(f"data_tokens {cfg.data_tokens} exceeds the training split ({train_tokens.size} tokens)")
-        train_tokens = train_tokens[: cfg.data_tokens]
+        train_tokens = data_subset(train_tokens, cfg.data_tokens)
     if corpus.vocab_size != cfg.vocab:
         raise ValueError(f"tokenizer {cfg.tokenizer} built a vocabulary of {corpus.vocab_size}, not {cfg.vocab}")
     val_windows = eval_windows(corpus.tokens("val"), cfg.n_ctx, cfg.eval_tokens)

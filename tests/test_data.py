@@ -16,6 +16,7 @@ from scaling_lib.data import (
     _check_cache,
     _dedupe,
     clean,
+    data_subset,
     eval_windows,
     fetch,
     load_corpus,
@@ -293,6 +294,20 @@ def test_sample_batch_shapes_and_determinism():
     assert b1.min() >= 0 and b1.max() < 5000
     with pytest.raises(DataError, match="too short"):
         sample_batch(np.arange(33), 2, 32, np.random.default_rng(0))
+
+
+def test_data_subsets_are_nested_blocks_from_all_over_the_split():
+    tokens = np.arange(100 * 64)  # 100 blocks of 64: a token's value says where it lies
+    small, large = data_subset(tokens, 10 * 64, block=64), data_subset(tokens, 40 * 64, block=64)
+    assert small.size == 640 and large.size == 2560
+    starts = small[::64]
+    assert (starts % 64 == 0).all() and (np.diff(small.reshape(10, 64), axis=1) == 1).all()  # whole blocks
+    assert (np.diff(starts) > 0).all()  # kept in corpus order
+    assert starts.max() - starts.min() > 50 * 64  # drawn from all over, not a prefix
+    assert set(small) <= set(large)  # nested
+    assert np.array_equal(data_subset(tokens, 640, block=64), small)  # fixed: not the run's seed
+    assert data_subset(tokens, 100, block=64).size == 100  # a size below one block is one block's start
+    assert data_subset(tokens, 0) is tokens and data_subset(tokens, tokens.size) is tokens
 
 
 def test_eval_windows_are_fixed_and_spread_over_the_split():
