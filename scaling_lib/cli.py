@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=_train)
 
     p = sub.add_parser("sweep", help="run (or resume) a named sweep into the store")
-    p.add_argument("name", help="lr, ladder, data, shape, lstm, or all")
+    p.add_argument("name", help="lr, ladder, data, shape, lstm, several joined by commas (data,lstm), or all")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
