@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fcntl
 import json
 import math
 import os
@@ -92,9 +93,41 @@ def _autocast(cfg: RunConfig, device: torch.device):
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
+class RunLocked(RuntimeError):
+    """Another process is training this very run (they would share, and spoil, one checkpoint)."""
+
+
 def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None = None,
           sweep_note: str = "") -> dict[str, Any]:
-    """Train the run a config describes and return its record (see store.py for the layout)."""
+    """Train the run a config describes and return its record (see store.py for the layout).
+
+    One process at a time trains a given run: a second one (a `train --config` of a run that a sweep
+    is training, say) gets RunLocked instead of sharing the checkpoint.
+    """
+    ckpt = _checkpoint_path(cfg, checkpoint_dir)
+    with _run_lock(ckpt, cfg):
+        return _train(cfg, ckpt, progress, sweep_note)
+
+
+@contextlib.contextmanager
+def _run_lock(ckpt: Path, cfg: RunConfig):
+    """An exclusive lock beside the checkpoint; the system drops it if the process dies."""
+    lock_path = ckpt.with_suffix(".lock")
+    with open(lock_path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"{cfg.name} ({cfg.key}) is being trained by another process "
+                            f"(its checkpoint lock {lock_path} is held)") from None
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)  # still held here, so no other process is inside
+
+
+def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str) -> dict[str, Any]:
     device = _device(cfg)
     commit = _git_commit()  # of the code that starts the run
     torch.manual_seed(cfg.seed)
@@ -122,7 +155,6 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
 
     state = dict(step=0, curve=[], budgets=[], train_loss_sum=0.0, train_loss_n=0, wall=0.0, status="ok",
                  best_val=float("inf"), evals_past_best=0, diverged_at=None)
-    ckpt = _checkpoint_path(cfg, checkpoint_dir)
     if ckpt.exists():
         state = _load_checkpoint(ckpt, model, opt, rng, device)
         if progress:

@@ -1,6 +1,7 @@
 """Training real tiny runs on the tiny corpus: the record, determinism, divergence, resume, schedules."""
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 from pathlib import Path
@@ -320,3 +321,14 @@ def test_runs_table_of_a_real_record(wsd_run):
     df = runs_table([rec], budgets=True)
     assert list(df["tokens"]) == [5_120, 10_240, 20_480]
     assert list(df["is_longest"]) == [False, False, True]
+
+
+def test_a_run_being_trained_elsewhere_is_refused(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tokens=1_024)
+    lock = train_mod._checkpoint_path(cfg, tmp_path).with_suffix(".lock")
+    with open(lock, "w") as held:  # another process training the same run holds this lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(train_mod.RunLocked, match=f"{cfg.key}.*another process"):
+            train(cfg, progress=False, checkpoint_dir=tmp_path)
+    rec = train(cfg, progress=False, checkpoint_dir=tmp_path)  # released: it trains
+    assert rec["status"] == "ok" and not list(tmp_path.iterdir())  # and leaves no lock behind
