@@ -37,29 +37,38 @@ def ladder_lr(N: float) -> float:
     return round(lr_rule_pilot(N), 5)
 
 
+def _lr_grid(base: RunConfig, grid, store: Store) -> list[RunConfig]:
+    """`base` at each rate of the grid, which grows (x3, at most twice) past an edge that wins.
+
+    Only complete grids are judged: a rate still untrained leaves the grid as it is. A diverged rate
+    is a stored result too, the worst one.
+    """
+    grid = sorted(grid)
+    for _ in range(2):
+        losses = {}
+        for lr in grid:
+            rec = store.load(base.replace(lr=lr))
+            if rec is not None:
+                losses[lr] = rec["final"]["val_loss"] if rec["status"] == "ok" else math.inf
+        if len(losses) < len(grid):
+            break
+        best = min(losses, key=losses.get)
+        if best == grid[-1] and grid[-1] * 3 <= 1.0:
+            grid.append(round(grid[-1] * 3, 6))
+        elif best == grid[0] and grid[0] / 3 >= 1e-5:
+            grid.insert(0, round(grid[0] / 3, 8))
+        else:
+            break
+    return [base.replace(lr=lr) for lr in grid]
+
+
 @sweep
 def sweep_lr(p: dict, store: Store) -> list[RunConfig]:
     """Peak learning rate at every ladder size, at a short budget; the grid grows at an edge that wins."""
     cfgs = []
     for n_layer, d_model in p["ladder"]:
         base = _base(p, "lr", n_layer=n_layer, d_model=d_model, tokens=p["lr_tokens"], schedule="cosine")
-        grid = sorted(p["lr_grid"])
-        for _ in range(2):  # extend at most twice, x3 each time, past the edge that holds the minimum
-            losses = {}
-            for lr in grid:
-                rec = store.load(base.replace(lr=lr))
-                if rec is not None:  # a diverged rate is a stored result too: the worst one
-                    losses[lr] = rec["final"]["val_loss"] if rec["status"] == "ok" else math.inf
-            if len(losses) < len(grid):
-                break
-            best = min(losses, key=losses.get)
-            if best == grid[-1] and grid[-1] * 3 <= 1.0:
-                grid.append(round(grid[-1] * 3, 6))
-            elif best == grid[0] and grid[0] / 3 >= 1e-5:
-                grid.insert(0, round(grid[0] / 3, 8))
-            else:
-                break
-        cfgs += [base.replace(lr=lr) for lr in grid]
+        cfgs += _lr_grid(base, p["lr_grid"], store)
     return cfgs
 
 
@@ -100,12 +109,12 @@ def sweep_shape(p: dict, store: Store) -> list[RunConfig]:
 
 @sweep
 def sweep_lstm(p: dict, store: Store) -> list[RunConfig]:
-    """An LSTM ladder (Fig. 7), each size at a small grid of learning rates (their best is reported)."""
+    """An LSTM ladder (Fig. 7), each size at a small grid of learning rates that grows at a winning edge."""
     cfgs = []
     for n_layer, d_model in p["lstm_ladder"]:
         base = _base(p, "lstm", arch="lstm", n_layer=n_layer, d_model=d_model, tokens=p["lstm_tokens"],
                      schedule="cosine")
-        cfgs += [base.replace(lr=lr) for lr in p["lstm_lr_grid"]]
+        cfgs += _lr_grid(base, p["lstm_lr_grid"], store)
     return cfgs
 
 

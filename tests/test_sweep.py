@@ -8,7 +8,8 @@ import pytest
 from scaling_lib import config as config_mod
 from scaling_lib.config import PROFILES, RunConfig
 from scaling_lib.store import Store
-from scaling_lib.sweep import SWEEPS, configs, ladder_lr, load_by_machine, progress_line, run_sweep, sweep_lr
+from scaling_lib.sweep import (SWEEPS, configs, ladder_lr, load_by_machine, progress_line, run_sweep, sweep_lr,
+                             sweep_lstm)
 
 pytestmark = pytest.mark.usefixtures("runs_env", "torch_one_thread")
 
@@ -238,3 +239,13 @@ def test_progress_line_reports_the_runs_that_checkpointed(tmp_path, monkeypatch)
     (d / f"{cfgs[1].key}.progress.json").write_text(
         json.dumps(dict(step=30, steps=120, wall_s=600.0, val_loss=4.25, name=cfgs[1].name)))
     assert progress_line(cfgs) == f"ladder/{cfgs[1].name} 25% (val 4.250, 10 min)"
+
+
+def test_the_lstm_grid_grows_at_a_winning_edge_too(tmp_path):
+    s = Store(tmp_path)
+    p = dict(PROFILES["smoke"], lstm_ladder=((1, 16),), lstm_lr_grid=(1e-2, 3e-2))
+    assert [c.lr for c in sweep_lstm(p, s)] == [1e-2, 3e-2]
+    for c, loss in zip(sweep_lstm(p, s), (5.0, 4.0)):
+        s.save(fake_record(c, loss))
+    grown = sweep_lstm(p, s)
+    assert [c.lr for c in grown] == [1e-2, 3e-2, 9e-2] and {c.arch for c in grown} == {"lstm"}
