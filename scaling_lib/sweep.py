@@ -137,7 +137,7 @@ def configs(name: str, profile_name: str, store: Store | None = None) -> list[Ru
 # ---------------------------------------------------------------------------------------------
 def run_sweep(name: str, profile_name: str, *, store: Store | None = None, workers: int = 2, threads: int = 1,
               deadline_s: float | None = None, dry_run: bool = False, max_N: float | None = None,
-              log=print) -> list[str]:
+              log=None) -> list[str]:
     """Train what the store lacks of a sweep, in a pool of worker processes; return the paths written.
 
     Sweeps whose grid depends on earlier results (the learning-rate edges) are re-expanded until
@@ -145,6 +145,7 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
     from their checkpoints next time). max_N trains only the sizes up to N (what a machine affords).
     """
     store = store or Store()
+    log = log or _print_now
     t0 = time.time()
     written: list[str] = []
     tried: set[str] = set()  # a run that failed is not tried again in the same call
@@ -167,7 +168,12 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
     return written
 
 
-PROGRESS_SECONDS = 300.0  # how often a sweep logs how far its runs under way are
+PROGRESS_SECONDS = 300.0
+
+
+def _print_now(*args) -> None:
+    """print, flushed: a sweep's log is read while it runs, often from a file (nohup)."""
+    print(*args, flush=True)  # how often a sweep logs how far its runs under way are
 
 
 def _cost(cfgs: list[RunConfig]) -> float:
