@@ -152,22 +152,25 @@ def power_laws(groups: dict, x: str, y: str, *, ax=None, xlabel: str | None = No
     return fig
 
 
-def per_position(df: pd.DataFrame, *, ax=None, style: str = "family") -> Figure:
-    """Loss against position T in the context, one line per run, coloured by N, dashed per `style` (Fig. 7 right, Fig. 20).
+def per_position(df: pd.DataFrame, *, ax=None, style: str | None = "family") -> Figure:
+    """Loss against position T in the context, one line per run, coloured by N (Fig. 7 right, Fig. 20).
 
-    `df` has columns T, loss, N, key and the `style` column; its first value is drawn solid, the others dashed.
+    `df` has columns T, loss, N and key; with `style` (a column), its first value is drawn solid
+    and the others dashed, with a legend.
     """
     with _style():
         fig, ax = _axes(ax)
         norm = _log_norm(df["N"])
         cmap = mpl.colormaps[CMAP]
-        kinds = list(dict.fromkeys(df[style]))
+        kinds = list(dict.fromkeys(df[style])) if style else [None]
         dashes = {k: ("-" if i == 0 else "--" if i == 1 else ":") for i, k in enumerate(kinds)}
-        for (kind, _), run in df.groupby([style, "key"], sort=False):
+        for _, run in df.groupby("key", sort=False):
+            kind = run[style].iloc[0] if style else None
             ax.plot(run["T"], run["loss"], ls=dashes[kind], color=cmap(norm(run["N"].iloc[0])), lw=1.1)
-        for kind in kinds:
-            ax.plot([], [], ls=dashes[kind], color="grey", label=kind)
         ax.set(xscale="log", xlabel="position T in the context (tokens seen)", ylabel="loss at T (nats/token)")
         fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="non-embedding parameters N")
-        ax.legend(fontsize="small")
+        if style:
+            for kind in kinds:
+                ax.plot([], [], ls=dashes[kind], color="grey", label=kind)
+            ax.legend(fontsize="small")
     return fig

@@ -40,3 +40,10 @@ def test_per_position_one_line_per_run_and_a_style_per_family():
     assert {line.get_linestyle() for line in runs[:3]} == {"-"} and {line.get_linestyle() for line in runs[3:]} == {"--"}
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Transformer", "LSTM"]
     assert ax.get_xscale() == "log" and len(fig.axes) == 2  # the axis and its colour bar
+
+
+def test_per_position_without_a_style_draws_solid_lines_and_no_legend():
+    T = np.arange(1, 33)
+    df = pd.concat([pd.DataFrame(dict(T=T, loss=3 + T**-0.5, N=n, key=str(n))) for n in (10, 100)])
+    ax = plots.per_position(df, style=None).axes[0]
+    assert [line.get_linestyle() for line in ax.lines] == ["-", "-"] and ax.get_legend() is None
