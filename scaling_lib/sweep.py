@@ -135,6 +135,14 @@ def configs(name: str, profile_name: str, store: Store | None = None) -> list[Ru
 # ---------------------------------------------------------------------------------------------
 # Running
 # ---------------------------------------------------------------------------------------------
+PROGRESS_SECONDS = 300.0  # how often a sweep logs how far its runs under way are
+
+
+def _print_now(*args) -> None:
+    """print, flushed: a sweep's log is read while it runs, often from a file (nohup)."""
+    print(*args, flush=True)
+
+
 def run_sweep(name: str, profile_name: str, *, store: Store | None = None, workers: int = 2, threads: int = 1,
               deadline_s: float | None = None, dry_run: bool = False, max_N: float | None = None,
               log=None) -> list[str]:
@@ -166,14 +174,6 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
         if deadline_s and time.time() > t0 + deadline_s:
             break
     return written
-
-
-PROGRESS_SECONDS = 300.0
-
-
-def _print_now(*args) -> None:
-    """print, flushed: a sweep's log is read while it runs, often from a file (nohup)."""
-    print(*args, flush=True)  # how often a sweep logs how far its runs under way are
 
 
 def _cost(cfgs: list[RunConfig]) -> float:
