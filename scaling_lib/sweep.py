@@ -115,7 +115,7 @@ def sweep_lstm(p: dict, store: Store) -> list[RunConfig]:
         base = _base(p, "lstm", arch="lstm", n_layer=n_layer, d_model=d_model, tokens=p["lstm_tokens"],
                      schedule="cosine")
         cfgs += _lr_grid(base, p["lstm_lr_grid"], store)
-    return cfgs
+    return sorted(cfgs, key=lambda c: -_cost([c]))  # the longest first: a sweep cut short misses small runs
 
 
 def configs(name: str, profile_name: str, store: Store | None = None) -> list[RunConfig]:
