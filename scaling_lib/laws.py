@@ -45,6 +45,25 @@ def parabola_minimum(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(np.clip(-b / (2 * a), lx[0], lx[-1])))
 
 
+def lr_penalty(x: np.ndarray, y: np.ndarray, at: float) -> float:
+    """How much higher (relatively) the loss is at rate `at` than at the best rate.
+
+    Both are read off the parabola (in log rate) through the lowest grid point and its two
+    neighbours; NaN where that parabola is not a minimum or `at` lies outside those three rates.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    i = int(np.argmin(y))
+    if i == 0 or i == len(x) - 1 or not x[i - 1] <= at <= x[i + 1]:
+        return float("nan")
+    poly = np.polyfit(np.log(x[i - 1 : i + 2]), y[i - 1 : i + 2], 2)
+    if poly[0] <= 0:
+        return float("nan")
+    best = np.polyval(poly, -poly[1] / (2 * poly[0]))
+    return float(np.polyval(poly, np.log(at)) / best - 1)
+
+
 def envelope(curves: pd.DataFrame, x: str = "C", y: str = "val_loss", n_bins: int = 40) -> pd.DataFrame:
     """The lower envelope of many learning curves: the best loss any run reached by each x (Kaplan Fig. 2)."""
     c = curves[(curves[x] > 0) & np.isfinite(curves[y])]
