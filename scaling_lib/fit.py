@@ -533,10 +533,13 @@ def _fit(form, x, y, x2, bootstrap, seed, groups, starts) -> FitResult:
         boot_df = _bootstrap(form, lx, lx2, ly, params, bootstrap, seed, groups)
         n_ok = len(boot_df)
         if n_ok >= 2:
-            ci = {
-                k: (float(np.percentile(boot_df[k], 2.5)), float(np.percentile(boot_df[k], 97.5)))
-                for k in PARAMS[form]
-            }
+            # a scale that overflows in some resamples (X_c of a nearly flat trend) is inf there; its
+            # interval is then inf or NaN, which is the honest answer, without numpy's warning
+            with np.errstate(invalid="ignore"):
+                ci = {
+                    k: (float(np.percentile(boot_df[k], 2.5)), float(np.percentile(boot_df[k], 97.5)))
+                    for k in PARAMS[form]
+                }
     return FitResult(
         form=form,
         params=params,
