@@ -113,18 +113,21 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
 def _run_lock(ckpt: Path, cfg: RunConfig):
     """An exclusive lock beside the checkpoint; the system drops it if the process dies."""
     lock_path = ckpt.with_suffix(".lock")
-    with open(lock_path, "w") as f:
+    with open(lock_path, "a") as f:  # not "w": the holder's pid stays readable until we hold the lock
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunLocked(f"{cfg.name} ({cfg.key}) is being trained by another process "
                             f"(its checkpoint lock {lock_path} is held)") from None
+        f.truncate(0)
         f.write(str(os.getpid()))
         f.flush()
         try:
             yield
         finally:
-            lock_path.unlink(missing_ok=True)  # still held here, so no other process is inside
+            # removed while still held; a process that opened the file in the instant before would
+            # lock the removed file, a race between three processes that we accept
+            lock_path.unlink(missing_ok=True)
 
 
 def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str) -> dict[str, Any]:
