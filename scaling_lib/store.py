@@ -117,6 +117,12 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False) -> p
     return pd.DataFrame(rows)
 
 
+def prefer_cpu(table: pd.DataFrame, on: list[str]) -> pd.DataFrame:
+    """A run trained on both machines (same `on` columns) counts once, the CPU's: the book stands on CPU runs."""
+    order = (table["device"] != "cpu").to_numpy().argsort(kind="stable")
+    return table.iloc[order].drop_duplicates(on, keep="first").reset_index(drop=True)
+
+
 def _early_stopped(curve: list[dict[str, Any]]) -> dict[str, float]:
     """The lowest validation loss along a learning curve and where it was reached: the loss early
     stopping keeps (Kaplan §3.1.1's L(D)). Every point of a curve is scored on the same windows."""

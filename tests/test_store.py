@@ -5,12 +5,13 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from scaling_lib import store as store_mod
 from scaling_lib import train as train_mod
 from scaling_lib.config import RunConfig
-from scaling_lib.store import DEFAULT_ROOT, Store, curves_table, get_or_train, load_record, runs_table
+from scaling_lib.store import DEFAULT_ROOT, Store, curves_table, get_or_train, load_record, prefer_cpu, runs_table
 
 pytestmark = pytest.mark.usefixtures("runs_env", "torch_one_thread")
 
@@ -210,3 +211,9 @@ def test_every_stored_record_matches_its_config_key_and_file_name():
         assert p.name == f"{cfg.name}-{cfg.key}.json", p
         assert p.parent.name == cfg.sweep == rec["sweep"], p
         assert rec["N"] == rec["params_counted"] == cfg.N, p
+
+
+def test_prefer_cpu_keeps_the_cpu_row_of_a_run_trained_on_both_machines():
+    t = pd.DataFrame(dict(N=[1, 1, 2], lr=[0.1, 0.1, 0.1], device=["cuda", "cpu", "cuda"], loss=[4.0, 4.1, 3.0]))
+    out = prefer_cpu(t, ["N", "lr"])
+    assert out[["N", "device", "loss"]].values.tolist() == [[1, "cpu", 4.1], [2, "cuda", 3.0]]
