@@ -74,11 +74,16 @@ def sweep_lr(p: dict, store: Store) -> list[RunConfig]:
 
 @sweep
 def sweep_ladder(p: dict, store: Store) -> list[RunConfig]:
-    """The model-size ladder, each size at several doubling budgets (wsd cooldowns), extra seeds at some sizes."""
+    """The model-size ladder, each size at several doubling budgets (wsd cooldowns), extra seeds at some sizes.
+
+    Sizes up to the profile's `long_max_N` train on to `long_tokens`, with `long_budgets` as branches.
+    """
     cfgs = []
     for n_layer, d_model in p["ladder"]:
         base = _base(p, "ladder", n_layer=n_layer, d_model=d_model, tokens=p["tokens"], budgets=p["budgets"],
                      schedule="wsd")
+        if base.N <= p.get("long_max_N", 0):
+            base = base.replace(tokens=p["long_tokens"], budgets=p["long_budgets"])
         seeds = p["seeds"] if (n_layer, d_model) in p["seed_sizes"] else (0,)
         cfgs += [base.replace(lr=ladder_lr(base.N), seed=s) for s in seeds]
     # every size once before the extra seeds, the longest first within each
