@@ -205,6 +205,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(
         corpus="tiny", device="cpu", batch_size=8, n_ctx=64, eval_tokens=4096,
         ladder=((1, 8), (1, 16), (2, 16)), tokens=40_960, budgets=(20_480,), seeds=(0, 1), seed_sizes=((1, 8),),
+        long_max_N=1_000, long_tokens=81_920, long_budgets=(20_480, 40_960),
         lr_grid=(1e-2, 3e-2), lr_tokens=20_480,
         data_model=(1, 16), data_budget=40_960, data_sizes=(32_768, 65_536, 0),
         shapes=(dict(n_layer=1, d_model=16), dict(n_layer=2, d_model=12)), shape_tokens=20_480,
@@ -236,8 +237,11 @@ PROFILES["gpu"] = dict(
 )
 
 
-def profile(name: str) -> dict[str, Any]:
-    """The named profile, with a clear error for an unknown name."""
+def profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The named profile, with some of its entries replaced; a clear error for an unknown name or entry."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+    unknown = sorted(set(overrides or {}) - set(PROFILES[name]))
+    if unknown:
+        raise ValueError(f"profile {name!r} has no entry {', '.join(map(repr, unknown))} to override")
+    return dict(PROFILES[name], **(overrides or {}))

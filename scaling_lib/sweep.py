@@ -123,10 +123,15 @@ def sweep_lstm(p: dict, store: Store) -> list[RunConfig]:
     return sorted(cfgs, key=lambda c: -_cost([c]))  # the longest first: a sweep cut short misses small runs
 
 
-def configs(name: str, profile_name: str, store: Store | None = None) -> list[RunConfig]:
-    """Every config of a named sweep, of several ('data,lstm') or of 'all', under a profile."""
+def configs(name: str, profile_name: str, store: Store | None = None,
+            overrides: dict | None = None) -> list[RunConfig]:
+    """Every config of a named sweep, of several ('data,lstm') or of 'all', under a profile.
+
+    `overrides` replaces profile entries: {"long_max_N": 0} is the ladder as it stood before its
+    smaller sizes went on to 16M tokens (every size at 8M).
+    """
     store = store or Store()
-    p = get_profile(profile_name)
+    p = get_profile(profile_name, overrides)
     names = list(SWEEPS) if name == "all" else name.split(",")
     for n in names:
         if n not in SWEEPS:
@@ -150,7 +155,7 @@ def _print_now(*args) -> None:
 
 def run_sweep(name: str, profile_name: str, *, store: Store | None = None, workers: int = 2, threads: int = 1,
               deadline_s: float | None = None, dry_run: bool = False, max_N: float | None = None,
-              log=None) -> list[str]:
+              overrides: dict | None = None, log=None) -> list[str]:
     """Train what the store lacks of a sweep, in a pool of worker processes; return the paths written.
 
     Sweeps whose grid depends on earlier results (the learning-rate edges) are re-expanded until
@@ -163,7 +168,7 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
     written: list[str] = []
     tried: set[str] = set()  # a run that failed is not tried again in the same call
     for _ in range(4):
-        todo = [c for c in configs(name, profile_name, store)
+        todo = [c for c in configs(name, profile_name, store, overrides)
                 if not store.has(c) and c.key not in tried and (not max_N or c.N <= max_N)]
         todo = list(dict.fromkeys(todo))
         if not todo:
@@ -274,7 +279,8 @@ def chapter_store(profile_name: str) -> Store:
     return Store()
 
 
-def load_sweep(name: str, profile_name: str, store: Store | None = None, *, train: bool | None = None):
+def load_sweep(name: str, profile_name: str, store: Store | None = None, *, train: bool | None = None,
+               overrides: dict | None = None):
     """The records of a sweep under a profile, training what is missing if the profile allows it.
 
     Returns (records, missing): the stored records and the configs the store lacks. The 'book'
@@ -282,25 +288,27 @@ def load_sweep(name: str, profile_name: str, store: Store | None = None, *, trai
     """
     store = store or chapter_store(profile_name)
     if get_profile(profile_name)["train_missing"] if train is None else train:
-        run_sweep(name, profile_name, store=store, workers=1, log=lambda *a: None)
-    cfgs = configs(name, profile_name, store)
+        run_sweep(name, profile_name, store=store, workers=1, overrides=overrides, log=lambda *a: None)
+    cfgs = configs(name, profile_name, store, overrides)
     return [store.load(c) for c in cfgs if store.has(c)], [c for c in cfgs if not store.has(c)]
 
 
 def load_by_machine(name: str, profile_name: str, *, min_sizes: int = 1,
-                    status: tuple[str, ...] = ("ok", "early_stopped")) -> tuple[dict[str, list[dict]], list[RunConfig]]:
+                    status: tuple[str, ...] = ("ok", "early_stopped"),
+                    overrides: dict | None = None) -> tuple[dict[str, list[dict]], list[RunConfig]]:
     """A sweep's finished runs by the machine that trained them: {"CPU": [...], "GPU": [...]}.
 
     The CPU runs are the profile's (trained here if the profile allows it); outside 'smoke', the
     runs a lent GPU stored under the 'gpu' profile join them, and are never trained here. Runs
     whose status is not in `status` (a diverged one) are left out, and a machine's runs are kept
     only once they span `min_sizes` model sizes: a sweep still under way is fitted when it can be.
-    Returns the dict (machines with nothing to show are absent) and the CPU configs not stored yet.
+    `overrides` replaces entries of both profiles (see `configs`). Returns the dict (machines with
+    nothing to show are absent) and the CPU configs not stored yet.
     """
-    records, missing = load_sweep(name, profile_name)
+    records, missing = load_sweep(name, profile_name, overrides=overrides)
     found = {"CPU": records}
     if profile_name != "smoke":
-        found["GPU"], _ = load_sweep(name, "gpu", train=False)
+        found["GPU"], _ = load_sweep(name, "gpu", train=False, overrides=overrides)
     out = {}
     for machine, recs in found.items():
         recs = [r for r in recs if r["status"] in status]

@@ -203,7 +203,7 @@ def test_lr_rules():
 
 def test_profiles():
     assert set(PROFILES) >= {"smoke", "book", "cpu", "gpu"}
-    assert profile("smoke") is PROFILES["smoke"]
+    assert profile("smoke") == PROFILES["smoke"]
     assert profile("book")["train_missing"] is False and profile("cpu")["train_missing"] is True
     assert profile("gpu")["device"] == "cuda" and profile("smoke")["corpus"] == "tiny"
     for name, p in PROFILES.items():
@@ -214,6 +214,15 @@ def test_profiles():
         for shape in p["shapes"]:
             RunConfig(**shape)
         assert all(0 < b < p["tokens"] for b in p["budgets"]), name
+
+
+def test_profile_overrides_replace_entries_of_a_copy():
+    p = profile("book", {"long_max_N": 0})
+    assert p["long_max_N"] == 0 and PROFILES["book"]["long_max_N"] > 0  # the profile itself is untouched
+    assert {k: v for k, v in p.items() if k != "long_max_N"} == {k: v for k, v in PROFILES["book"].items()
+                                                                 if k != "long_max_N"}
+    with pytest.raises(ValueError, match="profile 'book' has no entry 'lots'"):
+        profile("book", {"lots": 1})
 
 
 def test_unknown_profile_names_the_known_ones():

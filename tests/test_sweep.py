@@ -33,7 +33,12 @@ def test_smoke_grids(tmp_path):
     assert all(c.sweep == "lr" and c.corpus == "tiny" and c.tokens == p["lr_tokens"] for c in lr)
     ladder = configs("ladder", "smoke", s)
     assert len(ladder) == len(p["ladder"]) + len(p["seeds"]) - 1
-    assert all(c.schedule == "wsd" and c.budgets == p["budgets"] and c.lr == ladder_lr(c.N) for c in ladder)
+    assert all(c.schedule == "wsd" and c.lr == ladder_lr(c.N) for c in ladder)
+    # the sizes up to long_max_N train on to long_tokens; the others stop at tokens
+    long = [c.N <= p["long_max_N"] for c in ladder]
+    assert any(long) and not all(long)
+    assert all((c.tokens, c.budgets) == ((p["long_tokens"], p["long_budgets"]) if is_long else (p["tokens"], p["budgets"]))
+               for c, is_long in zip(ladder, long))
     assert [c.seed for c in ladder] == sorted(c.seed for c in ladder)  # every size once before extra seeds
     data = configs("data", "smoke", s)
     # the largest subsets (the longest runs) first, the whole split (data_tokens 0) the largest of all
@@ -46,6 +51,38 @@ def test_smoke_grids(tmp_path):
     everything = configs("all", "smoke", s)
     assert len(everything) == len(lr) + len(ladder) + len(data) + len(shape) + len(lstm)
     assert len({c.key for c in everything}) == len(everything)
+
+
+@pytest.mark.parametrize("name", ["smoke", "book"])
+def test_long_ladder_runs_extend_the_short_ones(name):
+    """A long run keeps the short run's warmup and budgets (so its stable phase is the same run) and adds its own."""
+    s = Store("/nonexistent-store")
+    short = {(c.N, c.seed): c for c in configs("ladder", name, s, {"long_max_N": 0})}
+    long = [c for c in configs("ladder", name, s) if c.tokens > PROFILES[name]["tokens"]]
+    assert long and all(c.N <= PROFILES[name]["long_max_N"] for c in long)
+    for c in long:
+        was = short[c.N, c.seed]
+        assert (c.warmup_tokens, c.lr, c.schedule) == (was.warmup_tokens, was.lr, was.schedule)
+        assert set(was.all_budgets) < set(c.all_budgets)
+    assert all(c.tokens == PROFILES[name]["tokens"] for c in short.values())
+
+
+def test_the_gpu_ladder_has_no_long_runs():
+    assert configs("ladder", "gpu", Store("/nonexistent-store"), {"long_max_N": 0}) == \
+        configs("ladder", "gpu", Store("/nonexistent-store"))
+
+
+def test_overrides_reach_load_by_machine(runs_env):
+    store = Store(runs_env)
+    short = configs("ladder", "book", store, {"long_max_N": 0})
+    for c in short:
+        store.save(dict(fake_record(c, 4.0), N=c.N))
+    runs, missing = load_by_machine("ladder", "book", overrides={"long_max_N": 0})
+    assert len(runs["CPU"]) == len(short) and not missing
+    runs, missing = load_by_machine("ladder", "book")  # the long runs are other runs, not stored here
+    assert missing and all(c.tokens == PROFILES["book"]["long_tokens"] for c in missing)
+    with pytest.raises(ValueError, match="no entry 'nope'"):
+        load_by_machine("ladder", "book", overrides={"nope": 1})
 
 
 def test_several_sweeps_by_name():
