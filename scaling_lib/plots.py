@@ -137,6 +137,30 @@ def loss_vs_budget(df: pd.DataFrame, *, ax=None, x: str = "tokens", fits: dict |
     return fig
 
 
+def estimates(df: pd.DataFrame, x: str, y: str, *, lo: str = "lo", hi: str = "hi", hue: str | None = None,
+              bands: dict | None = None, ax=None, xlabel: str | None = None, ylabel: str | None = None) -> Figure:
+    """Fitted values with their intervals against a variable (an exponent against the budget, say).
+
+    One line of points with error bars for each `hue` value; `bands` adds {label: (value, lo, hi)}
+    as a horizontal line with a shaded interval (a limit that the points should approach).
+    """
+    with _style():
+        fig, ax = _axes(ax)
+        groups = df.groupby(hue, sort=False) if hue else [(None, df)]
+        for i, (label, g) in enumerate(groups):
+            g = g.sort_values(x)
+            ax.errorbar(g[x], g[y], yerr=[g[y] - g[lo], g[hi] - g[y]], fmt="o-", color=f"C{i}", capsize=3,
+                        ms=5, lw=1.2, label=label)
+        for j, (label, (value, low, high)) in enumerate((bands or {}).items()):
+            color = f"C{j + (df[hue].nunique() if hue else 1)}"
+            ax.axhline(value, color=color, ls="--", lw=1, label=label)
+            ax.axhspan(low, high, color=color, alpha=0.12)
+        ax.set(xscale="log", xlabel=xlabel or x, ylabel=ylabel or y)
+        if hue or bands:
+            ax.legend(fontsize="small")
+    return fig
+
+
 def power_laws(groups: dict, x: str, y: str, *, ax=None, xlabel: str | None = None) -> Figure:
     """Several families on one log-log axis: {label: (table, fit)}, each its points and its fitted law."""
     with _style():

@@ -47,3 +47,19 @@ def test_per_position_without_a_style_draws_solid_lines_and_no_legend():
     df = pd.concat([pd.DataFrame(dict(T=T, loss=3 + T**-0.5, N=n, key=str(n))) for n in (10, 100)])
     ax = plots.per_position(df, style=None).axes[0]
     assert [line.get_linestyle() for line in ax.lines] == ["-", "-"] and ax.get_legend() is None
+
+
+def test_estimates_draws_each_value_with_its_interval_and_the_bands():
+    df = pd.DataFrame(dict(budget=[1e6, 2e6, 4e6, 2e6, 4e6], alpha=[0.03, 0.035, 0.04, 0.05, 0.055],
+                           lo=[0.02, 0.03, 0.035, 0.045, 0.05], hi=[0.04, 0.04, 0.045, 0.055, 0.06],
+                           ladder=["CPU", "CPU", "CPU", "GPU", "GPU"]))
+    fig = plots.estimates(df, "budget", "alpha", hue="ladder", bands={"limit": (0.07, 0.06, 0.08)})
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["limit", "CPU", "GPU"]
+    cpu = ax.containers[0]  # the CPU points, in budget order, with bars from lo to hi
+    assert np.allclose(cpu.lines[0].get_ydata(), [0.03, 0.035, 0.04])
+    (bars,) = cpu.lines[2]
+    assert np.allclose([seg[:, 1] for seg in bars.get_segments()], df.loc[:2, ["lo", "hi"]].to_numpy())
+    assert len(ax.patches) == 1  # the band's interval
+    assert plots.estimates(df[df["ladder"] == "CPU"], "budget", "alpha").axes[0].get_legend() is None
