@@ -140,7 +140,8 @@ def curves_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         c = r["config"]
         for point in r["curve"]:
             rows.append(dict(key=r["key"], name=r["name"], N=r["N"], n_layer=c["n_layer"], d_model=c["d_model"],
-                             peak_lr=c["lr"], seed=c["seed"], arch=c["arch"], **point))
+                             peak_lr=c["lr"], warmup_tokens=c["warmup_tokens"], seed=c["seed"], arch=c["arch"],
+                             **point))
     return pd.DataFrame(rows)
 
 
