@@ -27,6 +27,18 @@ def best_per_group(df: pd.DataFrame, by: str | list[str], loss: str = "final_val
     return ok.loc[ok.groupby(by)[loss].idxmin()].reset_index(drop=True)
 
 
+def fixed_budgets(t: pd.DataFrame, min_sizes: int = 6) -> list[int]:
+    """The budgets at which to read L(N) off a ladder's (size, budget) table.
+
+    The longest budget that every size reached; then, if longer, the longest that at least
+    `min_sizes` sizes reached (enough to fit on all but two and predict those).
+    """
+    common = t.groupby("N")["tokens"].max().min()
+    sizes = t.groupby("tokens")["N"].nunique()
+    enough = sizes.index[sizes >= min_sizes]
+    return [int(common)] + ([int(enough.max())] if len(enough) and enough.max() > common else [])
+
+
 def parabola_minimum(x: np.ndarray, y: np.ndarray) -> float:
     """Where a parabola through the lowest point and its two neighbours has its minimum (x on a log scale).
 

@@ -43,3 +43,15 @@ def test_envelope_is_the_running_best_over_all_curves():
     env = laws.envelope(curves, x="C", n_bins=6)
     assert (np.diff(env["val_loss"]) <= 0).all()
     assert env["val_loss"].iloc[-1] == 3.0 and env["val_loss"].iloc[0] == 5.0
+
+
+def test_fixed_budgets_the_common_one_then_a_longer_one_with_enough_sizes():
+    def ladder(reach: dict) -> pd.DataFrame:  # {N: longest budget}, every doubling from 1 up to it
+        return pd.DataFrame([dict(N=N, tokens=b) for N, top in reach.items() for b in (1, 2, 4, 8, 16) if b <= top])
+
+    sizes = [10**k for k in range(8)]
+    assert laws.fixed_budgets(ladder({N: 8 for N in sizes})) == [8]
+    assert laws.fixed_budgets(ladder({N: 16 if N < 10**6 else 8 for N in sizes})) == [8, 16]  # six sizes at 16
+    assert laws.fixed_budgets(ladder({N: 16 if N < 10**5 else 8 for N in sizes})) == [8]  # five are too few
+    assert laws.fixed_budgets(ladder({N: 16 if N < 10**5 else 8 for N in sizes}), min_sizes=5) == [8, 16]
+    assert laws.fixed_budgets(ladder({N: 16 if N < 10**6 else 4 for N in sizes})) == [4, 16]
