@@ -125,13 +125,13 @@ def stacked_shares(table: pd.DataFrame, *, ax=None) -> Figure:
 
 
 def loss_vs_budget(df: pd.DataFrame, *, ax=None, x: str = "tokens", fits: dict | None = None) -> Figure:
-    """Final loss against token budget, one line per model size (several budgets per size)."""
+    """Final loss against token budget, one line per run (its several budgets), coloured by model size."""
     with _style():
         fig, ax = _axes(ax)
         norm = _log_norm(df["N"])
         cmap = mpl.colormaps[CMAP]
-        for N, g in df.sort_values(x).groupby("N"):
-            ax.plot(g[x], g["final_val_loss"], "o-", color=cmap(norm(N)), ms=4)
+        for _, g in df.sort_values(x).groupby("key" if "key" in df else "N"):
+            ax.plot(g[x], g["final_val_loss"], "o-", color=cmap(norm(g["N"].iloc[0])), ms=4)
         ax.set(xscale="log", yscale="log", xlabel=x, ylabel="validation loss (nats/token)")
         fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N")
     return fig

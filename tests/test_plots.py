@@ -63,3 +63,11 @@ def test_estimates_draws_each_value_with_its_interval_and_the_bands():
     assert np.allclose([seg[:, 1] for seg in bars.get_segments()], df.loc[:2, ["lo", "hi"]].to_numpy())
     assert len(ax.patches) == 1  # the band's interval
     assert plots.estimates(df[df["ladder"] == "CPU"], "budget", "alpha").axes[0].get_legend() is None
+
+
+def test_loss_vs_budget_draws_one_line_per_run_even_with_seeds():
+    rows = [dict(key=f"{N}-{seed}", N=N, seed=seed, tokens=b, final_val_loss=5 - 0.1 * seed - np.log10(N * b) / 20)
+            for N in (1e3, 1e4) for seed in ((0, 1) if N == 1e3 else (0,)) for b in (1e6, 2e6, 4e6)]
+    ax = plots.loss_vs_budget(pd.DataFrame(rows)).axes[0]
+    assert len(ax.lines) == 3  # two seeds at N = 1e3, one at 1e4: no line jumps between seeds
+    assert all(np.all(np.diff(line.get_xdata()) > 0) for line in ax.lines)
