@@ -216,7 +216,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         corpus="books", device="cpu", batch_size=32, n_ctx=128, eval_tokens=65_536,
         ladder=LADDER_CPU, tokens=8_000_000, budgets=(1_000_000, 2_000_000, 4_000_000), seeds=(0, 1, 2),
         seed_sizes=((1, 16), (2, 48), (4, 96)),
-        # sizes up to long_max_N (what two cores afford) go on to long_tokens; the shared budgets keep the
+        # sizes up to long_max_N (what two cores have afforded so far) go on to long_tokens; the shared budgets keep the
         # shortest budget, so the warmup, the data order and the stable phase are the 8M runs' own
         long_max_N=800_000, long_tokens=16_000_000, long_budgets=(1_000_000, 2_000_000, 4_000_000, 8_000_000),
         lr_grid=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), lr_tokens=2_000_000,
