@@ -61,8 +61,12 @@ def learning_curves(curves: pd.DataFrame, *, x: str = "tokens", ax=None, label: 
 
 def power_law_fit(df: pd.DataFrame, x: str, y: str, fit, *, ax=None, hue: str | None = None,
                   reference=None, reference_label: str = "Kaplan et al. (2020)", xlabel: str | None = None,
-                  held_out=None) -> Figure:
-    """Points, the fitted law with its residual band, and optionally the paper's law for comparison."""
+                  held_out=None, held_out_fit=None) -> Figure:
+    """Points and the fitted law, and optionally the paper's law for comparison.
+
+    `held_out` (a mask of df's rows) circles the points an extrapolation check held out, and
+    `held_out_fit` draws the law fitted without them, dashed, so its prediction can be read off.
+    """
     with _style():
         fig, ax = _axes(ax)
         if hue:
@@ -74,6 +78,9 @@ def power_law_fit(df: pd.DataFrame, x: str, y: str, fit, *, ax=None, hue: str | 
                        zorder=4, label="held out of the fit")
         xs = np.geomspace(df[x].min() / 1.5, df[x].max() * 1.5, 200)
         ax.plot(xs, fit.predict(xs), color="crimson", lw=1.5, label="fit")
+        if held_out_fit is not None:
+            ax.plot(xs, held_out_fit.predict(xs), color="crimson", ls="--", lw=1,
+                    label="fit without the held-out points")
         if reference is not None:
             ax.plot(xs, reference(xs), color="grey", ls=":", lw=1.5, label=reference_label)
         ax.set(xscale="log", yscale="log", xlabel=xlabel or x, ylabel="validation loss (nats/token)")

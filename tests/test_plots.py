@@ -71,3 +71,16 @@ def test_loss_vs_budget_draws_one_line_per_run_even_with_seeds():
     ax = plots.loss_vs_budget(pd.DataFrame(rows)).axes[0]
     assert len(ax.lines) == 3  # two seeds at N = 1e3, one at 1e4: no line jumps between seeds
     assert all(np.all(np.diff(line.get_xdata()) > 0) for line in ax.lines)
+
+
+def test_power_law_fit_draws_the_held_out_fit_dashed():
+    N = np.geomspace(1e3, 1e6, 6)
+    df = pd.DataFrame(dict(N=N, loss=_law(N, 0.05) * np.array([1, 1, 1, 1, 1.02, 1.04])))
+    ext = fit.extrapolation_check("power", df["N"], df["loss"], holdout=2)
+    ax = plots.power_law_fit(df, "N", "loss", fit.fit("power", df["N"], df["loss"]), held_out=ext["held_out"],
+                             held_out_fit=ext["fit"]).axes[0]
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert len(dashed) == 1
+    x, y = dashed[0].get_data()  # it passes through the fit's predictions, not through the held-out points
+    assert np.allclose(np.interp(np.log(N[-2:]), np.log(x), y), ext["predicted"], rtol=1e-3)
+    assert "fit without the held-out points" in [t.get_text() for t in ax.get_legend().get_texts()]
