@@ -51,8 +51,22 @@ def _sweep(args) -> int:
 
     store = Store(args.store) if args.store else Store()
     run_sweep(args.name, args.profile, store=store, workers=args.workers, threads=args.threads,
-              deadline_s=args.deadline, dry_run=args.dry_run, max_N=args.max_n)
+              deadline_s=args.deadline, dry_run=args.dry_run, max_N=args.max_n,
+              overrides=dict(_profile_entry(s) for s in args.set))
     return 0
+
+
+def _profile_entry(text: str) -> tuple[str, object]:
+    """'long_max_N=2_000_000' -> ('long_max_N', 2000000): a Python literal, or else the text itself."""
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set takes KEY=VALUE, not {text!r}")
+    try:
+        return key.strip(), ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        return key.strip(), value.strip()
 
 
 def _runs(args) -> int:
@@ -121,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--deadline", type=float, help="seconds after which the sweep stops (it resumes next time)")
     p.add_argument("--max-n", type=float, help="train only the sizes with at most this many non-embedding parameters")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="replace a profile entry for this sweep, e.g. --set long_max_N=2_000_000 (repeatable)")
     p.add_argument("--store")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(fn=_sweep)

@@ -194,6 +194,24 @@ def test_sweep_dry_run_lists_configs(tmp_path, env):
     assert not (tmp_path / "s").exists()
 
 
+def test_sweep_set_replaces_profile_entries(capsys, tmp_path):
+    store = str(tmp_path / "s")
+    assert main(["sweep", "ladder", "--profile", "smoke", "--dry-run", "--store", store]) == 0
+    default = capsys.readouterr().out
+    assert main(["sweep", "ladder", "--profile", "smoke", "--dry-run", "--store", store,
+                 "--set", "long_max_N=0", "--set", "seeds=(0,)"]) == 0
+    changed = capsys.readouterr().out
+    from scaling_lib.sweep import configs
+
+    expected = configs("ladder", "smoke", Store(store), {"long_max_N": 0, "seeds": (0,)})
+    assert f"{len(expected)} run(s) to train" in changed and f"{len(expected)} run(s)" not in default
+    assert all(f"({c.key})" in changed for c in expected)
+    assert main(["sweep", "ladder", "--profile", "smoke", "--dry-run", "--store", store, "--set", "lots=1"]) == 2
+    assert "profile 'smoke' has no entry 'lots'" in _one_error_line(capsys.readouterr().err)
+    assert main(["sweep", "ladder", "--profile", "smoke", "--dry-run", "--store", store, "--set", "long_max_N"]) == 2
+    assert "--set takes KEY=VALUE" in _one_error_line(capsys.readouterr().err)
+
+
 def test_sweep_unknown_name_exits_2(capsys, tmp_path):
     assert main(["sweep", "nope", "--profile", "smoke", "--dry-run", "--store", str(tmp_path)]) == 2
     assert "unknown sweep 'nope'" in _one_error_line(capsys.readouterr().err)
