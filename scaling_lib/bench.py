@@ -27,7 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import flops
-from .config import LADDER_CPU, RunConfig
+from .config import RunConfig
+from .plans import LADDER_CPU
 from .data import sample_batch
 from .model import build_model
 from .train import _optimizer, _train_step

@@ -29,14 +29,15 @@ def _count(args) -> int:
 
 def _train(args) -> int:
     from .config import RunConfig
-    from .store import Store, get_or_train
+    from .runner import get_or_train
+    from .store import Store
 
     try:
         d = json.loads(Path(args.config).read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read config {args.config}: {e}") from e
-    d = d.get("config", d)  # a stored run record holds its config under "config"
-    cfg = RunConfig.from_dict(d)
+    # a stored run record holds its config under "config", without the fields added since it was filed
+    cfg = RunConfig.from_stored(d["config"]) if "config" in d else RunConfig.from_dict(d)
     store = Store(args.store) if args.store else Store()
     if args.force and store.has(cfg):
         store.path(cfg).unlink()

@@ -8,13 +8,27 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-ARCHS = ("gpt", "lstm")
+from . import arch as arch_registry
+
 SCHEDULES = ("cosine", "wsd", "constant")
 DTYPES = ("fp32", "bf16")
 DEVICES = ("cpu", "cuda")
 
 # Fields that say where a record lives or how it is shown, not what was trained.
 _NOT_IN_KEY = ("sweep",)
+
+# How runs are evaluated (train.py). 1: the first 132 stored runs (windows that may overlap, the
+# cooldown branches scored on the curve's windows, no standard errors). 2: non-overlapping windows,
+# every budget scored on the same final windows (with its standard error), the curve's last point
+# equal to the longest budget's score, early stopping reporting the test loss where it selected.
+EVAL_VERSION = 2
+
+# Fields added after the first runs were stored, each with the value that every run had before the
+# field existed. A field that still has that value stays out of the key, so that adding a field
+# re-keys no stored record; a record that lacks a field is read with this value.
+INTRODUCED: dict[str, Any] = {
+    "eval_version": 1,
+}
 
 
 @dataclass(frozen=True)
@@ -49,9 +63,10 @@ class RunConfig:
     seed: int = 0
     eval_tokens: int = 65_536  # validation tokens per evaluation during training
     evals_per_decade: int = 8  # evaluation steps, log-spaced in steps
+    eval_version: int = EVAL_VERSION  # how the run is evaluated (see EVAL_VERSION)
 
     def __post_init__(self) -> None:
-        _check(self.arch in ARCHS, f"arch must be one of {ARCHS}, not {self.arch!r}")
+        _check(self.arch in arch_registry.names(), f"arch must be one of {arch_registry.names()}, not {self.arch!r}")
         _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, not {self.schedule!r}")
         _check(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, not {self.dtype!r}")
         _check(self.device in DEVICES, f"device must be one of {DEVICES}, not {self.device!r}")
@@ -60,6 +75,7 @@ class RunConfig:
         _check(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, not {self.lr}")
         for name in ("n_head", "d_ff", "data_tokens"):
             _check(getattr(self, name) >= 0, f"{name} must be positive (or 0 for the default), not {getattr(self, name)}")
+        _check(self.eval_version in (1, 2), f"eval_version must be 1 or 2, not {self.eval_version}")
         vocab_size(self.tokenizer)  # validates the name
         # Resolve the defaults so that the key names what was actually trained.
         if self.n_head == 0:
@@ -85,10 +101,9 @@ class RunConfig:
 
     @property
     def N(self) -> int:
-        """Non-embedding parameters, 2 n_layer d_model (2 d_attn + d_ff) with d_attn = d_model."""
-        if self.arch == "lstm":
-            return 8 * self.n_layer * self.d_model**2  # four gates, input and recurrent weights
-        return 2 * self.n_layer * self.d_model * (2 * self.d_model + self.d_ff)
+        """Non-embedding parameters as Kaplan counts them (arch.py): for the transformer,
+        2 n_layer d_model (2 d_attn + d_ff) with d_attn = d_model."""
+        return arch_registry.get(self.arch).N(self)
 
     @property
     def tokens_per_step(self) -> int:
@@ -114,8 +129,13 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """A stable hash of what was trained (not of where it is filed)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_KEY}
+        """A stable hash of what was trained (not of where it is filed).
+
+        Fields that still hold the value they had when they were introduced (INTRODUCED) stay out
+        of the hash: a new field with a neutral default leaves every stored key as it was.
+        """
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in _NOT_IN_KEY and not (k in INTRODUCED and v == INTRODUCED[k])}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -137,7 +157,13 @@ class RunConfig:
         if any(k in changes for k in ("d_model", "n_layer", "tokens", "budgets", "d_ff", "arch")):
             d["warmup_tokens"] = changes.get("warmup_tokens", -1)
         d.update(changes)
-        return RunConfig.from_dict(d)
+        return type(self).from_dict(d)
+
+    @classmethod
+    def from_stored(cls, d: dict[str, Any]) -> "RunConfig":
+        """The config of a stored record: a field the record lacks predates it, and takes the value
+        it had when it was introduced (not today's default)."""
+        return cls.from_dict({**{k: v for k, v in INTRODUCED.items() if k not in d}, **d})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
@@ -165,16 +191,6 @@ def default_warmup(N: int, budget: int) -> int:
     return int(min(max(N, 0.01 * budget), 0.1 * budget))
 
 
-def lr_rule_pilot(N: float) -> float:
-    """Best peak LR against N measured in this machine's pilot (training.md): 5.6 N^-0.57, capped at 0.1."""
-    return float(min(0.1, 5.6 * N**-0.57))
-
-
-def lr_rule_kaplan(N: float) -> float:
-    """Kaplan et al. 2020, Eq. D.1: LR(N) = 0.003239 - 0.0001395 ln N."""
-    return 0.003239 - 0.0001395 * math.log(N)
-
-
 def _short(n: int) -> str:
     for unit, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
         if n >= unit:
@@ -185,63 +201,3 @@ def _short(n: int) -> str:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
-
-
-# The model-size ladder (n_layer, d_model): ~768 to ~1.5M non-embedding parameters on the CPU;
-# the gpu profile extends it by about a decade.
-LADDER_CPU = ((1, 8), (1, 16), (2, 24), (2, 48), (3, 64), (4, 96), (4, 128), (5, 160))
-LADDER_GPU_EXTRA = ((6, 256), (8, 320))
-
-# Shapes at N ~ 3e5 for Fig. 5: depth against width (12 n_layer d_model^2 fixed), feed-forward
-# ratio at 4 layers, and attention head dimension at (4, 96).
-SHAPES_FIG5 = (
-    *(dict(n_layer=L, d_model=d) for L, d in ((1, 160), (2, 112), (4, 80), (6, 64), (8, 56), (12, 46), (16, 40))),
-    *(dict(n_layer=4, d_model=d, d_ff=r * d) for r, d in ((1, 112), (2, 96), (8, 61))),
-    *(dict(n_layer=4, d_model=96, n_head=h) for h in (1, 2, 6, 12)),
-)
-
-# A profile fixes the grid sizes a notebook or sweep uses; notebooks never type them.
-PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": dict(
-        corpus="tiny", device="cpu", batch_size=8, n_ctx=64, eval_tokens=4096,
-        ladder=((1, 8), (1, 16), (2, 16)), tokens=40_960, budgets=(20_480,), seeds=(0, 1), seed_sizes=((1, 8),),
-        long_max_N=1_000, long_tokens=81_920, long_budgets=(20_480, 40_960),
-        lr_grid=(1e-2, 3e-2), lr_tokens=20_480,
-        data_model=(1, 16), data_budget=40_960, data_sizes=(32_768, 65_536, 0),
-        shapes=(dict(n_layer=1, d_model=16), dict(n_layer=2, d_model=12)), shape_tokens=20_480,
-        lstm_ladder=((1, 8), (1, 16), (2, 16)), lstm_tokens=40_960, lstm_lr_grid=(1e-2, 3e-2),
-        train_missing=True,
-    ),
-    "book": dict(
-        corpus="books", device="cpu", batch_size=32, n_ctx=128, eval_tokens=65_536,
-        ladder=LADDER_CPU, tokens=8_000_000, budgets=(1_000_000, 2_000_000, 4_000_000), seeds=(0, 1, 2),
-        seed_sizes=((1, 16), (2, 48), (4, 96)),
-        # sizes up to long_max_N (what two cores have afforded so far) go on to long_tokens; the shared budgets keep the
-        # shortest budget, so the warmup, the data order and the stable phase are the 8M runs' own
-        long_max_N=800_000, long_tokens=16_000_000, long_budgets=(1_000_000, 2_000_000, 4_000_000, 8_000_000),
-        lr_grid=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), lr_tokens=2_000_000,
-        data_model=(4, 128), data_budget=16_000_000, data_sizes=(2**19, 2**20, 2**21, 2**22, 0),
-        shapes=SHAPES_FIG5, shape_tokens=4_000_000,
-        lstm_ladder=((1, 16), (1, 32), (1, 64), (2, 64), (2, 128)), lstm_tokens=8_000_000,
-        lstm_lr_grid=(3e-3, 1e-2, 3e-2),
-        train_missing=False,
-    ),
-}
-PROFILES["cpu"] = dict(PROFILES["book"], train_missing=True)
-PROFILES["gpu"] = dict(
-    PROFILES["book"],
-    device="cuda", ladder=LADDER_CPU + LADDER_GPU_EXTRA, tokens=32_000_000, long_max_N=0,
-    budgets=(2_000_000, 4_000_000, 8_000_000, 16_000_000), data_budget=32_000_000, shape_tokens=16_000_000,
-    lstm_ladder=((1, 16), (1, 32), (1, 64), (2, 64), (2, 128), (2, 256)), lstm_tokens=16_000_000,
-    train_missing=True,
-)
-
-
-def profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The named profile, with some of its entries replaced; a clear error for an unknown name or entry."""
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
-    unknown = sorted(set(overrides or {}) - set(PROFILES[name]))
-    if unknown:
-        raise ValueError(f"profile {name!r} has no entry {', '.join(map(repr, unknown))} to override")
-    return dict(PROFILES[name], **(overrides or {}))

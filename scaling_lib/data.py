@@ -487,12 +487,20 @@ def sample_batch(tokens: np.ndarray, batch_size: int, n_ctx: int, rng: np.random
     return np.stack([np.asarray(tokens[s : s + n_ctx + 1], dtype=np.int64) for s in starts])
 
 
-def eval_windows(tokens: np.ndarray, n_ctx: int, max_tokens: int) -> np.ndarray:
-    """Fixed windows spread evenly over a split (the same for every run)."""
+def eval_windows(tokens: np.ndarray, n_ctx: int, max_tokens: int, version: int = 2) -> np.ndarray:
+    """Fixed windows of n_ctx + 1 tokens spread evenly over a split (the same for every run).
+
+    Version 2 (config.EVAL_VERSION) never scores a target twice: windows start at least n_ctx
+    apart. Version 1, kept for the runs stored with it, overlapped them on a split shorter than
+    max_tokens.
+    """
     if tokens.size <= n_ctx + 1:
         raise DataError(f"a split of {tokens.size} tokens is too short for windows of {n_ctx + 1}")
     n_windows = max(1, min(max_tokens // n_ctx, (tokens.size - 1) // n_ctx))
-    stride = (tokens.size - n_ctx - 1) // n_windows
+    if version == 1:
+        stride = (tokens.size - n_ctx - 1) // n_windows
+    else:
+        stride = (tokens.size - 1) // n_windows  # >= n_ctx; the last window ends inside the split
     starts = np.arange(n_windows) * stride
     return np.stack([np.asarray(tokens[s : s + n_ctx + 1], dtype=np.int64) for s in starts])
 

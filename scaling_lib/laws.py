@@ -4,6 +4,8 @@ Numerics over tables of runs only (numpy, pandas): no torch.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,11 @@ KAPLAN = {
 # Hoffmann et al. 2022 (Approach 3) and Besiroglu et al. 2024 (the replication).
 CHINCHILLA = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 BESIROGLU = dict(E=1.82, A=482.0, B=2085.4, alpha=0.348, beta=0.366)
+
+
+def lr_rule_kaplan(N: float) -> float:
+    """Kaplan et al. 2020, Eq. D.1: LR(N) = 0.003239 - 0.0001395 ln N."""
+    return 0.003239 - 0.0001395 * math.log(N)
 
 
 def best_per_group(df: pd.DataFrame, by: str | list[str], loss: str = "final_val_loss") -> pd.DataFrame:

@@ -143,7 +143,7 @@ def _init(m: nn.Module) -> None:
 
 
 def build_model(cfg: RunConfig) -> LanguageModel:
-    """The model a config describes."""
-    if cfg.arch == "lstm":
-        return LSTMLM(cfg.vocab, cfg.n_layer, cfg.d_model)
-    return GPT(cfg.vocab, cfg.n_ctx, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff)
+    """The model a config describes (its architecture's entry in arch.py builds it)."""
+    from .arch import get
+
+    return get(cfg.arch).build(cfg)

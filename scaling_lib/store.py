@@ -2,7 +2,12 @@
 
 A record holds the config, the learning curve, the result at every token budget, the final
 metrics and the provenance (git commit, device, versions, wall time, epochs). Records are written
-atomically and never edited. No torch here: the analysis chapters load runs without a model.
+atomically and never edited. No torch here, and no training (that is the runner's): the analysis
+chapters load runs without a model.
+
+A record is found by its key, not by its file name: the name in ``<name>-<key>.json`` is there for
+people, and may read differently for runs filed before a field was added. ``schema`` says which
+layout a record has (1: the first 132 runs, which carry no ``schema`` entry).
 """
 from __future__ import annotations
 
@@ -15,9 +20,10 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .config import RunConfig, vocab_size
+from .config import INTRODUCED, RunConfig, vocab_size
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "runs"
+SCHEMA_VERSION = 2  # 2: `schema` and `config.eval_version` in every record, budgets with standard errors
 
 
 def default_root() -> Path:
@@ -29,19 +35,34 @@ class Store:
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_root()
+        self._index: dict[str, dict[str, Path]] = {}  # sweep -> key -> path, refreshed on a miss
 
     def path(self, cfg: RunConfig) -> Path:
-        return self.root / cfg.sweep / f"{cfg.name}-{cfg.key}.json"
+        """Where the record of a config lies: where it was filed, else where it would be filed."""
+        return self.find(cfg) or self.root / cfg.sweep / f"{cfg.name}-{cfg.key}.json"
+
+    def find(self, cfg: RunConfig) -> Path | None:
+        """The stored record's path, looked up by the config's key in its sweep's folder."""
+        index = self._index.get(cfg.sweep)
+        if index is None or cfg.key not in index or not index[cfg.key].exists():
+            index = self._index[cfg.sweep] = self._scan(self.root / cfg.sweep)
+        return index.get(cfg.key)
+
+    @staticmethod
+    def _scan(folder: Path) -> dict[str, Path]:
+        if not folder.is_dir():
+            return {}
+        return {p.stem.rsplit("-", 1)[-1]: p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")}
 
     def has(self, cfg: RunConfig) -> bool:
-        return self.path(cfg).exists()
+        return self.find(cfg) is not None
 
     def load(self, cfg: RunConfig) -> dict[str, Any] | None:
-        p = self.path(cfg)
-        return load_record(p) if p.exists() else None
+        p = self.find(cfg)
+        return load_record(p) if p is not None else None
 
     def save(self, record: dict[str, Any]) -> Path:
-        cfg = RunConfig.from_dict(record["config"])
+        cfg = RunConfig.from_stored(record["config"])
         if cfg.key != record["key"]:
             raise ValueError(f"record key {record['key']} does not match its config ({cfg.key})")
         record = {k: v for k, v in record.items() if k != "path"}  # where it lies is not part of it
@@ -56,6 +77,7 @@ class Store:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        self._index.setdefault(cfg.sweep, {})[cfg.key] = p
         return p
 
     def paths(self, sweep: str | None = None) -> list[Path]:
@@ -83,20 +105,40 @@ def load_record(path: str | Path) -> dict[str, Any]:
 
 
 _CONFIG_COLUMNS = ("arch", "n_layer", "d_model", "n_head", "d_ff", "n_ctx", "tokenizer", "batch_size", "lr",
-                   "schedule", "seed", "device", "dtype", "data_tokens", "early_stop")
+                   "schedule", "seed", "device", "dtype", "data_tokens", "early_stop", "eval_version")
 
 
-def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False) -> pd.DataFrame:
-    """Flatten records: config columns, N, tokens, compute and losses (per budget when asked)."""
+class MixedEvaluation(ValueError):
+    """Runs evaluated in different ways (config.EVAL_VERSION) would be fitted together."""
+
+
+def eval_version(record: dict[str, Any]) -> int:
+    return int(record["config"].get("eval_version", INTRODUCED["eval_version"]))
+
+
+def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False, mixed_eval: bool = False) -> pd.DataFrame:
+    """Flatten records: config columns, N, tokens, compute and losses (per budget when asked).
+
+    Every fit of the book reads such a table, so no table mixes evaluation versions unless asked
+    (`mixed_eval=True`, for a comparison that keeps them apart by the `eval_version` column).
+    """
+    records = list(records)
+    versions = sorted({eval_version(r) for r in records})
+    if len(versions) > 1 and not mixed_eval:
+        raise MixedEvaluation(f"these runs were evaluated in {len(versions)} ways (eval_version {versions}): "
+                              "fit them apart, or pass mixed_eval=True and keep them apart by 'eval_version'")
     rows = []
     for r in records:
         c = r["config"]
         base = {k: c.get(k) for k in _CONFIG_COLUMNS}
+        base["eval_version"] = eval_version(r)
         base.update(
-            path=r.get("path"), key=r["key"], name=r["name"], sweep=r["sweep"], status=r["status"], N=r["N"],
+            schema=r.get("schema", 1), path=r.get("path"), key=r["key"], name=r["name"], sweep=r["sweep"],
+            status=r["status"], N=r["N"],
             N_total=r["N_total"], vocab=vocab_size(c["tokenizer"]), data_tokens=r["data_tokens"],
             wall_time_s=r["provenance"].get("wall_time_s"), device_name=r["provenance"].get("device"),
             test_loss=r["final"].get("test_loss"), best_val_loss=r["final"].get("best_val_loss"),
+            val_loss_se=r["final"].get("val_loss_se", math.nan),
             **{f"loss_{k}": v for k, v in r["final"].get("other", {}).items()},
             **_early_stopped(r["curve"]),
         )
@@ -104,13 +146,14 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False) -> p
             last = r["curve"][-1] if r["curve"] else {}
             for b in r["budgets"]:
                 loss = b["val_loss"]
-                if b["tokens"] == r["tokens"] and last.get("step") == r["steps"]:
-                    # The cooldown branches are scored on the eval_tokens windows of the curve; the
-                    # longest budget is scored on the same windows, not on the final full evaluation.
+                if base["eval_version"] == 1 and b["tokens"] == r["tokens"] and last.get("step") == r["steps"]:
+                    # Evaluation 1 scored the cooldown branches on the curve's eval_tokens windows and
+                    # the longest budget on the final windows: its longest budget is read off the
+                    # curve, on the branches' windows. Evaluation 2 scores them all on one set.
                     loss = last["val_loss"]
                 rows.append({**base, "tokens": b["tokens"], "steps": b["steps"], "epochs": b["epochs"], "C": b["C"],
                              "C_exact": b["C_exact"], "final_val_loss": loss, "budget_status": b["status"],
-                             "is_longest": b["tokens"] == r["tokens"]})
+                             "val_loss_se": b.get("val_loss_se", math.nan), "is_longest": b["tokens"] == r["tokens"]})
         else:
             rows.append({**base, "tokens": r["tokens"], "steps": r["steps"], "epochs": r["epochs"], "C": r["C"],
                          "C_exact": r["C_exact"], "final_val_loss": r["final"].get("val_loss")})
@@ -143,20 +186,3 @@ def curves_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                              peak_lr=c["lr"], warmup_tokens=c["warmup_tokens"], seed=c["seed"], arch=c["arch"],
                              **point))
     return pd.DataFrame(rows)
-
-
-def get_or_train(cfg: RunConfig, store: Store | None = None, *, train_missing: bool = True,
-                 progress: bool = True) -> dict[str, Any]:
-    """The stored record of a config; trained and stored first if missing and allowed."""
-    store = store or Store()
-    rec = store.load(cfg)
-    if rec is not None:
-        return rec
-    if not train_missing:
-        raise LookupError(f"run {cfg.name} ({cfg.key}) is not in {store.root}/{cfg.sweep} and training is off "
-                          "(profile 'book'): run its sweep first, or use a profile that trains")
-    from .train import train  # torch only when something must be trained
-
-    rec = train(cfg, progress=progress)
-    rec["path"] = str(store.save(rec))
-    return rec

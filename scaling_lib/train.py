@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import json
 import math
 import os
@@ -20,12 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from . import flops
+from .arch import train_flops_per_token
 from .config import RunConfig
 from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
 from .model import LanguageModel, build_model
+from .store import SCHEMA_VERSION
 
 FINAL_EVAL_TOKENS = 1_048_576  # the final evaluation reads at most this many tokens of each split
 CHECKPOINT_SECONDS = 300.0
@@ -84,6 +86,25 @@ def evaluate(model: LanguageModel, windows: np.ndarray, cfg: RunConfig, device: 
     return (float(pos.mean()), pos.tolist()) if per_position else float(pos.mean())
 
 
+@torch.no_grad()
+def score(model: LanguageModel, windows: np.ndarray, cfg: RunConfig, device: torch.device) -> dict[str, Any]:
+    """Evaluation 2: the mean next-token loss over fixed windows, its standard error over the
+    windows, and the mean loss at each position (every window weighs the same)."""
+    model.eval()
+    per_window, pos = [], torch.zeros(cfg.n_ctx, dtype=torch.float64)
+    for i in range(0, len(windows), cfg.batch_size):
+        batch = torch.from_numpy(windows[i : i + cfg.batch_size]).to(device)
+        with _autocast(cfg, device):
+            logits = model(batch[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), batch[:, 1:], reduction="none")
+        per_window.append(loss.double().mean(1).cpu())
+        pos += loss.double().sum(0).cpu()
+    model.train()
+    w = torch.cat(per_window).numpy()
+    se = float(w.std(ddof=1) / math.sqrt(w.size)) if w.size > 1 else math.nan
+    return dict(loss=float(w.mean()), se=se, windows=int(w.size), per_position=(pos / w.size).tolist())
+
+
 def _autocast(cfg: RunConfig, device: torch.device):
     if cfg.dtype == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -97,40 +118,43 @@ class RunLocked(RuntimeError):
     """Another process is training this very run (they would share, and spoil, one checkpoint)."""
 
 
+class RunStopped(RuntimeError):
+    """The run reached its stop time and saved a checkpoint: it resumes from there next time."""
+
+
 def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None = None,
-          sweep_note: str = "") -> dict[str, Any]:
+          sweep_note: str = "", stop_at: float | None = None) -> dict[str, Any]:
     """Train the run a config describes and return its record (see store.py for the layout).
 
     One process at a time trains a given run: a second one (a `train --config` of a run that a sweep
-    is training, say) gets RunLocked instead of sharing the checkpoint.
+    is training, say) gets RunLocked instead of sharing the checkpoint. At `stop_at` (a time.time()
+    value) the run checkpoints and raises RunStopped.
     """
     ckpt = _checkpoint_path(cfg, checkpoint_dir)
     with _run_lock(ckpt, cfg):
-        return _train(cfg, ckpt, progress, sweep_note)
+        return _train(cfg, ckpt, progress, sweep_note, stop_at)
 
 
 @contextlib.contextmanager
 def _run_lock(ckpt: Path, cfg: RunConfig):
     """An exclusive lock beside the checkpoint; the system drops it if the process dies."""
     lock_path = ckpt.with_suffix(".lock")
-    with open(lock_path, "a") as f:  # not "w": the holder's pid stays readable until we hold the lock
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLocked(f"{cfg.name} ({cfg.key}) is being trained by another process "
-                            f"(its checkpoint lock {lock_path} is held)") from None
-        f.truncate(0)
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            # removed while still held; a process that opened the file in the instant before would
-            # lock the removed file, a race between three processes that we accept
-            lock_path.unlink(missing_ok=True)
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLocked(f"{cfg.name} ({cfg.key}) is being trained by another process "
+                        f"(its checkpoint lock {lock_path} is held)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+        # removed after release; a process that opened the file in the instant between would lock
+        # the removed file, a race between three processes that we accept
+        lock_path.unlink(missing_ok=True)
 
 
-def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str) -> dict[str, Any]:
+def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at: float | None) -> dict[str, Any]:
     device = _device(cfg)
     commit = _git_commit()  # of the code that starts the run
     torch.manual_seed(cfg.seed)
@@ -142,10 +166,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str) -> dict[
         train_tokens = data_subset(train_tokens, cfg.data_tokens)
     if corpus.vocab_size != cfg.vocab:
         raise ValueError(f"tokenizer {cfg.tokenizer} built a vocabulary of {corpus.vocab_size}, not {cfg.vocab}")
-    val_windows = eval_windows(corpus.tokens("val"), cfg.n_ctx, cfg.eval_tokens)
-    # the other distributions follow the run at the same log-spaced steps, on a quarter of the tokens
-    other_windows = {name: eval_windows(corpus.tokens(name), cfg.n_ctx, max(cfg.eval_tokens // 4, cfg.n_ctx))
-                     for name in corpus.other}
+    ev = Evaluation(cfg, corpus, device)
 
     model = build_model(cfg).to(device)
     opt = _optimizer(model, cfg, device)
@@ -157,9 +178,9 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str) -> dict[
     c_per_token = _compute_per_token(cfg)
 
     state = dict(step=0, curve=[], budgets=[], train_loss_sum=0.0, train_loss_n=0, wall=0.0, status="ok",
-                 best_val=float("inf"), evals_past_best=0, diverged_at=None)
+                 best_val=float("inf"), best_step=0, best_model=None, evals_past_best=0, diverged_at=None)
     if ckpt.exists():
-        state = _load_checkpoint(ckpt, model, opt, rng, device)
+        state = {**state, **_load_checkpoint(ckpt, model, opt, rng, device)}
         if progress:
             print(f"resuming {cfg.name} from step {state['step']}")
 
@@ -170,23 +191,26 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str) -> dict[
     while step <= S:
         if step in branch_at and not any(b["tokens"] == branch_at[step] for b in state["budgets"]):
             state["budgets"].append(_cooldown_branch(model, opt, cfg, device, step, budget_steps[branch_at[step]],
-                                                     train_tokens, val_windows, c_per_token))
+                                                     train_tokens, ev, c_per_token))
         if step in evals:
-            val = evaluate(model, val_windows, cfg, device)
+            val = ev.curve(model)
             tokens = step * cfg.tokens_per_step
-            state["curve"].append(dict(
+            point = dict(
                 step=step, tokens=tokens, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
                 lr=lr_at(cfg, max(step - 1, 0), S), val_loss=val,
                 train_loss=state["train_loss_sum"] / state["train_loss_n"] if state["train_loss_n"] else None,
-                **{f"val_loss_{name}": evaluate(model, w, cfg, device) for name, w in other_windows.items()},
-            ))
+                **{f"val_loss_{name}": loss for name, loss in ev.others(model).items()},
+            )
+            state["curve"].append(point)
             state["train_loss_sum"], state["train_loss_n"] = 0.0, 0
             bar.set_postfix(val=f"{val:.3f}")
             if not math.isfinite(val):
                 state["status"], state["diverged_at"] = "diverged", step
                 break
             if val < state["best_val"]:
-                state["best_val"], state["evals_past_best"] = val, 0
+                state["best_val"], state["best_step"], state["evals_past_best"] = val, step, 0
+                if cfg.early_stop and ev.v2:  # keep the model that early stopping selects
+                    state["best_model"] = copy.deepcopy(model.state_dict())
             else:
                 state["evals_past_best"] += 1
             if cfg.early_stop and state["evals_past_best"] >= 3 and val > 1.01 * state["best_val"]:
@@ -203,22 +227,64 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str) -> dict[
         step += 1
         state["step"] = step
         bar.update(1)
-        if time.time() - last_ckpt > CHECKPOINT_SECONDS:
+        stopping = stop_at is not None and time.time() > stop_at
+        if stopping or time.time() - last_ckpt > CHECKPOINT_SECONDS:
             state["wall"] += time.time() - t_resumed
             t_resumed = time.time()
             _save_checkpoint(ckpt, state, model, opt, rng)
             _write_progress(ckpt, cfg, state)
             last_ckpt = time.time()
+            if stopping:
+                bar.close()
+                raise RunStopped(f"{cfg.name} ({cfg.key}) stopped at step {step} of {S}: it resumes from its checkpoint")
     bar.close()
     state["wall"] += time.time() - t_resumed
 
     t_final = time.time()
-    record = _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_note, commit)
+    record = _record(cfg, model, ev, train_tokens, state, device, c_per_token, sweep_note, commit)
     record["provenance"]["wall_time_s"] = state["wall"] + (time.time() - t_final)
     for done in (ckpt, progress_path(cfg.key, ckpt.parent)):
         with contextlib.suppress(FileNotFoundError):
             done.unlink()
     return record
+
+
+class Evaluation:
+    """The windows a run is scored on, by its config's eval_version (config.EVAL_VERSION).
+
+    Version 2: the curve on `eval_tokens` windows of the validation split; every budget (each
+    cooldown branch and the longest) and the curve's last point on one set of final windows (up to
+    FINAL_EVAL_TOKENS, non-overlapping), with a standard error over windows. Version 1, kept so that
+    its stored runs can be retrained and compared: the branches on the curve's windows, the longest
+    budget on the final windows, overlapping on a short split, no standard errors.
+    """
+
+    def __init__(self, cfg: RunConfig, corpus, device: torch.device):
+        self.cfg, self.corpus, self.device = cfg, corpus, device
+        self.v2 = cfg.eval_version >= 2
+        v, val = cfg.eval_version, corpus.tokens("val")
+        self.val = eval_windows(val, cfg.n_ctx, cfg.eval_tokens, version=v)
+        # the other distributions follow the run at the same log-spaced steps, on a quarter of the tokens
+        self.other = {name: eval_windows(corpus.tokens(name), cfg.n_ctx, max(cfg.eval_tokens // 4, cfg.n_ctx),
+                                         version=v) for name in corpus.other}
+        self.final = eval_windows(val, cfg.n_ctx, FINAL_EVAL_TOKENS, version=v)
+
+    def curve(self, model) -> float:
+        return evaluate(model, self.val, self.cfg, self.device)
+
+    def others(self, model) -> dict[str, float]:
+        return {name: evaluate(model, w, self.cfg, self.device) for name, w in self.other.items()}
+
+    def budget(self, model) -> dict[str, Any]:
+        """A budget's score: on the final windows (version 2) or the curve's (version 1)."""
+        if self.v2:
+            return score(model, self.final, self.cfg, self.device)
+        return dict(loss=evaluate(model, self.val, self.cfg, self.device))
+
+    def split(self, model, split: str) -> dict[str, Any]:
+        windows = eval_windows(self.corpus.tokens(split), self.cfg.n_ctx, FINAL_EVAL_TOKENS,
+                               version=self.cfg.eval_version)
+        return score(model, windows, self.cfg, self.device)
 
 
 def _train_step(model, opt, cfg, device, lr, train_tokens, rng) -> float:
@@ -236,7 +302,7 @@ def _train_step(model, opt, cfg, device, lr, train_tokens, rng) -> float:
     return float(loss.detach())
 
 
-def _cooldown_branch(model, opt, cfg, device, start, budget_steps, train_tokens, val_windows, c_per_token):
+def _cooldown_branch(model, opt, cfg, device, start, budget_steps, train_tokens, ev, c_per_token):
     """Train a copy from the stable phase down a linear cooldown to a shorter budget (Hägele et al. 2024)."""
     saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
     rng = np.random.default_rng([cfg.seed, budget_steps])  # the main run's data order is left untouched
@@ -246,37 +312,76 @@ def _cooldown_branch(model, opt, cfg, device, start, budget_steps, train_tokens,
                            train_tokens, rng)
         if not math.isfinite(loss):
             break
-    val = evaluate(model, val_windows, cfg, device) if math.isfinite(loss) or start == budget_steps else float("nan")
+    scored = ev.budget(model) if math.isfinite(loss) or start == budget_steps else dict(loss=float("nan"))
+    val = scored["loss"]
     tokens = budget_steps * cfg.tokens_per_step
     model.load_state_dict(saved_model)
     opt.load_state_dict(saved_opt)
-    return dict(tokens=tokens, steps=budget_steps, cooldown_from_step=start, val_loss=val,
+    extra = dict(val_loss_se=scored.get("se", math.nan), eval_windows=scored.get("windows")) if ev.v2 else {}
+    return dict(tokens=tokens, steps=budget_steps, cooldown_from_step=start, val_loss=val, **extra,
                 epochs=tokens / train_tokens.size, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
                 status="ok" if math.isfinite(val) else "diverged")
 
 
-def _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_note, commit) -> dict[str, Any]:
+def _final_v1(model, ev, state) -> dict[str, Any]:
+    final: dict[str, Any] = {}
+    cfg, device, corpus = ev.cfg, ev.device, ev.corpus
+    final["val_loss"], final["per_position_loss"] = evaluate(model, ev.final, cfg, device, per_position=True)
+    final["test_loss"] = evaluate(model, eval_windows(corpus.tokens("test"), cfg.n_ctx, FINAL_EVAL_TOKENS, version=1),
+                                  cfg, device)
+    final["other"] = {name: evaluate(model, eval_windows(corpus.tokens(name), cfg.n_ctx, FINAL_EVAL_TOKENS, version=1),
+                                     cfg, device) for name in corpus.other}
+    final["best_val_loss"] = min(state["best_val"], final["val_loss"])
+    return final
+
+
+def _final_v2(model, ev, state) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The end of the run scored on the final windows (the longest budget, and the curve's last
+    point), and the final metrics of the model that the run selects: the last one, or, early
+    stopped, the one with the best validation loss along the curve, on the test split as well."""
+    end = ev.budget(model)
+    last = state["curve"][-1]
+    if last["step"] == state["step"]:
+        last.update(val_loss_selection=last["val_loss"], val_loss=end["loss"], val_loss_se=end["se"],
+                    eval_windows=end["windows"])
+    selected, selected_step = model, state["step"]
+    if ev.cfg.early_stop and state["best_model"] is not None and state["best_step"] != state["step"]:
+        selected = copy.deepcopy(model)
+        selected.load_state_dict(state["best_model"])
+        selected_step = state["best_step"]
+    sel = end if selected is model else ev.budget(selected)
+    test = ev.split(selected, "test")
+    final = dict(val_loss=sel["loss"], val_loss_se=sel["se"], per_position_loss=sel["per_position"],
+                 eval_windows=sel["windows"], eval_tokens=sel["windows"] * ev.cfg.n_ctx, selected_step=selected_step,
+                 test_loss=test["loss"], test_loss_se=test["se"],
+                 other={name: ev.split(selected, name)["loss"] for name in ev.corpus.other})
+    final["best_val_loss"] = final["val_loss"]
+    return end, final
+
+
+def _record(cfg, model, ev, train_tokens, state, device, c_per_token, sweep_note, commit) -> dict[str, Any]:
     tokens = state["step"] * cfg.tokens_per_step
     final: dict[str, Any] = {}
+    longest: dict[str, Any] = dict(val_loss=float("nan"))
     if state["status"] != "diverged":
-        final_windows = eval_windows(corpus.tokens("val"), cfg.n_ctx, FINAL_EVAL_TOKENS)
-        final["val_loss"], final["per_position_loss"] = evaluate(model, final_windows, cfg, device, per_position=True)
-        final["test_loss"] = evaluate(model, eval_windows(corpus.tokens("test"), cfg.n_ctx, FINAL_EVAL_TOKENS), cfg, device)
-        final["other"] = {name: evaluate(model, eval_windows(corpus.tokens(name), cfg.n_ctx, FINAL_EVAL_TOKENS), cfg, device)
-                          for name in corpus.other}
-        final["best_val_loss"] = min(state["best_val"], final["val_loss"])
+        if ev.v2:
+            end, final = _final_v2(model, ev, state)
+            longest = dict(val_loss=end["loss"], val_loss_se=end["se"], eval_windows=end["windows"])
+        else:
+            final = _final_v1(model, ev, state)
+            longest = dict(val_loss=final["val_loss"])
     budgets = sorted(state["budgets"], key=lambda b: b["tokens"])
-    budgets.append(dict(tokens=tokens, steps=state["step"], cooldown_from_step=None,
-                        val_loss=final.get("val_loss", float("nan")), epochs=tokens / train_tokens.size,
-                        C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens, status=state["status"]))
+    budgets.append(dict(tokens=tokens, steps=state["step"], cooldown_from_step=None, **longest,
+                        epochs=tokens / train_tokens.size, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+                        status=state["status"]))
     return dict(
-        key=cfg.key, name=cfg.name, sweep=cfg.sweep, config=cfg.to_dict(), status=state["status"],
-        diverged_at_step=state["diverged_at"],
+        schema=SCHEMA_VERSION, key=cfg.key, name=cfg.name, sweep=cfg.sweep, config=cfg.to_dict(),
+        status=state["status"], diverged_at_step=state["diverged_at"],
         N=cfg.N, params_counted=model.n_params(non_embedding=True), N_total=model.n_params(non_embedding=False),
         tokens=tokens, steps=state["step"], data_tokens=int(train_tokens.size), epochs=tokens / train_tokens.size,
         C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
         curve=state["curve"], budgets=budgets, final=final,
-        provenance=_provenance(device, corpus, state, tokens, sweep_note, commit),
+        provenance=_provenance(device, ev.corpus, state, tokens, sweep_note, commit),
     )
 
 
@@ -291,9 +396,7 @@ def _provenance(device, corpus, state, tokens, note, commit) -> dict[str, Any]:
 
 def _compute_per_token(cfg: RunConfig) -> float:
     """Training FLOPs per token with embeddings and de-embedding counted (3x the exact forward)."""
-    if cfg.arch == "lstm":
-        return 3 * (2 * cfg.N + 2 * cfg.d_model * cfg.vocab)
-    return 3 * flops.C_forward_exact(flops.Shape.of(cfg))
+    return train_flops_per_token(cfg)
 
 
 def _optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -8,15 +8,9 @@ import sys
 
 import pytest
 
-from scaling_lib.config import (
-    PROFILES,
-    RunConfig,
-    default_warmup,
-    lr_rule_kaplan,
-    lr_rule_pilot,
-    profile,
-    vocab_size,
-)
+from scaling_lib.config import RunConfig, default_warmup, vocab_size
+from scaling_lib.laws import lr_rule_kaplan
+from scaling_lib.plans import PROFILES, lr_rule_pilot, profile
 
 
 # --- the key ---------------------------------------------------------------------------------
@@ -234,7 +228,7 @@ def test_unknown_profile_names_the_known_ones():
 
 
 def test_fig5_shapes_hold_n_nearly_fixed():
-    from scaling_lib.config import SHAPES_FIG5
+    from scaling_lib.plans import SHAPES_FIG5
 
     cfgs = [RunConfig(**s) for s in SHAPES_FIG5]
     depth_and_ff = [c.N for c in cfgs if c.n_head == RunConfig(d_model=c.d_model).n_head]
@@ -242,3 +236,45 @@ def test_fig5_shapes_hold_n_nearly_fixed():
     heads = [c for c in cfgs if c.n_head != RunConfig(d_model=c.d_model).n_head]
     assert {c.N for c in heads} == {12 * 4 * 96**2}  # the head sweep changes nothing but the heads
     assert {c.n_head for c in heads} >= {1, 2, 6, 12}
+
+
+# --- keys that survive new fields ------------------------------------------------------------
+def _stored_records():
+    from scaling_lib.store import DEFAULT_ROOT, Store
+
+    return Store(DEFAULT_ROOT).records()
+
+
+def test_every_stored_key_is_recomputed_from_its_config():
+    records = _stored_records()
+    assert len(records) >= 132
+    assert all(RunConfig.from_stored(r["config"]).key == r["key"] for r in records)
+    # the stored runs predate the eval_version field: they read as the first evaluation
+    assert {RunConfig.from_stored(r["config"]).eval_version for r in records} == {1}
+
+
+def test_a_new_defaulted_field_leaves_every_stored_key_unchanged(monkeypatch):
+    import dataclasses
+
+    from scaling_lib import config as config_mod
+
+    records = _stored_records()
+    Extended = dataclasses.make_dataclass("Extended", [("recurrence", int, 1)], bases=(RunConfig,), frozen=True)
+    # without being declared as introduced, the new field would re-key every run: the test can fail
+    assert all(Extended.from_stored(r["config"]).key != r["key"] for r in records[:5])
+    monkeypatch.setitem(config_mod.INTRODUCED, "recurrence", 1)
+    assert all(Extended.from_stored(r["config"]).key == r["key"] for r in records)
+    # a run that sets the new field to something else is a new run
+    cfg = Extended.from_stored(records[0]["config"])
+    assert cfg.replace(recurrence=2).key != cfg.key
+
+
+def test_eval_version_enters_the_key_only_away_from_its_introduced_value():
+    old, new = RunConfig(eval_version=1), RunConfig()
+    assert new.eval_version == 2 and old.key != new.key
+    assert RunConfig.from_stored(old.to_dict()).key == old.key
+    d = old.to_dict()
+    del d["eval_version"]  # a record filed before the field existed
+    assert RunConfig.from_stored(d) == old and RunConfig.from_dict(d) == new
+    with pytest.raises(ValueError, match="eval_version"):
+        RunConfig(eval_version=3)

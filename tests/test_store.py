@@ -1,4 +1,4 @@
-"""The run store: atomic saves, keyed paths, get_or_train, the runs table."""
+"""The run store: atomic saves, keyed paths, the runs table; and the runner's get_or_train."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,8 @@ import pytest
 from scaling_lib import store as store_mod
 from scaling_lib import train as train_mod
 from scaling_lib.config import RunConfig
-from scaling_lib.store import DEFAULT_ROOT, Store, curves_table, get_or_train, load_record, prefer_cpu, runs_table
+from scaling_lib.runner import get_or_train
+from scaling_lib.store import DEFAULT_ROOT, Store, curves_table, load_record, prefer_cpu, runs_table
 
 pytestmark = pytest.mark.usefixtures("runs_env", "torch_one_thread")
 
@@ -206,7 +207,7 @@ def test_every_stored_record_matches_its_config_key_and_file_name():
         pytest.skip(f"no runs stored under {DEFAULT_ROOT}")
     for p in paths:
         rec = load_record(p)
-        cfg = RunConfig.from_dict(rec["config"])
+        cfg = RunConfig.from_stored(rec["config"])
         assert rec["key"] == cfg.key, p
         assert p.name == f"{cfg.name}-{cfg.key}.json", p
         assert p.parent.name == cfg.sweep == rec["sweep"], p

@@ -5,11 +5,13 @@ import json
 
 import pytest
 
-from scaling_lib import config as config_mod
-from scaling_lib.config import PROFILES, RunConfig
+from scaling_lib import plans as plans_mod
+from scaling_lib.config import RunConfig
+from scaling_lib.plans import PROFILES
 from scaling_lib.store import Store
-from scaling_lib.sweep import (SWEEPS, configs, ladder_lr, load_by_machine, progress_line, run_sweep, sweep_lr,
-                             sweep_lstm)
+from scaling_lib.plans import SWEEPS, configs, ladder_lr, sweep_lr, sweep_lstm
+from scaling_lib.runner import progress_line
+from scaling_lib.sweep import load_by_machine, run_sweep
 
 pytestmark = pytest.mark.usefixtures("runs_env", "torch_one_thread")
 
@@ -187,9 +189,10 @@ def test_run_sweep_trains_what_is_missing_then_nothing(tmp_path, tiny_corpus, li
     monkeypatch.setitem(SWEEPS, "tiny2", sweep_tiny2)
     s = Store(tmp_path / "runs")
     log: list[str] = []
-    written = run_sweep("tiny2", "smoke", store=s, workers=1, log=log.append)
+    results = run_sweep("tiny2", "smoke", store=s, workers=1, log=log.append)
     cfgs = sweep_tiny2(PROFILES["smoke"], s)
-    assert sorted(written) == sorted(str(s.path(c)) for c in cfgs)
+    assert [r.status for r in results] == ["trained", "trained"]
+    assert sorted(r.path for r in results) == sorted(str(s.path(c)) for c in cfgs)
     assert all(s.load(c)["status"] == "ok" for c in cfgs)
     assert "2 run(s) to train" in log[0] and any(" ok val " in line for line in log)
     assert not list((linked_cache / "checkpoints").iterdir())
@@ -212,7 +215,8 @@ def test_run_sweep_dry_run_and_deadline_train_nothing(tmp_path, monkeypatch):
     assert f"{n} run(s) to train" in log[0] and len(log) == 1 + n
     assert all(line.startswith("  lr/gpt-") and " N=" in line for line in log[1:])
     log.clear()
-    assert run_sweep("lr", "smoke", store=s, workers=1, deadline_s=1e-9, log=log.append) == []
+    results = run_sweep("lr", "smoke", store=s, workers=1, deadline_s=1e-9, log=log.append)
+    assert results and all(r.status == "stopped" for r in results)
     assert any("deadline reached" in line for line in log)
     assert not list(tmp_path.rglob("*.json"))
 
@@ -231,7 +235,8 @@ def test_a_failing_run_is_reported_and_the_sweep_goes_on(tmp_path, monkeypatch):
 
     monkeypatch.setattr("scaling_lib.train.train", boom)
     log: list[str] = []
-    assert run_sweep("two", "smoke", store=Store(tmp_path), workers=1, log=log.append) == []
+    results = run_sweep("two", "smoke", store=Store(tmp_path), workers=1, log=log.append)
+    assert [r.status for r in results] == ["failed", "failed"] and not any(r.ok for r in results)
     assert set(seen) == {0, 1}
     assert any("FAILED: RuntimeError: out of memory" in line for line in log)
 
@@ -252,11 +257,11 @@ def test_a_failing_run_is_tried_once_per_call(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_the_smoke_lr_sweep_of_one_size_runs_and_resumes(tmp_path, tiny_corpus, linked_cache, monkeypatch):
     """The real sweep_lr on the smoke profile cut to one size: trains its grid (and any edge extension)."""
-    monkeypatch.setitem(config_mod.PROFILES, "unit", dict(PROFILES["smoke"], ladder=((1, 8),), lr_tokens=10_240))
+    monkeypatch.setitem(plans_mod.PROFILES, "unit", dict(PROFILES["smoke"], ladder=((1, 8),), lr_tokens=10_240))
     s = Store(tmp_path / "runs")
-    written = run_sweep("lr", "unit", store=s, workers=1, log=lambda m: None)
+    results = run_sweep("lr", "unit", store=s, workers=1, log=lambda m: None)
     cfgs = configs("lr", "unit", s)
-    assert 2 <= len(written) == len(cfgs) <= 4
+    assert 2 <= len(results) == len(cfgs) <= 4 and all(r.status == "trained" for r in results)
     assert all(s.has(c) for c in cfgs)
     assert {1e-2, 3e-2} <= {c.lr for c in cfgs}
     recs = [s.load(c) for c in cfgs]
@@ -265,6 +270,52 @@ def test_the_smoke_lr_sweep_of_one_size_runs_and_resumes(tmp_path, tiny_corpus, 
         grid = sorted(PROFILES["smoke"]["lr_grid"])
         assert min(losses, key=losses.get) not in grid[1:-1]
     assert run_sweep("lr", "unit", store=s, workers=1, log=lambda m: None) == []
+
+
+def test_a_run_held_by_another_process_is_skipped_as_locked(tmp_path, monkeypatch):
+    from scaling_lib.train import RunLocked
+
+    monkeypatch.setitem(SWEEPS, "one", lambda p, store: [RunConfig(sweep="one", corpus="tiny", tokens=2048)])
+
+    def held(cfg, **kw):
+        raise RunLocked("held elsewhere")
+
+    monkeypatch.setattr("scaling_lib.train.train", held)
+    log: list[str] = []
+    results = run_sweep("one", "smoke", store=Store(tmp_path), workers=1, log=log.append)
+    assert [r.status for r in results] == ["locked"] and results[0].error is None
+    assert any("skipped: another process is training it" in line for line in log)
+    assert not any("FAILED" in line or "Traceback" in line for line in log)
+
+
+def test_a_deadline_inside_a_run_checkpoints_it_and_the_next_call_resumes(tmp_path, tiny_corpus, linked_cache,
+                                                                         monkeypatch):
+    import time
+
+    from scaling_lib import train as train_mod
+
+    cfg = RunConfig(sweep="one", corpus="tiny", n_layer=1, d_model=8, n_ctx=32, batch_size=4, tokens=16_384,
+                    eval_tokens=1024)
+    monkeypatch.setitem(SWEEPS, "one", lambda p, store: [cfg])
+    s = Store(tmp_path / "runs")
+    real_step, calls = train_mod._train_step, []
+
+    def slow_step(*a, **kw):  # each step takes a little while, so the deadline falls mid-run
+        calls.append(1)
+        time.sleep(0.01)
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "_train_step", slow_step)
+    first = run_sweep("one", "smoke", store=s, workers=1, deadline_s=0.5, log=lambda m: None)
+    assert [r.status for r in first] == ["stopped"] and not s.has(cfg)
+    ckpt = linked_cache / "checkpoints" / f"{cfg.key}.pt"
+    assert ckpt.exists()
+    done_before = len(calls)
+    assert 0 < done_before < cfg.steps
+    second = run_sweep("one", "smoke", store=s, workers=1, log=lambda m: None)
+    assert [r.status for r in second] == ["trained"] and s.has(cfg)
+    assert len(calls) - done_before < cfg.steps  # it resumed: the first steps were not trained again
+    assert not ckpt.exists()
 
 
 def test_progress_line_reports_the_runs_that_checkpointed(tmp_path, monkeypatch):

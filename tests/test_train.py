@@ -136,34 +136,55 @@ def test_the_record_is_json_ready_and_stores(wsd_run, tmp_path):
     assert p.name == f"{cfg.name}-{cfg.key}.json"
 
 
-@pytest.mark.xfail(strict=True, reason="train.py: a wsd run's shorter budgets are evaluated on the eval_tokens "
-                   "windows (_cooldown_branch, val_windows) but the longest on the final windows "
-                   "(FINAL_EVAL_TOKENS): one L(D) point per run is measured on another set of tokens")
 def test_every_budget_is_measured_on_the_same_validation_windows(tiny_cfg, tmp_path, monkeypatch):
     cfg = tiny_cfg(tokens=8_192, schedule="wsd", budgets=(4_096,))
-    calls = []
-    in_branch = [False]
-    real_eval, real_branch = train_mod.evaluate, train_mod._cooldown_branch
+    assert cfg.eval_version == 2
+    scored = []
+    real_score = train_mod.score
 
-    def spy_eval(model, windows, cfg, device, per_position=False):
-        out = real_eval(model, windows, cfg, device, per_position=per_position)
-        calls.append((in_branch[0], windows.copy(), out[0] if per_position else out))
+    def spy_score(model, windows, cfg, device):
+        out = real_score(model, windows, cfg, device)
+        scored.append((windows.copy(), out["loss"]))
         return out
 
-    def spy_branch(*a, **kw):
-        in_branch[0] = True
-        try:
-            return real_branch(*a, **kw)
-        finally:
-            in_branch[0] = False
-
-    monkeypatch.setattr(train_mod, "evaluate", spy_eval)
-    monkeypatch.setattr(train_mod, "_cooldown_branch", spy_branch)
+    monkeypatch.setattr(train_mod, "score", spy_score)
     rec = train(cfg, progress=False, checkpoint_dir=tmp_path)
-    branch = [w for b, w, _ in calls if b]
-    longest = [w for b, w, v in calls if not b and v == rec["budgets"][-1]["val_loss"]]
-    assert len(branch) == 1 and longest
-    assert np.array_equal(branch[0], longest[0])
+    by_loss = {loss: w for w, loss in scored}
+    branch, longest = (by_loss[b["val_loss"]] for b in rec["budgets"])
+    assert np.array_equal(branch, longest)
+    assert rec["curve"][-1]["val_loss"] == rec["budgets"][-1]["val_loss"] == rec["final"]["val_loss"]
+    assert all(b["eval_windows"] == rec["final"]["eval_windows"] for b in rec["budgets"])
+
+
+def test_the_final_evaluation_has_a_standard_error_and_covers_the_split(tiny_cfg, tiny_corpus, tmp_path):
+    from scaling_lib.data import eval_windows
+
+    cfg = tiny_cfg(tokens=4_096, schedule="wsd", budgets=(2_048,))
+    rec = train(cfg, progress=False, checkpoint_dir=tmp_path)
+    f = rec["final"]
+    whole = eval_windows(tiny_corpus.tokens("val"), cfg.n_ctx, train_mod.FINAL_EVAL_TOKENS)
+    assert f["eval_windows"] == len(whole) and f["eval_tokens"] >= min(1_048_576, tiny_corpus.tokens("val").size - cfg.n_ctx)
+    assert 0 < f["val_loss_se"] < 0.1 * f["val_loss"] and 0 < f["test_loss_se"]
+    assert all(b["val_loss_se"] > 0 for b in rec["budgets"]) and rec["schema"] == 2
+
+
+def test_early_stopping_reports_the_test_loss_where_it_selected(tiny_cfg, tmp_path):
+    # many epochs of a small subset: validation turns up and the run stops early
+    cfg = tiny_cfg(tokens=80_000, data_tokens=4_096, early_stop=True, lr=3e-2, d_model=32, evals_per_decade=16)
+    rec = train(cfg, progress=False, checkpoint_dir=tmp_path)
+    f = rec["final"]
+    assert rec["status"] == "early_stopped"
+    best = min(rec["curve"][:-1], key=lambda p: p["val_loss"])
+    assert f["selected_step"] == best["step"] < rec["steps"]
+    # the selected model is scored on the final windows: better than where the run ended
+    assert f["val_loss"] < rec["budgets"][-1]["val_loss"] and math.isfinite(f["test_loss"])
+
+
+def test_the_first_evaluation_is_kept_for_its_stored_runs(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tokens=4_096, schedule="wsd", budgets=(2_048,), eval_version=1)
+    rec = train(cfg, progress=False, checkpoint_dir=tmp_path)
+    assert "val_loss_se" not in rec["final"] and "eval_windows" not in rec["budgets"][0]
+    assert rec["budgets"][-1]["val_loss"] == rec["final"]["val_loss"] != rec["curve"][-1]["val_loss"]
 
 
 # --- determinism -----------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""The architecture registry: per architecture, how to build the model, its N, and its exact
+forward FLOPs per token.
+
+`train`, `flops` users and `bench` ask the registry instead of branching on a name; a new
+architecture (a recurrent transformer, say) is one more `register` call. No torch at import: the
+analysis chapters count without a model. A config is read by duck typing (n_layer, d_model,
+d_ff, n_ctx, n_head, vocab), so this module does not import `config`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import flops
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    build: Callable[[Any], Any]  # config -> model (a LanguageModel)
+    N: Callable[[Any], int]  # config -> non-embedding parameters as Kaplan counts them
+    forward_flops: Callable[[Any], float]  # config -> forward FLOPs per token, embeddings and attention included
+    describe: str = ""
+
+
+REGISTRY: dict[str, Arch] = {}
+
+
+def register(arch: Arch) -> Arch:
+    if arch.name in REGISTRY:
+        raise ValueError(f"architecture {arch.name!r} is registered already")
+    REGISTRY[arch.name] = arch
+    return arch
+
+
+def get(name: str) -> Arch:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(REGISTRY)}") from None
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def train_flops_per_token(cfg) -> float:
+    """Training FLOPs per token: three times the exact forward (the backward costs two)."""
+    return 3 * get(cfg.arch).forward_flops(cfg)
+
+
+# --- the transformer (Kaplan et al. 2020, Table 1) --------------------------------------------
+def _gpt_build(cfg):
+    from .model import GPT
+
+    return GPT(cfg.vocab, cfg.n_ctx, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff)
+
+
+register(Arch(
+    name="gpt",
+    build=_gpt_build,
+    N=lambda c: flops.N(flops.Shape.of(c)),
+    forward_flops=lambda c: flops.C_forward_exact(flops.Shape.of(c)),
+    describe="pre-LN decoder-only transformer, learned positions, tied de-embedding",
+))
+
+
+# --- the LSTM (Kaplan §3.2.1, Fig. 7) ---------------------------------------------------------
+def _lstm_build(cfg):
+    from .model import LSTMLM
+
+    return LSTMLM(cfg.vocab, cfg.n_layer, cfg.d_model)
+
+
+def _lstm_N(c) -> int:
+    return 8 * c.n_layer * c.d_model**2  # four gates, input and recurrent weights
+
+
+register(Arch(
+    name="lstm",
+    build=_lstm_build,
+    N=_lstm_N,
+    # two FLOPs a weight (the gates), and the tied embedding read and de-embedding written
+    forward_flops=lambda c: 2 * _lstm_N(c) + 2 * c.d_model * c.vocab,
+    describe="stacked LSTM, tied embeddings",
+))

@@ -1,0 +1,282 @@
+"""Experiment plans: which runs each sweep of the book holds, under each profile.
+
+A profile fixes the grid sizes that a sweep and its chapter use (notebooks never type them). A
+sweep is a function from a profile (and what the store already holds, for grids that grow at a
+winning edge) to a list of RunConfigs. Nothing here trains: the runner does (`runner`, `sweep`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from .config import EVAL_VERSION, RunConfig
+from .store import Store
+
+# The model-size ladder (n_layer, d_model): ~768 to ~1.5M non-embedding parameters on the CPU;
+# the gpu profile extends it by about a decade.
+LADDER_CPU = ((1, 8), (1, 16), (2, 24), (2, 48), (3, 64), (4, 96), (4, 128), (5, 160))
+LADDER_GPU_EXTRA = ((6, 256), (8, 320))
+# The tuned ladder (issue "The ladder, measured right"): eleven sizes over three decades, five in
+# the top one in steps of at most x2 (230k, 307k, 442k, 786k, 1.5M), each tuned at its own horizon.
+LADDER_TUNED = ((1, 8), (1, 16), (2, 24), (2, 32), (2, 48), (3, 64), (3, 80), (4, 80), (4, 96), (4, 128), (5, 160))
+
+# Where the tuned ladder's learning-rate grids start: LR* = A N^b through the parabola minima of
+# the stored `lr` sweep (2M tokens, cosine; the CPU run where a size has one). Pinned, so that the
+# grids (and their keys) stay put when runs are added; tests/test_plans.py refits it from the
+# stored runs. Each grid is three rates in x2 steps on the lattice 0.01 * 2^k around it.
+LR_PRIOR = dict(A=0.4748, b=-0.3742)
+LR_LATTICE = 0.01
+
+# Shapes at N ~ 3e5 for Fig. 5: depth against width (12 n_layer d_model^2 fixed), feed-forward
+# ratio at 4 layers, and attention head dimension at (4, 96).
+SHAPES_FIG5 = (
+    *(dict(n_layer=L, d_model=d) for L, d in ((1, 160), (2, 112), (4, 80), (6, 64), (8, 56), (12, 46), (16, 40))),
+    *(dict(n_layer=4, d_model=d, d_ff=r * d) for r, d in ((1, 112), (2, 96), (8, 61))),
+    *(dict(n_layer=4, d_model=96, n_head=h) for h in (1, 2, 6, 12)),
+)
+
+# A profile fixes the grid sizes a notebook or sweep uses; notebooks never type them.
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": dict(
+        corpus="tiny", device="cpu", batch_size=8, n_ctx=64, eval_tokens=4096,
+        ladder=((1, 8), (1, 16), (2, 16)), tokens=40_960, budgets=(20_480,), seeds=(0, 1), seed_sizes=((1, 8),),
+        long_max_N=1_000, long_tokens=81_920, long_budgets=(20_480, 40_960),
+        lr_grid=(1e-2, 3e-2), lr_tokens=20_480,
+        data_model=(1, 16), data_budget=40_960, data_sizes=(32_768, 65_536, 0),
+        shapes=(dict(n_layer=1, d_model=16), dict(n_layer=2, d_model=12)), shape_tokens=20_480,
+        lstm_ladder=((1, 8), (1, 16), (2, 16)), lstm_tokens=40_960, lstm_lr_grid=(1e-2, 3e-2),
+        tune_ladder=((1, 8), (1, 16)), tune_tokens=40_960, tune_budgets=(10_240, 20_480), tune_seeds=(0, 1),
+        tune_eval_version=EVAL_VERSION,
+        train_missing=True, eval_version=EVAL_VERSION,
+    ),
+    "book": dict(
+        corpus="books", device="cpu", batch_size=32, n_ctx=128, eval_tokens=65_536,
+        ladder=LADDER_CPU, tokens=8_000_000, budgets=(1_000_000, 2_000_000, 4_000_000), seeds=(0, 1, 2),
+        seed_sizes=((1, 16), (2, 48), (4, 96)),
+        # sizes up to long_max_N (what two cores have afforded so far) go on to long_tokens; the shared budgets keep the
+        # shortest budget, so the warmup, the data order and the stable phase are the 8M runs' own
+        long_max_N=800_000, long_tokens=16_000_000, long_budgets=(1_000_000, 2_000_000, 4_000_000, 8_000_000),
+        lr_grid=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), lr_tokens=2_000_000,
+        data_model=(4, 128), data_budget=16_000_000, data_sizes=(2**19, 2**20, 2**21, 2**22, 0),
+        shapes=SHAPES_FIG5, shape_tokens=4_000_000,
+        lstm_ladder=((1, 16), (1, 32), (1, 64), (2, 64), (2, 128)), lstm_tokens=8_000_000,
+        lstm_lr_grid=(3e-3, 1e-2, 3e-2),
+        # the tuned ladder: every size to 16M tokens (1.8 epochs), cooldown branches at every doubling
+        # from 0.25M, three rates or more a size, then three seeds at the best
+        tune_ladder=LADDER_TUNED, tune_tokens=16_000_000,
+        tune_budgets=(250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000), tune_seeds=(0, 1, 2),
+        tune_eval_version=EVAL_VERSION,
+        train_missing=False,
+        # the stored sweeps were evaluated the first way (config.EVAL_VERSION); --set eval_version=2 re-runs them
+        eval_version=1,
+    ),
+}
+PROFILES["cpu"] = dict(PROFILES["book"], train_missing=True)
+PROFILES["gpu"] = dict(
+    PROFILES["book"],
+    device="cuda", ladder=LADDER_CPU + LADDER_GPU_EXTRA, tokens=32_000_000, long_max_N=0,
+    budgets=(2_000_000, 4_000_000, 8_000_000, 16_000_000), data_budget=32_000_000, shape_tokens=16_000_000,
+    lstm_ladder=((1, 16), (1, 32), (1, 64), (2, 64), (2, 128), (2, 256)), lstm_tokens=16_000_000,
+    train_missing=True,
+)
+
+
+def profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The named profile, with some of its entries replaced; a clear error for an unknown name or entry."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    unknown = sorted(set(overrides or {}) - set(PROFILES[name]))
+    if unknown:
+        raise ValueError(f"profile {name!r} has no entry {', '.join(map(repr, unknown))} to override")
+    return dict(PROFILES[name], **(overrides or {}))
+
+
+def profile_names() -> list[str]:
+    return list(PROFILES)
+
+
+def lr_rule_pilot(N: float) -> float:
+    """Best peak LR against N measured in this machine's pilot (training.md): 5.6 N^-0.57, capped at 0.1."""
+    return float(min(0.1, 5.6 * N**-0.57))
+
+
+SweepFn = Callable[[dict, Store], list[RunConfig]]
+SWEEPS: dict[str, SweepFn] = {}
+
+
+def sweep(fn: SweepFn) -> SweepFn:
+    SWEEPS[fn.__name__.removeprefix("sweep_").replace("_", "-")] = fn
+    return fn
+
+
+def _base(p: dict, name: str, **kw) -> RunConfig:
+    suffix = "-gpu" if p.get("device") == "cuda" else ""
+    return RunConfig(sweep=name + suffix, batch_size=p["batch_size"], n_ctx=p["n_ctx"], eval_tokens=p["eval_tokens"],
+                     device=p.get("device", "cpu"), corpus=p.get("corpus", "books"),
+                     eval_version=p["eval_version"], **kw)
+
+
+def ladder_lr(N: float) -> float:
+    """Peak LR for the ladder: the rule fitted to this machine's pilot LR sweep (training.md)."""
+    return round(lr_rule_pilot(N), 5)
+
+
+def _lr_grid(base: RunConfig, grid, store: Store) -> list[RunConfig]:
+    """`base` at each rate of the grid, which grows (x3, at most twice) past an edge that wins.
+
+    Only complete grids are judged: a rate still untrained leaves the grid as it is. A diverged rate
+    is a stored result too, the worst one.
+    """
+    grid = sorted(grid)
+    for _ in range(2):
+        losses = {}
+        for lr in grid:
+            rec = store.load(base.replace(lr=lr))
+            if rec is not None:
+                losses[lr] = rec["final"]["val_loss"] if rec["status"] == "ok" else math.inf
+        if len(losses) < len(grid):
+            break
+        best = min(losses, key=losses.get)
+        if best == grid[-1] and grid[-1] * 3 <= 1.0:
+            grid.append(round(grid[-1] * 3, 6))
+        elif best == grid[0] and grid[0] / 3 >= 1e-5:
+            grid.insert(0, round(grid[0] / 3, 8))
+        else:
+            break
+    return [base.replace(lr=lr) for lr in grid]
+
+
+@sweep
+def sweep_lr(p: dict, store: Store) -> list[RunConfig]:
+    """Peak learning rate at every ladder size, at a short budget; the grid grows at an edge that wins."""
+    cfgs = []
+    for n_layer, d_model in p["ladder"]:
+        base = _base(p, "lr", n_layer=n_layer, d_model=d_model, tokens=p["lr_tokens"], schedule="cosine")
+        cfgs += _lr_grid(base, p["lr_grid"], store)
+    return cfgs
+
+
+@sweep
+def sweep_ladder(p: dict, store: Store) -> list[RunConfig]:
+    """The model-size ladder, each size at several doubling budgets (wsd cooldowns), extra seeds at some sizes.
+
+    Sizes up to the profile's `long_max_N` train on to `long_tokens`, with `long_budgets` as branches.
+    """
+    cfgs = []
+    for n_layer, d_model in p["ladder"]:
+        base = _base(p, "ladder", n_layer=n_layer, d_model=d_model, tokens=p["tokens"], budgets=p["budgets"],
+                     schedule="wsd")
+        if base.N <= p.get("long_max_N", 0):
+            base = base.replace(tokens=p["long_tokens"], budgets=p["long_budgets"])
+        seeds = p["seeds"] if (n_layer, d_model) in p["seed_sizes"] else (0,)
+        cfgs += [base.replace(lr=ladder_lr(base.N), seed=s) for s in seeds]
+    # every size once before the extra seeds, the longest first within each
+    return sorted(cfgs, key=lambda c: (c.seed, -cost([c])))
+
+
+def lr_prior(N: float) -> float:
+    """The rate at which a tuned-ladder grid is centred (LR_PRIOR)."""
+    return LR_PRIOR["A"] * N ** LR_PRIOR["b"]
+
+
+def lattice_lr(k: int) -> float:
+    return float(f"{LR_LATTICE * 2.0 ** k:.6g}")
+
+
+def _tuned_grid(base: RunConfig, store: Store, max_steps: int = 3) -> tuple[list[RunConfig], RunConfig | None]:
+    """Three rates in x2 steps around the prior, one more past an edge that wins at the longest
+    budget (at most `max_steps` times); and the best config once its grid is complete with the best
+    strictly inside (else None). A diverged rate is a stored result, the worst one."""
+    k0 = round(math.log2(lr_prior(base.N) / LR_LATTICE))
+    ks = [k0 - 1, k0, k0 + 1]
+    for _ in range(max_steps + 1):
+        losses = {}
+        for k in ks:
+            rec = store.load(base.replace(lr=lattice_lr(k)))
+            if rec is not None:
+                ok = rec["status"] == "ok" and math.isfinite(rec["final"].get("val_loss", math.nan))
+                losses[k] = rec["final"]["val_loss"] if ok else math.inf
+        if len(losses) < len(ks):
+            return [base.replace(lr=lattice_lr(k)) for k in ks], None
+        best = min(losses, key=losses.get)
+        if best == ks[-1]:
+            ks.append(ks[-1] + 1)
+        elif best == ks[0]:
+            ks.insert(0, ks[0] - 1)
+        else:
+            return [base.replace(lr=lattice_lr(k)) for k in ks], base.replace(lr=lattice_lr(best))
+    return [base.replace(lr=lattice_lr(k)) for k in ks], None
+
+
+@sweep
+def sweep_tune(p: dict, store: Store) -> list[RunConfig]:
+    """The tuned ladder: at every size a grid of peak rates, each a wsd run to the longest budget
+    with cooldown branches at every doubling; then the extra seeds at the size's best rate."""
+    cfgs = []
+    for n_layer, d_model in p["tune_ladder"]:
+        base = _base(p, "tune", n_layer=n_layer, d_model=d_model, tokens=p["tune_tokens"],
+                     budgets=p["tune_budgets"], schedule="wsd")
+        base = base.replace(eval_version=p["tune_eval_version"])
+        grid, best = _tuned_grid(base, store)
+        cfgs += grid
+        if best is not None:
+            cfgs += [best.replace(seed=s) for s in p["tune_seeds"] if s != best.seed]
+    # the smallest first: the sizes that the prediction is fitted on land before the largest
+    return sorted(cfgs, key=lambda c: (c.N, c.seed, c.lr))
+
+
+@sweep
+def sweep_data(p: dict, store: Store) -> list[RunConfig]:
+    """L(D): one large model on nested subsets of the training split, early-stopped (Kaplan §3.1)."""
+    n_layer, d_model = p["data_model"]
+    base = _base(p, "data", n_layer=n_layer, d_model=d_model, tokens=p["data_budget"], schedule="cosine",
+                 early_stop=True)
+    base = base.replace(lr=ladder_lr(base.N))
+    # the largest subsets first: they run longest (the smaller ones stop early)
+    sizes = sorted(p["data_sizes"], key=lambda d: d or math.inf, reverse=True)
+    return [base.replace(data_tokens=d) for d in sizes]
+
+
+@sweep
+def sweep_shape(p: dict, store: Store) -> list[RunConfig]:
+    """Shapes at (nearly) fixed N: depth against width, feed-forward ratio, head dimension (Fig. 5)."""
+    cfgs = []
+    for shape in p["shapes"]:
+        base = _base(p, "shape", tokens=p["shape_tokens"], schedule="cosine", **shape)
+        cfgs.append(base.replace(lr=ladder_lr(base.N)))
+    return cfgs
+
+
+@sweep
+def sweep_lstm(p: dict, store: Store) -> list[RunConfig]:
+    """An LSTM ladder (Fig. 7), each size at a small grid of learning rates that grows at a winning edge."""
+    cfgs = []
+    for n_layer, d_model in p["lstm_ladder"]:
+        base = _base(p, "lstm", arch="lstm", n_layer=n_layer, d_model=d_model, tokens=p["lstm_tokens"],
+                     schedule="cosine")
+        cfgs += _lr_grid(base, p["lstm_lr_grid"], store)
+    return sorted(cfgs, key=lambda c: -cost([c]))  # the longest first: a sweep cut short misses small runs
+
+
+def configs(name: str, profile_name: str, store: Store | None = None,
+            overrides: dict | None = None) -> list[RunConfig]:
+    """Every config of a named sweep, of several ('data,lstm') or of 'all', under a profile.
+
+    `overrides` replaces profile entries: {"long_max_N": 0} is the ladder as it stood before its
+    smaller sizes went on to 16M tokens (every size at 8M).
+    """
+    store = store or Store()
+    p = profile(profile_name, overrides)
+    names = list(SWEEPS) if name == "all" else name.split(",")
+    for n in names:
+        if n not in SWEEPS:
+            raise ValueError(f"unknown sweep {n!r}: choose one of {', '.join(SWEEPS)} or 'all'")
+    out = []
+    for n in names:
+        out += SWEEPS[n](p, store)
+    return out
+
+
+def cost(cfgs: list[RunConfig]) -> float:
+    """A rough cost: tokens times (N + the output layer), for ordering and for the log line."""
+    return sum(c.tokens * (1.2 if c.budgets else 1.0) * (c.N + c.d_model * c.vocab) / 1e5 for c in cfgs)

@@ -1,0 +1,211 @@
+"""Running configs into the store: one run, or many through an executor.
+
+The runner knows nothing of which runs a chapter needs (that is `plans`) nor of how a record is
+laid out (that is `store` and `train`). It trains what the store lacks and reports each run as a
+`RunResult`: trained, already stored, held by another process (locked), stopped at the deadline,
+or failed. An executor runs the work: `LocalExecutor`, a pool of processes on this machine, or
+`InlineExecutor`, this very process (what a notebook uses). A cluster executor plugs in beside
+them by implementing `Executor`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Protocol
+
+from .config import RunConfig
+from .data import read_progress
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 300.0  # how often a sweep logs how far its runs under way are
+STATUSES = ("trained", "stored", "locked", "stopped", "failed")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What became of one config: `status` is one of STATUSES; `run_status` is the record's own
+    (ok, diverged, early_stopped) when there is a record."""
+
+    key: str
+    sweep: str
+    name: str
+    status: str
+    path: str | None = None
+    run_status: str | None = None
+    val_loss: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """The record is in the store (trained now or before)."""
+        return self.status in ("trained", "stored")
+
+    def line(self) -> str:
+        where = f"{self.sweep}/{self.name}"
+        if self.status == "trained":
+            return f"{where} {self.run_status} val {self.val_loss:.4f} in {self.seconds:.0f}s -> {self.path}"
+        if self.status == "stored":
+            return f"{where} already stored -> {self.path}"
+        if self.status == "locked":
+            return f"{where} skipped: another process is training it"
+        if self.status == "stopped":
+            return f"{where} stopped at the deadline: it resumes from its checkpoint next time"
+        return f"{where} FAILED: {self.error}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_one(cfg: RunConfig, store: Store, *, threads: int | None = None, stop_at: float | None = None,
+            progress: bool = False) -> RunResult:
+    """Train one config into the store unless it is there; never raises for a failed run."""
+    found = store.find(cfg)
+    if found is not None:
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "stored", path=str(found))
+    import torch
+
+    from .train import RunLocked, RunStopped, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    t = time.time()
+    try:
+        rec = train(cfg, progress=progress, stop_at=stop_at)
+        path = store.save(rec)
+    except RunLocked:
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "locked", seconds=time.time() - t)
+    except RunStopped:
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", seconds=time.time() - t)
+    except Exception as e:  # a failed run is reported and the sweep goes on
+        log.error("%s/%s failed:\n%s", cfg.sweep, cfg.name, traceback.format_exc())
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "failed", seconds=time.time() - t,
+                         error=f"{type(e).__name__}: {e}")
+    return RunResult(cfg.key, cfg.sweep, cfg.name, "trained", path=str(path), run_status=rec["status"],
+                     val_loss=rec["final"].get("val_loss", math.nan), seconds=time.time() - t)
+
+
+def get_or_train(cfg: RunConfig, store: Store | None = None, *, train_missing: bool = True,
+                 progress: bool = True) -> dict[str, Any]:
+    """The stored record of a config; trained and stored first if missing and allowed."""
+    store = store or Store()
+    rec = store.load(cfg)
+    if rec is not None:
+        return rec
+    if not train_missing:
+        raise LookupError(f"run {cfg.name} ({cfg.key}) is not in {store.root}/{cfg.sweep} and training is off "
+                          "(profile 'book'): run its sweep first, or use a profile that trains")
+    result = run_one(cfg, store, progress=progress)
+    if not result.ok:
+        raise RuntimeError(result.line())
+    return store.load(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors
+# ---------------------------------------------------------------------------------------------
+class Executor(Protocol):
+    """Runs configs into a store, each to a RunResult; `stop_at` is when runs under way checkpoint and stop."""
+
+    def submit(self, cfg: RunConfig, store: Store, stop_at: float | None) -> Future: ...
+
+    def shutdown(self) -> None: ...
+
+
+class InlineExecutor:
+    """Each run in this process, one after the other, as it is submitted."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+
+    def submit(self, cfg: RunConfig, store: Store, stop_at: float | None) -> Future:
+        fut: Future = Future()
+        if stop_at is not None and time.time() > stop_at:
+            fut.set_result(RunResult(cfg.key, cfg.sweep, cfg.name, "stopped"))
+        else:
+            fut.set_result(run_one(cfg, store, threads=self.threads, stop_at=stop_at))
+        return fut
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _run_in_worker(cfg_dict: dict, root: str, threads: int, stop_at: float | None) -> RunResult:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = RunConfig.from_dict(cfg_dict)
+    if stop_at is not None and time.time() > stop_at:
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped")
+    return run_one(cfg, Store(root), threads=threads, stop_at=stop_at)
+
+
+class LocalExecutor:
+    """A pool of `workers` processes on this machine, `threads` torch threads each, a fresh process a run."""
+
+    def __init__(self, workers: int = 2, threads: int = 1):
+        self.threads = threads
+        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), max_tasks_per_child=1)
+
+    def submit(self, cfg: RunConfig, store: Store, stop_at: float | None) -> Future:
+        return self.pool.submit(_run_in_worker, cfg.to_dict(), str(store.root), self.threads, stop_at)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop_at: float | None = None,
+            report: Callable[[str], None] = print) -> list[RunResult]:
+    """Run every config through the executor; report each result as it lands, and every
+    PROGRESS_SECONDS how far the runs under way are. Runs past `stop_at` checkpoint and stop."""
+    cfgs = list(cfgs)
+    results: list[RunResult] = []
+    if isinstance(executor, InlineExecutor):  # one at a time, each reported as it lands
+        for c in cfgs:
+            results.append(executor.submit(c, store, stop_at).result())
+            report(f"[{len(results)}/{len(cfgs)}] {results[-1].line()}")
+        return results
+    futures = {executor.submit(c, store, stop_at): c for c in cfgs}
+    last_report = time.time()
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=5.0, return_when=FIRST_COMPLETED)
+        for fut in done:
+            cfg = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as e:  # the worker itself died (killed, out of memory)
+                res = RunResult(cfg.key, cfg.sweep, cfg.name, "failed", error=f"{type(e).__name__}: {e}")
+            results.append(res)
+            report(f"[{len(results)}/{len(cfgs)}] {res.line()}")
+        if pending and time.time() - last_report > PROGRESS_SECONDS:
+            last_report = time.time()
+            under_way = progress_line([futures[f] for f in pending])
+            if under_way:
+                report(f"[sweep] under way: {under_way}")
+    return results
+
+
+def progress_line(cfgs: list[RunConfig]) -> str:
+    """'name 42% (val 4.123, 12 min)' for each of these runs that has checkpointed, '' if none has."""
+    parts = []
+    for c in cfgs:
+        p = read_progress(c.key)
+        if p and p.get("steps"):
+            val = f"val {p['val_loss']:.3f}, " if p.get("val_loss") is not None else ""
+            parts.append(f"{c.sweep}/{c.name} {p['step'] / p['steps']:.0%} ({val}{p['wall_s'] / 60:.0f} min)")
+    return "; ".join(parts)
+
+
+def make_executor(kind: str = "local", *, workers: int = 2, threads: int = 1) -> Executor:
+    """An executor by name: 'local' (a process pool; one worker runs inline) or 'inline'."""
+    if kind == "inline" or (kind == "local" and workers <= 1):
+        return InlineExecutor(threads)
+    if kind == "local":
+        return LocalExecutor(workers, threads)
+    raise ValueError(f"unknown executor {kind!r}: choose 'local' or 'inline'")

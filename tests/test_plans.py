@@ -1,0 +1,55 @@
+"""The tuned ladder's plan: its sizes, its prior, and a grid that grows at a winning edge."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from scaling_lib import laws, plans
+from scaling_lib.config import RunConfig
+from scaling_lib.plans import LR_PRIOR, configs, lattice_lr, lr_prior
+from scaling_lib.store import Store, prefer_cpu, runs_table
+from scaling_lib.sweep import load_by_machine
+
+def test_the_tuned_ladder_spans_three_decades_in_small_steps_at_the_top():
+    N = sorted(RunConfig(n_layer=L, d_model=d).N for L, d in plans.LADDER_TUNED)
+    assert len(N) >= 10 and N[0] == 768 and N[-1] >= 1.5e6 and N[-1] / N[0] >= 1e3
+    top = [n for n in N if n >= N[-1] / 10]
+    assert len(top) >= 5 and max(b / a for a, b in zip(top, top[1:])) <= 2.1
+
+
+def test_the_pinned_prior_is_the_fit_of_the_stored_lr_sweep():
+    runs, _ = load_by_machine("lr", "book")
+    t = prefer_cpu(runs_table([r for m in runs.values() for r in m]), on=["n_layer", "d_model", "lr"])
+    t = t[np.isfinite(t["final_val_loss"])]
+    best = t.groupby("N").apply(lambda g: laws.parabola_minimum(g["lr"].to_numpy(), g["final_val_loss"].to_numpy()))
+    b, log_a = np.polyfit(np.log(best.index.to_numpy(float)), np.log(best.to_numpy()), 1)
+    assert b == pytest.approx(LR_PRIOR["b"], abs=1e-3) and math.exp(log_a) == pytest.approx(LR_PRIOR["A"], rel=1e-3)
+
+
+def _store_losses(store: Store, cfgs, loss_of_lr):
+    for c in cfgs:
+        store.save(dict(schema=2, key=c.key, name=c.name, sweep=c.sweep, config=c.to_dict(), status="ok",
+                        final=dict(val_loss=loss_of_lr(c.lr))))
+
+
+def test_the_tuned_grid_grows_at_a_winning_edge_then_adds_seeds_at_the_best(tmp_path, runs_env):
+    s = Store(tmp_path)
+    first = [c for c in configs("tune", "smoke", s) if c.d_model == 8]
+    assert len(first) == 3 and all(c.seed == 0 for c in first)
+    lrs = sorted(c.lr for c in first)
+    assert lrs[1] / lrs[0] == pytest.approx(2) and lrs[2] / lrs[1] == pytest.approx(2)
+    assert lrs[0] <= lr_prior(first[0].N) <= lrs[2]
+    _store_losses(s, first, lambda lr: -lr)  # the largest rate wins: the grid grows upwards
+    second = [c for c in configs("tune", "smoke", s) if c.d_model == 8]
+    assert sorted(c.lr for c in second) == [*lrs, pytest.approx(2 * lrs[2])] and {c.seed for c in second} == {0}
+    best = lrs[2]
+    _store_losses(s, [c for c in second if c.lr > lrs[2]], lambda lr: 0.0)  # the new edge loses
+    third = [c for c in configs("tune", "smoke", s) if c.d_model == 8]
+    seeds = [c for c in third if c.seed != 0]
+    assert [c.lr for c in seeds] == [best] and {c.seed for c in seeds} == set(plans.PROFILES["smoke"]["tune_seeds"]) - {0}
+
+
+def test_the_lattice_is_shared_by_every_size():
+    assert lattice_lr(0) == 0.01 and lattice_lr(-2) == 0.0025 and lattice_lr(3) == 0.08
