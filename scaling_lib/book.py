@@ -199,8 +199,8 @@ def execute_notebook(
     The kernel runs in `notebooks/` with the Agg-based inline matplotlib backend (headless, and
     figures become image/png outputs); `timeout` bounds each cell (seconds,
     None for no bound). What changes at every execution (timestamps, random ids, object addresses)
-    is stripped by `normalise_notebook`. The notebook is written to a temporary file and renamed, so a failed or
-    interrupted run leaves any previous output untouched. A failing cell raises `BookError`
+    is stripped by `normalise_notebook`. The notebook is written to a temporary file and renamed,
+    so a failed or interrupted run leaves any previous output untouched. A failing cell raises `BookError`
     naming the notebook, the cell and its error.
     """
     import jupytext

@@ -230,5 +230,6 @@ def test_normalise_notebook_gives_different_tables_different_ids():
         "display_data", data={"text/html": '<table id="T_aaaaa">\n<td id="T_aaaaa_row0_col0">1.0</td></table>'})])
     nb.cells.append(other)
     normalise_notebook(nb)
-    ids = [re.search(r'<table id="T_(\w+)"', c.outputs[0]["data"]["text/html"]).group(1) for c in (nb.cells[2], nb.cells[4])]
+    ids = [re.search(r'<table id="T_(\w+)"', c.outputs[0]["data"]["text/html"]).group(1)
+           for c in (nb.cells[2], nb.cells[4])]
     assert ids[0] != ids[1]

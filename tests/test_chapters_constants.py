@@ -59,8 +59,9 @@ def typed_constants(code: str) -> list[str]:
 
 
 def test_the_scan_finds_what_it_is_for():
-    assert typed_constants('paper="0.076 (converged)"') == ["0.076 (= laws.KAPLAN['L(N)']['alpha_N']) on line 1 of the cell"]
-    assert typed_constants("x = 8.8e13\ny = 0.35") and len(typed_constants("x = 8.8e13\ny = 0.35")) == 2
+    assert typed_constants('paper="0.076 (converged)"') == [
+        "0.076 (= laws.KAPLAN['L(N)']['alpha_N']) on line 1 of the cell"]
+    assert len(typed_constants("x = 8.8e13\ny = 0.35")) == 2  # 0.35: Besiroglu's 0.348, as quoted
     assert typed_constants("0.050 (C_min)")  # trailing zero: still two significant digits
     assert not typed_constants('f"{b / 1e6:.3g}M", np.geomspace(0.5, 2, 50), lw=0.8, "{:.4f}"')
     assert not typed_constants('laws.KAPLAN["L(N)"]["alpha_N"]')
