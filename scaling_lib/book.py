@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -128,6 +129,63 @@ def _describe_cell_error(stem: str, err: Exception) -> str:
     return "\n".join(lines)
 
 
+# What of papermill's notebook metadata to keep: what ran, with which parameters; not when, nor how long.
+_PAPERMILL_KEPT = ("input_path", "output_path", "parameters")
+# Cell metadata written by the executors: timestamps and durations of every cell.
+_CELL_VOLATILE = ("execution", "papermill", "ExecuteTime")
+# An object's default repr, <module.Class at 0x7f...>: the address differs at every run.
+_OBJECT_REPR = re.compile(r"^<[^<>\n]* at 0x[0-9a-fA-F]+>$")
+_ADDRESS = re.compile(r"(?<= at )0x[0-9a-fA-F]{6,}")
+# A pandas Styler's table id, T_ and five random hex digits, repeated in every cell id and CSS rule.
+_STYLER_TABLE = re.compile(r'<table id="T_([0-9a-zA-Z]+)"')
+
+
+def _text(value) -> str:
+    return "".join(value) if isinstance(value, list) else value
+
+
+def _digest(*parts: str, n: int = 8) -> str:
+    return hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:n]
+
+
+def normalise_notebook(nb):
+    """Strip from an executed notebook what changes at every execution, in place; return it.
+
+    So that re-executing a chapter whose results did not change rewrites the same file: papermill's
+    timestamps and durations (notebook and cells), widget state, random cell ids (made from the cell's
+    position and source instead), object addresses in text reprs (`<... Styler at 0x7f...>`, dropped
+    where a richer representation exists), and the random table ids of pandas Stylers (made from
+    the table's content). Execution counts are kept: papermill runs every cell once, in order.
+    """
+    meta = nb.metadata
+    if "papermill" in meta:
+        meta["papermill"] = {k: meta["papermill"][k] for k in _PAPERMILL_KEPT if k in meta["papermill"]}
+    meta.pop("widgets", None)
+    for i, cell in enumerate(nb.cells):
+        for key in _CELL_VOLATILE:
+            cell.metadata.pop(key, None)
+        if "id" in cell:
+            cell["id"] = _digest(str(i), cell.cell_type, _text(cell.source))
+        for j, out in enumerate(cell.get("outputs", [])):
+            data = out.get("data")
+            if not data:
+                continue
+            plain = data.get("text/plain")
+            if plain is not None:
+                plain = _text(plain)
+                if _OBJECT_REPR.match(plain.strip()) and len(data) > 1:
+                    del data["text/plain"]
+                else:
+                    data["text/plain"] = _ADDRESS.sub("0x0", plain)
+            if "text/html" in data:
+                html = _text(data["text/html"])
+                for uuid in dict.fromkeys(_STYLER_TABLE.findall(html)):
+                    stable = _digest(str(i), str(j), html.replace(f"T_{uuid}", "T_"), n=5)
+                    html = html.replace(f"T_{uuid}", f"T_{stable}")
+                data["text/html"] = html
+    return nb
+
+
 def execute_notebook(
     stem: str,
     profile: str,
@@ -140,8 +198,9 @@ def execute_notebook(
 
     The kernel runs in `notebooks/` with the Agg-based inline matplotlib backend (headless, and
     figures become image/png outputs); `timeout` bounds each cell (seconds,
-    None for no bound). The notebook is written to a temporary file and renamed, so a failed or
-    interrupted run leaves any previous output untouched. A failing cell raises `BookError`
+    None for no bound). What changes at every execution (timestamps, random ids, object addresses)
+    is stripped by `normalise_notebook`. The notebook is written to a temporary file and renamed,
+    so a failed or interrupted run leaves any previous output untouched. A failing cell raises `BookError`
     naming the notebook, the cell and its error.
     """
     import jupytext
@@ -194,6 +253,7 @@ def execute_notebook(
     meta = executed.metadata.setdefault("papermill", {})
     meta["input_path"] = f"notebooks/{stem}.md"
     meta["output_path"] = f"{os.path.relpath(out_dir, base)}/{stem}.ipynb" if out_dir.is_relative_to(base) else str(target)
+    normalise_notebook(executed)  # a re-execution with the same results writes the same file
 
     fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".partial.ipynb", dir=out_dir)
     try:

@@ -170,6 +170,48 @@ class FitResult:
         """The largest |log L - log predicted|: about the worst relative error."""
         return float(np.max(np.abs(self.residuals)))
 
+    @property
+    def ci_missing(self) -> str | None:
+        """Why the fit has no intervals (no bootstrap, or too few resamples converged); None if it has them."""
+        if self.ci:
+            return None
+        if self.n_boot == 0:
+            return "no bootstrap"
+        if self.n_boot == 1:
+            return "one bootstrap resample gives no interval"
+        return f"only {self.n_boot_ok} of {self.n_boot} bootstrap resamples converged"
+
+    def interval(self, name: str, scale: float = 1.0) -> tuple[float, float]:
+        """The 95% interval of parameter `name`, times `scale` (ordered again if it is negative); NaNs if none.
+
+        NaN bounds make every comparison false: test `ci_missing` before reading a conclusion off them.
+        """
+        if name not in self.params:
+            raise KeyError(f"{name!r} is not a parameter of the {self.form} form ({', '.join(self.params)})")
+        if name not in self.ci:
+            return (math.nan, math.nan)
+        lo, hi = sorted((scale * self.ci[name][0], scale * self.ci[name][1]))
+        return (lo, hi)
+
+    def contains(self, name: str, value: float) -> bool | None:
+        """Whether `value` lies in the interval of `name`; None where there is no finite interval."""
+        lo, hi = self.interval(name)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return None
+        return bool(lo <= value <= hi)
+
+    def ci_text(self, name: str, fmt: str = ".4f", sep: str = "–", scale: float = 1.0) -> str:
+        """The interval of `name` as text, 'lo–hi' in format `fmt`; 'n/a (why)' where there is none.
+
+        `scale` multiplies both bounds (-1 gives the interval of -name, e.g. an exponent's sign flipped).
+        """
+        lo, hi = self.interval(name, scale)
+        if self.ci_missing is not None:
+            return f"n/a ({self.ci_missing})"
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return f"n/a ({name} is not finite in some of the {self.n_boot_ok} resamples)"
+        return f"{lo:{fmt}}{sep}{hi:{fmt}}"
+
     def predict(self, x, x2=None) -> np.ndarray:
         """The fitted law at x (and x2 for the two-variable forms)."""
         if self.form in TWO_VARIABLE and x2 is None:

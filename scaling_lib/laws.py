@@ -87,6 +87,9 @@ def envelope(curves: pd.DataFrame, x: str = "C", y: str = "val_loss", n_bins: in
     """The lower envelope of many learning curves: the best loss any run reached by each x (Kaplan Fig. 2)."""
     c = curves[(curves[x] > 0) & np.isfinite(curves[y])]
     edges = np.logspace(np.log10(c[x].min()), np.log10(c[x].max()), n_bins + 1)
+    # 10**log10(C) is not C: the last edge came out at 75492640161791.9 for a largest C of
+    # 75492640161792.0, and the run that holds the top of the envelope fell outside every bin.
+    edges[0], edges[-1] = c[x].min(), c[x].max()
     rows = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         upto = c[c[x] <= hi]

@@ -19,9 +19,10 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.image
+import nbformat
 import pytest
 
-from scaling_lib.book import build, toc_chapters
+from scaling_lib.book import build, normalise_notebook, toc_chapters
 
 ROOT = Path(os.environ.get("BOOK_ROOT", Path(__file__).resolve().parents[1])).resolve()
 CHROMIUM = "/usr/bin/chromium"
@@ -172,3 +173,63 @@ def test_page_renders(stem: str, chromium: str, html_dir: Path, profile_dir: Pat
 
     pixels = matplotlib.image.imread(shot)
     assert pixels[..., :3].std() > 0.02, f"{stem}: the screenshot is (nearly) uniform: a blank page?"
+
+
+def _executed(stamp: str, address: str, uuid: str) -> nbformat.NotebookNode:
+    """A notebook as papermill leaves it, with this run's timestamps, object address and Styler id."""
+    v4 = nbformat.v4
+    timing = {"papermill": {"duration": 0.01, "start_time": stamp, "end_time": stamp, "status": "completed",
+                            "exception": False},
+              "execution": {"iopub.execute_input": stamp, "shell.execute_reply": stamp}}
+    styler_html = (f'<style type="text/css">\n#T_{uuid}_row0_col0 {{ color: red; }}\n</style>\n'
+                   f'<table id="T_{uuid}">\n<tr><td id="T_{uuid}_row0_col0" class="data row0 col0">5.2350</td></tr>\n</table>\n')
+    nb = v4.new_notebook(cells=[
+        v4.new_markdown_cell("# A chapter", metadata=dict(timing)),
+        v4.new_code_cell('profile = "book"', execution_count=1, metadata={**timing, "tags": ["parameters"]}),
+        v4.new_code_cell("table.style", execution_count=2, metadata=dict(timing), outputs=[
+            v4.new_output("execute_result", execution_count=2, data={
+                "text/html": styler_html, "text/plain": f"<pandas.io.formats.style.Styler at {address}>"}),
+        ]),
+        v4.new_code_cell("print(object())", execution_count=3, metadata=dict(timing), outputs=[
+            v4.new_output("execute_result", execution_count=3, data={"text/plain": f"<object object at {address}>"}),
+            v4.new_output("stream", name="stdout", text="done\n"),
+        ]),
+    ])
+    nb.metadata["papermill"] = {"duration": 11.7, "start_time": stamp, "end_time": stamp, "version": "2.6.0",
+                                "parameters": {"profile": "book"}, "input_path": "notebooks/x.md",
+                                "output_path": "book/x.ipynb", "environment_variables": {}, "exception": None}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    return nb
+
+
+def test_normalise_notebook_makes_two_executions_write_the_same_file():
+    a = normalise_notebook(_executed("2026-11-26T08:52:28.484047", "0x7f7b6b00a510", "2f5cd"))
+    b = normalise_notebook(_executed("2026-12-02T10:00:00.000001", "0x7ff0622eb490", "404c3"))
+    assert nbformat.writes(a) == nbformat.writes(b)
+    nbformat.validate(a)
+
+    text = nbformat.writes(a)
+    for volatile in ("2026-", "0x7f", "2f5cd", "duration", "widgets", "iopub"):
+        assert volatile not in text, f"{volatile!r} survived normalisation"
+    # What the book shows and what says how the chapter ran are kept.
+    assert a.metadata["papermill"] == {"parameters": {"profile": "book"}, "input_path": "notebooks/x.md",
+                                       "output_path": "book/x.ipynb"}
+    assert a.cells[1].metadata == {"tags": ["parameters"]}
+    styler = a.cells[2].outputs[0]["data"]
+    assert set(styler) == {"text/html"}  # the repr with the address goes where HTML stands in for it
+    table_id = re.search(r'<table id="T_(\w+)"', styler["text/html"]).group(1)
+    assert styler["text/html"].count(f"T_{table_id}") == 3  # the CSS rule still names its cell
+    assert a.cells[3].outputs[0]["data"]["text/plain"] == "<object object at 0x0>"  # no other representation
+    assert a.cells[3].outputs[1]["text"] == "done\n" and [c.execution_count for c in a.cells[1:]] == [1, 2, 3]
+    assert len({c.id for c in a.cells}) == len(a.cells)
+
+
+def test_normalise_notebook_gives_different_tables_different_ids():
+    nb = _executed("2026-11-26T08:52:28", "0x7f7b6b00a510", "2f5cd")
+    other = nbformat.v4.new_code_cell("t.style", outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/html": '<table id="T_aaaaa">\n<td id="T_aaaaa_row0_col0">1.0</td></table>'})])
+    nb.cells.append(other)
+    normalise_notebook(nb)
+    ids = [re.search(r'<table id="T_(\w+)"', c.outputs[0]["data"]["text/html"]).group(1)
+           for c in (nb.cells[2], nb.cells[4])]
+    assert ids[0] != ids[1]

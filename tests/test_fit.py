@@ -194,6 +194,36 @@ def test_bootstrap_drops_failed_resamples():
     assert len(r.boot_params) == r.n_boot_ok
 
 
+def test_a_fit_without_an_interval_says_why():
+    # Two groups: a resample that draws one of them twice has one x value and is dropped.
+    x = np.repeat([1e3, 1e4], 2)
+    y = power_law(x, 0.07, 1e13) * np.array([1.001, 0.999] * 2)
+    r = fit("power", x, y, bootstrap=4, seed=0, groups=x)
+    assert r.n_boot_ok < 2 and r.ci == {}  # the case this test is about
+    why = f"only {r.n_boot_ok} of 4 bootstrap resamples converged"
+    assert r.ci_missing == why
+    assert r.ci_text("alpha") == f"n/a ({why})"
+    assert all(math.isnan(v) for v in r.interval("alpha"))
+    assert fit("power", x, y).ci_text("alpha", ".2f") == "n/a (no bootstrap)"
+    with pytest.raises(KeyError, match="beta"):
+        r.ci_text("beta")  # a name the form does not have is a mistake, not a missing interval
+
+
+def test_ci_text_formats_the_interval_and_flips_it_for_a_negative_scale():
+    x, _, y, _ = _data("power")
+    r = fit("power", x, y, bootstrap=20, seed=0)
+    lo, hi = r.ci["alpha"]
+    assert r.ci_missing is None
+    assert r.ci_text("alpha") == f"{lo:.4f}–{hi:.4f}"
+    assert r.ci_text("alpha", ".2f", sep=" to ", scale=-1) == f"{-hi:.2f} to {-lo:.2f}"
+    assert r.interval("alpha", scale=-1) == (-hi, -lo)
+    inf = dataclasses.replace(r, ci={**r.ci, "alpha": (lo, math.inf)})
+    assert inf.ci_text("alpha").startswith("n/a (alpha is not finite")
+    assert r.contains("alpha", (lo + hi) / 2) is True and r.contains("alpha", hi + 1) is False
+    assert inf.contains("alpha", (lo + hi) / 2) is None
+    assert fit("power", x, y).contains("alpha", 0.07) is None
+
+
 def test_extrapolation_small_on_a_clean_power_law():
     x, _, y, _ = _data("power")
     check = extrapolation_check("power", x, y, holdout=2)

@@ -45,6 +45,19 @@ def test_envelope_is_the_running_best_over_all_curves():
     assert env["val_loss"].iloc[-1] == 3.0 and env["val_loss"].iloc[0] == 5.0
 
 
+def test_envelope_keeps_the_highest_compute_point():
+    # 10**log10(75492640161792.0) is 75492640161791.9: the last log-spaced edge fell just below the
+    # largest C, and the run there, the best of all, was left out of the envelope.
+    top = 75492640161792.0
+    assert 10 ** np.log10(top) < top  # the case this test is about
+    curves = pd.DataFrame(dict(key=["small"] * 3 + ["large"] * 3, N=[1] * 3 + [2] * 3,
+                               C=[1e9, 1e11, 1e13, 1e10, 1e12, top], val_loss=[5.0, 4.5, 4.2, 6.0, 4.0, 3.0]))
+    env = laws.envelope(curves, x="C", n_bins=40)
+    assert env["C"].iloc[-1] == top
+    assert env["val_loss"].iloc[-1] == 3.0 and env["key"].iloc[-1] == "large"
+    assert env["C"].iloc[0] >= 1e9
+
+
 def test_fixed_budgets_the_common_one_then_a_longer_one_with_enough_sizes():
     def ladder(reach: dict) -> pd.DataFrame:  # {N: longest budget}, every doubling from 1 up to it
         return pd.DataFrame([dict(N=N, tokens=b) for N, top in reach.items() for b in (1, 2, 4, 8, 16) if b <= top])
