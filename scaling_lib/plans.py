@@ -81,14 +81,57 @@ PROFILES["gpu"] = dict(
 )
 
 
+# The type of every profile entry, checked when a profile is read (an override included), so that
+# `--set tokens=1e6` or a misspelt grid fails at once with the entry's name, not deep in a sweep.
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _ints(v) -> bool:
+    return isinstance(v, tuple) and all(_int(x) for x in v)
+
+
+def _sizes(v) -> bool:
+    return isinstance(v, tuple) and all(isinstance(x, tuple) and len(x) == 2 and _ints(x) for x in v)
+
+
+def _floats(v) -> bool:
+    return isinstance(v, tuple) and all(isinstance(x, (int, float)) and x > 0 for x in v)
+
+
+def _shapes(v) -> bool:
+    return isinstance(v, tuple) and all(isinstance(x, dict) for x in v)
+
+
+ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **{k: (lambda v: isinstance(v, str), "a name") for k in ("corpus", "device")},
+    **{k: (_int, "an integer") for k in ("batch_size", "n_ctx", "eval_tokens", "tokens", "long_max_N", "long_tokens",
+                                          "lr_tokens", "data_budget", "shape_tokens", "lstm_tokens", "tune_tokens",
+                                          "eval_version", "tune_eval_version")},
+    **{k: (_ints, "a tuple of integers") for k in ("budgets", "seeds", "long_budgets", "data_sizes", "tune_budgets",
+                                                    "tune_seeds", "data_model")},
+    **{k: (_sizes, "a tuple of (n_layer, d_model) pairs") for k in ("ladder", "seed_sizes", "lstm_ladder",
+                                                                     "tune_ladder")},
+    **{k: (_floats, "a tuple of positive rates") for k in ("lr_grid", "lstm_lr_grid")},
+    "shapes": (_shapes, "a tuple of shape dicts"),
+    "train_missing": (lambda v: isinstance(v, bool), "True or False"),
+}
+
+
 def profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The named profile, with some of its entries replaced; a clear error for an unknown name or entry."""
+    """The named profile, with some of its entries replaced; a clear error for an unknown name or
+    entry, or for an entry of the wrong type."""
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
     unknown = sorted(set(overrides or {}) - set(PROFILES[name]))
     if unknown:
         raise ValueError(f"profile {name!r} has no entry {', '.join(map(repr, unknown))} to override")
-    return dict(PROFILES[name], **(overrides or {}))
+    p = dict(PROFILES[name], **(overrides or {}))
+    for key, value in p.items():
+        check, what = ENTRY_TYPES.get(key, (lambda v: True, ""))
+        if not check(value):
+            raise ValueError(f"profile entry {key!r} must be {what}, not {value!r}")
+    return p
 
 
 def profile_names() -> list[str]:

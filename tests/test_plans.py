@@ -53,3 +53,21 @@ def test_the_tuned_grid_grows_at_a_winning_edge_then_adds_seeds_at_the_best(tmp_
 
 def test_the_lattice_is_shared_by_every_size():
     assert lattice_lr(0) == 0.01 and lattice_lr(-2) == 0.0025 and lattice_lr(3) == 0.08
+
+
+def test_every_profile_entry_has_a_type_and_holds_it():
+    for name in plans.PROFILES:
+        p = plans.profile(name)
+        assert set(p) <= set(plans.ENTRY_TYPES), sorted(set(p) - set(plans.ENTRY_TYPES))
+
+
+@pytest.mark.parametrize("entry, value, words", [
+    ("tokens", 1e6, "must be an integer"),
+    ("tune_ladder", ((1, 8, 3),), "pairs"),
+    ("lr_grid", (1e-3, -1.0), "positive rates"),
+    ("train_missing", "yes", "True or False"),
+])
+def test_an_override_of_the_wrong_type_is_a_clear_error(entry, value, words):
+    with pytest.raises(ValueError, match=words) as e:
+        plans.profile("smoke", {entry: value})
+    assert repr(entry) in str(e.value)
