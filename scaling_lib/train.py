@@ -95,14 +95,24 @@ def score(model: LanguageModel, windows: np.ndarray, cfg: RunConfig, device: tor
     for i in range(0, len(windows), cfg.batch_size):
         batch = torch.from_numpy(windows[i : i + cfg.batch_size]).to(device)
         with _autocast(cfg, device):
-            logits = model(batch[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), batch[:, 1:], reduction="none")
+            loss = _token_losses(model, batch[:, :-1], batch[:, 1:])  # (B, T)
         per_window.append(loss.double().mean(1).cpu())
         pos += loss.double().sum(0).cpu()
     model.train()
     w = torch.cat(per_window).numpy()
     se = float(w.std(ddof=1) / math.sqrt(w.size)) if w.size > 1 else math.nan
     return dict(loss=float(w.mean()), se=se, windows=int(w.size), per_position=(pos / w.size).tolist())
+
+
+def _token_losses(model: LanguageModel, idx: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """The loss of every token, (B, T), through the tied output layer a chunk of tokens at a time:
+    the whole (B, T, vocab) logits would be several times slower on a CPU at these widths."""
+    h = model.hidden(idx)
+    h, t = h.reshape(-1, h.size(-1)), targets.reshape(-1)
+    w = model.wte.weight
+    out = [torch.nn.functional.cross_entropy((h[i : i + chunk] @ w.T).float(), t[i : i + chunk], reduction="none")
+           for i in range(0, t.numel(), chunk)]
+    return torch.cat(out).view(targets.shape)
 
 
 def _autocast(cfg: RunConfig, device: torch.device):
