@@ -401,7 +401,11 @@ def build_lock(timeout: float | None = None):
     timeout = BUILD_LOCK_TIMEOUT_S if timeout is None else timeout
     lock = FileLock(str(path), timeout=timeout)
     try:
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"[scaling_lib.data] waiting for another process building a corpus in {path.parent}", flush=True)
+            lock.acquire()
     except Timeout as e:
         raise DataError(f"waited {timeout:.0f}s for another process building a corpus in {path.parent} "
                         f"(it holds {path}): is it stuck?") from e
