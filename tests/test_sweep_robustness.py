@@ -29,7 +29,6 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = ({"n_layer": 1, "d_model": 8}, {"n_layer": 1, "d_model": 12})
-SETS = ("--set", f"shapes={SHAPES!r}", "--set", "shape_tokens=4096")
 OVERRIDES = dict(shapes=SHAPES, shape_tokens=4096)
 
 
@@ -59,9 +58,9 @@ sys.meta_path.insert(0, _CutFinalEval())
 """
 
 
-def expected(root: Path) -> list[RunConfig]:
+def expected(root: Path, overrides: dict = OVERRIDES) -> list[RunConfig]:
     """The configs of the cut sweep (what the store must end up holding)."""
-    return configs("shape", "smoke", Store(root), OVERRIDES)
+    return configs("shape", "smoke", Store(root), overrides)
 
 
 def env_for(cache: Path, runs: Path) -> dict[str, str]:
@@ -74,11 +73,12 @@ def env_for(cache: Path, runs: Path) -> dict[str, str]:
     return e
 
 
-def start_sweep(env: dict[str, str], *extra: str, log: Path) -> subprocess.Popen:
+def start_sweep(env: dict[str, str], *extra: str, log: Path, overrides: dict = OVERRIDES) -> subprocess.Popen:
     """`python -m scaling_lib sweep shape --profile smoke` (cut), in its own process group, logging to a file."""
+    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v!r}")]
     f = open(log, "a")
     try:
-        return subprocess.Popen([sys.executable, "-m", "scaling_lib", "sweep", "shape", "--profile", "smoke", *SETS,
+        return subprocess.Popen([sys.executable, "-m", "scaling_lib", "sweep", "shape", "--profile", "smoke", *sets,
                                  *extra], cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     finally:
@@ -187,15 +187,17 @@ def test_two_workers_train_in_parallel(tmp_path, env):
 
 
 def test_a_deadline_during_runs_stops_the_sweep_and_the_next_call_completes(tmp_path, env):
+    # runs of 40 steps: on any machine, a spawned worker is still on its run 2 s after the sweep started
+    longer = dict(OVERRIDES, shape_tokens=20_480)
     runs = Path(env["SCALING_LIB_RUNS"])
-    cfgs = expected(runs)
+    cfgs = expected(runs, longer)
     log = tmp_path / "sweep.log"
     t = time.monotonic()
-    finish(start_sweep(env, "--workers", "2", "--deadline", "3", log=log), log, timeout=120)
+    finish(start_sweep(env, "--workers", "2", "--deadline", "2", log=log, overrides=longer), log, timeout=120)
     first_call = time.monotonic() - t
     stored = check_store(runs)
-    assert len(stored) < len(cfgs), f"every run finished before a 3 s deadline: {log.read_text()[-2000:]}"
-    finish(start_sweep(env, "--workers", "2", log=log), log)
+    assert len(stored) < len(cfgs), f"every run finished before a 2 s deadline: {log.read_text()[-2000:]}"
+    assert first_call < 60, f"the sweep took {first_call:.0f}s to stop at a 2 s deadline"
+    finish(start_sweep(env, "--workers", "2", log=log, overrides=longer), log)
     stored = check_store(runs)
     assert set(stored) == {c.key for c in cfgs}
-    assert first_call < 60, f"the sweep took {first_call:.0f}s to stop at a 3 s deadline"
