@@ -8,6 +8,7 @@ artifact; a cache that does not match its manifest is rebuilt, never trusted.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -369,10 +370,49 @@ def load_corpus(name: str = "books", tokenizer: str = "bpe4096", *, build: bool 
         return Corpus(name, tokenizer, root, json.loads((root / "manifest.json").read_text()))
     if not build:
         raise DataError(f"corpus {name}/{tokenizer} is not usable in {root} ({problem}); build it with load_corpus(build=True)")
-    if problem != "missing":
-        print(f"[scaling_lib.data] rebuilding {name}/{tokenizer}: {problem}")
-    _build(name, tokenizer, vocab, root)
+    # One build at a time in a cache: a second process (another sweep worker on the same empty
+    # cache) waits here, then finds the corpus built and loads it. One lock for every corpus, since
+    # builds share files (the raw packages, a corpus's text under both tokenizers).
+    with build_lock():
+        problem = _check_cache(root, verify, CORPORA[name])
+        if problem is not None:
+            if problem != "missing":
+                print(f"[scaling_lib.data] rebuilding {name}/{tokenizer}: {problem}")
+            _build(name, tokenizer, vocab, root)
     return Corpus(name, tokenizer, root, json.loads((root / "manifest.json").read_text()))
+
+
+BUILD_LOCK_TIMEOUT_S = 3 * 3600.0  # a books build on a slow machine takes minutes, not hours
+
+
+def build_lock_path() -> Path:
+    """The file the corpus builds of a cache lock: ``corpora/.build.lock`` (it stays; it is empty)."""
+    return cache_dir() / "corpora" / ".build.lock"
+
+
+@contextlib.contextmanager
+def build_lock(timeout: float | None = None):
+    """Hold the exclusive corpus-build lock of the cache (a `filelock.FileLock`: the system drops
+    it if the holder dies). A waiter gives up with a DataError after `timeout` seconds."""
+    from filelock import FileLock, Timeout
+
+    path = build_lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    timeout = BUILD_LOCK_TIMEOUT_S if timeout is None else timeout
+    lock = FileLock(str(path), timeout=timeout)
+    try:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            print(f"[scaling_lib.data] waiting for another process building a corpus in {path.parent}", flush=True)
+            lock.acquire()
+    except Timeout as e:
+        raise DataError(f"waited {timeout:.0f}s for another process building a corpus in {path.parent} "
+                        f"(it holds {path}): is it stuck?") from e
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _check_cache(root: Path, verify: bool, spec: dict | None = None) -> str | None:
@@ -415,7 +455,8 @@ def _build(name: str, tokenizer: str, vocab: int, root: Path) -> None:
     for split, text in splits.items():
         _atomic_write(text_dir / f"{split}.txt", text.encode())
 
-    tmp = Path(tempfile.mkdtemp(dir=root.parent if root.parent.exists() else None))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{tokenizer}.tmp-"))  # beside root: rename, not copy
     try:
         if tokenizer == "byte":
             tok = ByteTokenizer()

@@ -242,6 +242,9 @@ def _smallest_stored_cpu_run() -> Path | None:
 
 
 @pytest.mark.slow
+# a choice, not a missing prerequisite: a run too long to retrain in a test run (runs/ is in the repository,
+# so "no CPU run stored" is not allowed and fails under CI)
+@pytest.mark.allowed_skip(match="SCALING_LIB_RETRAIN_MAX_S")
 def test_retraining_the_smallest_stored_cpu_run_reproduces_it(tmp_path, env):
     path = _smallest_stored_cpu_run()
     if path is None:

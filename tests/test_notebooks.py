@@ -30,6 +30,8 @@ def fresh_smoke_store(tmp_path_factory):
 
 
 @pytest.mark.slow
+# not a missing prerequisite: a notebook left out of the book, or a page with no code, has nothing to run
+@pytest.mark.allowed_skip(match="is not in _toc.yml|is a hand-written page")
 @pytest.mark.parametrize("stem", TOC + NOT_IN_TOC)
 def test_notebook_smoke(stem: str, tmp_path: Path) -> None:
     source = ROOT / "notebooks" / f"{stem}.md"

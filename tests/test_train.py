@@ -330,6 +330,7 @@ def test_other_architectures_and_options_train(tiny_cfg, tmp_path, kw):
     assert rec["curve"][-1]["val_loss"] < rec["curve"][0]["val_loss"]
 
 
+@pytest.mark.allowed_skip(match="this machine has CUDA")  # a check for CPU-only machines
 def test_a_cuda_run_without_cuda_is_a_clear_error(tiny_cfg, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
