@@ -72,14 +72,16 @@ def run_one(cfg: RunConfig, store: Store, *, threads: int | None = None, stop_at
         return RunResult(cfg.key, cfg.sweep, cfg.name, "stored", path=str(found))
     import torch
 
-    from .train import RunLocked, RunStopped, train
+    from .train import AlreadyStored, RunLocked, RunStopped, train
 
     if threads:
         torch.set_num_threads(threads)
     t = time.time()
     try:
-        rec = train(cfg, progress=progress, stop_at=stop_at)
-        path = store.save(rec)
+        rec = train(cfg, progress=progress, stop_at=stop_at, store=store)
+        path = rec["path"]
+    except AlreadyStored as e:  # filed by another process in the meantime
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "stored", path=str(e.path))
     except RunLocked:
         return RunResult(cfg.key, cfg.sweep, cfg.name, "locked", seconds=time.time() - t)
     except RunStopped:

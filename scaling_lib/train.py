@@ -27,7 +27,7 @@ from .arch import train_flops_per_token
 from .config import RunConfig
 from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
 from .model import LanguageModel, build_model
-from .store import SCHEMA_VERSION
+from .store import SCHEMA_VERSION, Store
 
 FINAL_EVAL_TOKENS = 1_048_576  # the final evaluation reads at most this many tokens of each split
 CHECKPOINT_SECONDS = 300.0
@@ -132,17 +132,32 @@ class RunStopped(RuntimeError):
     """The run reached its stop time and saved a checkpoint: it resumes from there next time."""
 
 
+class AlreadyStored(RuntimeError):
+    """Another process finished and filed this run before this one took its lock."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"already stored at {path}")
+        self.path = path
+
+
 def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None = None,
-          sweep_note: str = "", stop_at: float | None = None) -> dict[str, Any]:
+          sweep_note: str = "", stop_at: float | None = None, store: Store | None = None) -> dict[str, Any]:
     """Train the run a config describes and return its record (see store.py for the layout).
 
     One process at a time trains a given run: a second one (a `train --config` of a run that a sweep
     is training, say) gets RunLocked instead of sharing the checkpoint. At `stop_at` (a time.time()
-    value) the run checkpoints and raises RunStopped.
+    value) the run checkpoints and raises RunStopped. With a store, the record is filed while the
+    lock is held, and a run that another process filed first raises AlreadyStored: no run is
+    trained twice.
     """
     ckpt = _checkpoint_path(cfg, checkpoint_dir)
     with _run_lock(ckpt, cfg):
-        return _train(cfg, ckpt, progress, sweep_note, stop_at)
+        if store is not None and (found := store.find(cfg)) is not None:
+            raise AlreadyStored(found)
+        rec = _train(cfg, ckpt, progress, sweep_note, stop_at)
+        if store is not None:
+            rec["path"] = str(store.save(rec))
+        return rec
 
 
 @contextlib.contextmanager

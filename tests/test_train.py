@@ -354,3 +354,14 @@ def test_a_run_being_trained_elsewhere_is_refused(tiny_cfg, tmp_path):
             train(cfg, progress=False, checkpoint_dir=tmp_path)
     rec = train(cfg, progress=False, checkpoint_dir=tmp_path)  # released: it trains
     assert rec["status"] == "ok" and not list(tmp_path.iterdir())  # and leaves no lock behind
+
+
+def test_a_run_filed_while_waiting_for_its_lock_is_not_trained_again(tiny_cfg, tmp_path):
+    from scaling_lib.store import Store
+
+    cfg = tiny_cfg(tokens=1_024)
+    s = Store(tmp_path / "runs")
+    rec = train(cfg, progress=False, checkpoint_dir=tmp_path / "ck", store=s)
+    assert s.has(cfg) and rec["path"] == str(s.find(cfg))  # filed under the run's lock
+    with pytest.raises(train_mod.AlreadyStored):
+        train(cfg, progress=False, checkpoint_dir=tmp_path / "ck", store=s)
