@@ -25,6 +25,7 @@ from tqdm import tqdm
 from . import flops
 from .config import RunConfig
 from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
+from .head import choose_head, set_head
 from .model import LanguageModel, build_model
 
 FINAL_EVAL_TOKENS = 1_048_576  # the final evaluation reads at most this many tokens of each split
@@ -148,6 +149,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str) -> dict[
                      for name in corpus.other}
 
     model = build_model(cfg).to(device)
+    head = choose_head(model, cfg, device)  # the output layer's strategy: provenance, not the run's identity
     opt = _optimizer(model, cfg, device)
     rng = np.random.default_rng(cfg.seed)
     S = cfg.steps
@@ -162,6 +164,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str) -> dict[
         state = _load_checkpoint(ckpt, model, opt, rng, device)
         if progress:
             print(f"resuming {cfg.name} from step {state['step']}")
+    set_head(model, state.setdefault("head", head)["strategy"])  # a resumed run keeps the strategy it began with
 
     bar = tqdm(total=S, initial=state["step"], desc=cfg.name, disable=not progress, leave=False, mininterval=2)
     last_ckpt = time.time()
@@ -215,6 +218,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str) -> dict[
     t_final = time.time()
     record = _record(cfg, model, corpus, train_tokens, state, device, c_per_token, sweep_note, commit)
     record["provenance"]["wall_time_s"] = state["wall"] + (time.time() - t_final)
+    record["provenance"]["head"] = state["head"]
     for done in (ckpt, progress_path(cfg.key, ckpt.parent)):
         with contextlib.suppress(FileNotFoundError):
             done.unlink()
