@@ -37,9 +37,9 @@ ENV = "SCALING_LIB_HEAD"
 AUTO = "auto"
 CACHE_FILE = "head_choice.json"
 CACHE_VERSION = 1
-MIN_ROUNDS = 3  # rounds of one pass per strategy, at least this many ...
+MIN_ROUNDS = 5  # rounds of one pass per strategy, at least this many (3 mis-picked under load) ...
 MAX_ROUNDS = 15  # ... and more, up to this many, while the timing has taken less than TIME_BUDGET_S
-TIME_BUDGET_S = 2.0
+TIME_BUDGET_S = 4.0
 WARMUP = 1  # untimed passes before the rounds (the first allocates gradients and initialises kernels)
 
 
