@@ -1,11 +1,16 @@
 """Training throughput against the machine's measured matmul peak, and against a plain PyTorch loop.
 
-`bench_shapes` times the project's real training step (`train._train_step`: chunked cross-entropy,
-AdamW, gradient clipping) on random tokens, converts tokens/s to FLOP/s with the exact per-token
-count (3x the forward of Kaplan's Table 1, embedding and de-embedding included), and divides by
-the peak of a large square `torch.mm` of the same dtype measured just before. A naive GPT of the
-same shape, written as one would without care (stock `nn.TransformerEncoderLayer`, full logits,
-default AdamW), gives the baseline the issue asks us to be at least as fast as.
+`bench_shapes` times the project's real training step (`train._train_step`: AdamW, gradient
+clipping) on random tokens, once with each output-layer strategy (model.HEADS), converts tokens/s
+to FLOP/s with the exact per-token count (3x the forward of Kaplan's Table 1, embedding and
+de-embedding included), and divides by the peak of a large square `torch.mm` of the same dtype
+measured just before. A naive GPT of the same shape, written as one would without care (stock
+`nn.TransformerEncoderLayer`, full logits, default AdamW), gives the baseline the issue asks us to
+be at least as fast as. The variants of one shape and dtype (each strategy, and the plain loop for
+fp32) are timed step by step in turn, A B C D A B C D ..., and their median step times compared, so
+that a drift in the machine's speed falls on all of them alike. The row's headline figures
+(`tokens_per_s`, `speedup_vs_baseline`) are those of the strategy that `head.choose_head` picks for
+the shape, measured afresh (not from the cache), as a run starting now would pick it.
 
 Numbers taken while other work loads the cores are low (2-5x on the shared 2-core machine), so the
 load average at the start is reported with them.
@@ -30,7 +35,8 @@ from . import flops
 from .config import RunConfig
 from .plans import LADDER_CPU
 from .data import sample_batch
-from .model import build_model
+from .head import choose_head
+from .model import HEADS, build_model
 from .train import _optimizer, _train_step
 
 DEFAULT_SHAPES = (*LADDER_CPU, (6, 384))  # the ladder, plus one shape at d_model >= 384 (the issue)
@@ -106,30 +112,53 @@ def _plain_step_fn(cfg: RunConfig, tokens: np.ndarray, rng: np.random.Generator)
     return step
 
 
-def _our_step_fn(cfg: RunConfig, tokens: np.ndarray, rng: np.random.Generator):
-    """One step of the project's real training loop (train._train_step)."""
+def _our_step_fn(cfg: RunConfig, tokens: np.ndarray, rng: np.random.Generator, head: str | None = None):
+    """One step of the project's real training loop (train._train_step), with the given output-layer strategy."""
     device = torch.device("cpu")
     model = build_model(cfg).to(device)
+    if head is not None:
+        model.head = head
     opt = _optimizer(model, cfg, device)
     return lambda: _train_step(model, opt, cfg, device, cfg.lr, tokens, rng)
+
+
+def _head_step_fn(head: str):
+    return lambda cfg, tokens, rng: _our_step_fn(cfg, tokens, rng, head)
 
 
 # ---------------------------------------------------------------------------------------------
 # Timing
 # ---------------------------------------------------------------------------------------------
-def _time_steps(make_step, cfg: RunConfig, tokens: np.ndarray, *, steps: int, warmup: int) -> dict[str, float]:
-    """Tokens/s of `steps` steps after `warmup` untimed ones (a fresh model and data order each time)."""
-    torch.manual_seed(cfg.seed)
-    step = make_step(cfg, tokens, np.random.default_rng(cfg.seed))
+def _time_interleaved(variants: dict[str, tuple[Any, RunConfig]], tokens: np.ndarray, *, steps: int,
+                      warmup: int) -> dict[str, dict[str, float]]:
+    """Median step time of each variant (name: (make_step, cfg)), their steps taken in turn, A B C A B C ...
+
+    Each variant has its own model, optimizer and data order (seeded alike); the order of the
+    variants is reversed every other round so that none always follows the same one.
+    """
+    fns = {}
+    for name, (make_step, cfg) in variants.items():
+        torch.manual_seed(cfg.seed)
+        fns[name] = make_step(cfg, tokens, np.random.default_rng(cfg.seed))
     for _ in range(warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()  # returns a Python float: the step has finished when it returns
-    seconds = time.perf_counter() - t0
-    del step
-    gc.collect()  # free the model and optimizer state before the next measurement
-    return dict(tokens_per_s=steps * cfg.tokens_per_step / seconds, s_per_step=seconds / steps)
+        for fn in fns.values():
+            fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(steps):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            fns[n]()  # returns a Python float: the step has finished when it returns
+            times[n].append(time.perf_counter() - t0)
+    del fns
+    gc.collect()  # free the models and optimizer state before the next measurement
+    out = {}
+    for n, ts in times.items():
+        cfg = variants[n][1]
+        med = float(np.median(ts))
+        out[n] = dict(tokens_per_s=cfg.tokens_per_step / med, s_per_step=med, s_per_step_min=min(ts),
+                      s_per_step_max=max(ts))
+    return out
 
 
 def _with_flops(timing: dict[str, float], cfg: RunConfig, peak: float) -> dict[str, float]:
@@ -200,7 +229,9 @@ def bench_shapes(shapes: Iterable[tuple[int, int]] | None = None, *, vocab: int 
     with _num_threads(threads) as n_threads:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         say(f"matmul peak on {n_threads} thread(s), sizes {list(peak_sizes)}")
-        peak = {f"{d}_flops": matmul_peak(d, sizes=peak_sizes, reps=peak_reps) for d in DTYPES}
+        # the dtypes asked for only: without AMX or AVX512-BF16 a bf16 peak alone takes minutes
+        peak = {f"{d}_flops": matmul_peak(d, sizes=peak_sizes, reps=peak_reps)
+                for d in DTYPES if d in dtypes or (baseline and d == "fp32")}
         rows = []
         for (n_layer, d_model), cfgs in zip(shapes, configs):
             cfg = cfgs["fp32"]
@@ -209,18 +240,40 @@ def bench_shapes(shapes: Iterable[tuple[int, int]] | None = None, *, vocab: int 
                                        tokens_per_step=cfg.tokens_per_step,
                                        train_flops_per_token=3 * flops.C_forward_exact(flops.Shape.of(cfg)),
                                        train_flops_per_token_6N=6 * cfg.N)
+            base = None
             for d in dtypes:
-                say(f"L{n_layer} d{d_model} (N={cfg.N}) ours {d}")
-                t = _time_steps(_our_step_fn, cfgs[d], tokens, steps=steps, warmup=warmup)
-                row[d] = _with_flops(t, cfgs[d], peak[f"{d}_flops"])
-            if baseline:
-                say(f"L{n_layer} d{d_model} (N={cfg.N}) plain loop fp32")
-                t = _time_steps(_plain_step_fn, cfg, tokens, steps=steps, warmup=warmup)
-                row["baseline_fp32"] = _with_flops(t, cfg, peak["fp32_flops"])
+                variants = {h: (_head_step_fn(h), cfgs[d]) for h in HEADS}
+                if baseline and d == "fp32":
+                    variants["baseline_fp32"] = (_plain_step_fn, cfg)
+                say(f"L{n_layer} d{d_model} (N={cfg.N}) {d}: {', '.join(variants)}, interleaved")
+                timed = _time_interleaved(variants, tokens, steps=steps, warmup=warmup)
+                if "baseline_fp32" in timed:
+                    base = timed.pop("baseline_fp32")
+                elif baseline and base is None:  # bf16 alone: the fp32 plain loop, interleaved with nothing
+                    base = _time_interleaved({"baseline_fp32": (_plain_step_fn, cfg)}, tokens, steps=steps,
+                                             warmup=warmup)["baseline_fp32"]
+                say(f"L{n_layer} d{d_model} {d}: the head a run would choose (timed afresh)")
+                torch.manual_seed(cfg.seed)
+                choice = choose_head(build_model(cfgs[d]), cfgs[d], use_cache=False)
+                heads = {h: _with_flops(t, cfgs[d], peak[f"{d}_flops"]) for h, t in timed.items()}
+                fastest = min(heads, key=lambda h: heads[h]["s_per_step"])
+                row[d] = dict(heads[choice["strategy"]], head=choice["strategy"], head_choice=choice, heads=heads,
+                              fastest_head=fastest,
+                              auto_over_fastest=heads[choice["strategy"]]["s_per_step"] / heads[fastest]["s_per_step"])
+            if base is not None:
+                row["baseline_fp32"] = _with_flops(base, cfg, peak["fp32_flops"])
                 for d in dtypes:
-                    row[d]["speedup_vs_baseline"] = row[d]["tokens_per_s"] / t["tokens_per_s"]
+                    row[d]["speedup_vs_baseline"] = row[d]["tokens_per_s"] / base["tokens_per_s"]
+                    for t in row[d]["heads"].values():
+                        t["speedup_vs_baseline"] = t["tokens_per_s"] / base["tokens_per_s"]
                 # like for like (fp32 against fp32) where fp32 was measured
                 row["speedup_vs_baseline"] = row["fp32" if "fp32" in dtypes else dtypes[0]]["speedup_vs_baseline"]
+            for d in dtypes:
+                say(f"L{n_layer} d{d_model} {d}: " + ", ".join(
+                    f"{h} {t['s_per_step'] * 1e3:.1f} ms" + (f" ({t['speedup_vs_baseline']:.2f}x)" if base else "")
+                    for h, t in row[d]["heads"].items())
+                    + (f", plain loop {base['s_per_step'] * 1e3:.1f} ms" if base else "")
+                    + f"; chosen {row[d]['head']} ({row[d]['head_choice']['source']})")
             rows.append(row)
     return dict(threads=n_threads, vocab=vocab, n_ctx=n_ctx, batch_size=batch_size, steps=steps, warmup=warmup,
                 dtypes=list(dtypes), peak=peak, shapes=rows, max_rss_mb=_max_rss_mb(),

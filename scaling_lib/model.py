@@ -1,10 +1,20 @@
 """The models: a pre-LN decoder-only transformer (GPT) and an LSTM language model (Kaplan §3.2.1).
 
 Neither knows anything of data, training or the store. Both take token ids (B, T) and return the
-mean next-token cross-entropy, or the per-position losses, without materialising the full
-(B, T, vocab) logits at once: the cross-entropy is computed in chunks under activation
-checkpointing, which made a training step 1.2-1.9x faster on CPU at our small widths
-(training.md), where the vocab-sized output layer outweighs all the blocks.
+mean next-token cross-entropy, or the per-position losses. At our small widths the vocab-sized
+output layer outweighs all the blocks, and how its cross-entropy is computed under autograd (the
+model's `head`, one of HEADS) decides the speed of a training step:
+
+- "chunked": CE_CHUNK tokens at a time under activation checkpointing, the full (B*T, vocab)
+  logits never held; it recomputes each chunk's logits in the backward pass, which paid (1.2-1.9x)
+  on an Intel CPU with AMX, where matrix products are cheap;
+- "chunked_nockpt": the same chunks without checkpointing (cache-sized pieces, no recomputation,
+  but every chunk's log-softmax kept for the backward pass, as "plain" keeps the whole one);
+- "plain": the whole logits at once, as a plain loop would.
+
+All three are the same math (to float tolerance); `head.choose_head` picks the fastest for a
+run's shape, batch, dtype and machine by timing them. Without gradients (evaluation) the loss is
+always computed in chunks, which then costs nothing extra.
 """
 from __future__ import annotations
 
@@ -19,6 +29,8 @@ from .config import RunConfig
 
 INIT_STD = 0.02
 CE_CHUNK = 256  # tokens per cross-entropy chunk
+HEADS = ("chunked", "chunked_nockpt", "plain")  # how the training loss is computed (see above)
+DEFAULT_HEAD = "chunked"  # of a model that nobody chose a head for
 
 
 class CausalSelfAttention(nn.Module):
@@ -50,9 +62,10 @@ class Block(nn.Module):
 
 
 class LanguageModel(nn.Module):
-    """Shared head: tied embedding/de-embedding and the chunked cross-entropy."""
+    """Shared head: tied embedding/de-embedding and the cross-entropy, computed as `head` says."""
 
     wte: nn.Embedding
+    head: str = DEFAULT_HEAD  # one of HEADS; set by head.choose_head (provenance, not the run's identity)
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, C)
         raise NotImplementedError
@@ -63,15 +76,7 @@ class LanguageModel(nn.Module):
         if targets is None:
             return h @ self.wte.weight.T
         h, t = h.reshape(-1, h.size(-1)), targets.reshape(-1)
-        chunk = CE_CHUNK if h.device.type == "cpu" else t.numel()  # a GPU is faster with the whole logits at once
-        losses = []
-        for i in range(0, t.numel(), chunk):
-            hc, tc = h[i : i + chunk], t[i : i + chunk]
-            if torch.is_grad_enabled():
-                losses.append(checkpoint(_ce, hc, self.wte.weight, tc, use_reentrant=False))
-            else:
-                losses.append(_ce(hc, self.wte.weight, tc))
-        loss = torch.cat(losses)  # (B*T,)
+        loss = head_losses(h, self.wte.weight, t, self.head if torch.is_grad_enabled() else "chunked_nockpt")
         if per_position:
             return loss.view(targets.shape).mean(0)
         return loss.mean()
@@ -81,6 +86,21 @@ class LanguageModel(nn.Module):
         if not non_embedding:
             return sum(p.numel() for p in self.parameters())
         return sum(p.numel() for n, p in self.named_parameters() if _is_counted_weight(n, p))
+
+
+def head_losses(h: torch.Tensor, w: torch.Tensor, t: torch.Tensor, head: str = DEFAULT_HEAD) -> torch.Tensor:
+    """The (B*T,) cross-entropies of hidden states h (B*T, C) against targets t under the tied de-embedding w."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, not {head!r}")
+    if head == "plain":
+        return _ce(h, w, t)
+    chunk = CE_CHUNK if h.device.type == "cpu" else t.numel()  # a GPU is faster with the whole logits at once
+    ckpt = head == "chunked" and torch.is_grad_enabled()
+    losses = []
+    for i in range(0, t.numel(), chunk):
+        hc, tc = h[i : i + chunk], t[i : i + chunk]
+        losses.append(checkpoint(_ce, hc, w, tc, use_reentrant=False) if ckpt else _ce(hc, w, tc))
+    return torch.cat(losses)
 
 
 def _ce(h: torch.Tensor, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from . import flops
 from .arch import train_flops_per_token
 from .config import RunConfig
 from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
+from .head import choose_head, set_head
 from .model import LanguageModel, build_model
 from .store import SCHEMA_VERSION, Store
 
@@ -194,6 +195,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
     ev = Evaluation(cfg, corpus, device)
 
     model = build_model(cfg).to(device)
+    head = choose_head(model, cfg, device)  # the output layer's strategy: provenance, not the run's identity
     opt = _optimizer(model, cfg, device)
     rng = np.random.default_rng(cfg.seed)
     S = cfg.steps
@@ -208,6 +210,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
         state = {**state, **_load_checkpoint(ckpt, model, opt, rng, device)}
         if progress:
             print(f"resuming {cfg.name} from step {state['step']}")
+    set_head(model, state.setdefault("head", head)["strategy"])  # a resumed run keeps the strategy it began with
 
     bar = tqdm(total=S, initial=state["step"], desc=cfg.name, disable=not progress, leave=False, mininterval=2)
     last_ckpt = time.time()
@@ -268,6 +271,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
     t_final = time.time()
     record = _record(cfg, model, ev, train_tokens, state, device, c_per_token, sweep_note, commit)
     record["provenance"]["wall_time_s"] = state["wall"] + (time.time() - t_final)
+    record["provenance"]["head"] = state["head"]
     for done in (ckpt, progress_path(cfg.key, ckpt.parent)):
         with contextlib.suppress(FileNotFoundError):
             done.unlink()
