@@ -27,7 +27,7 @@ from .arch import train_flops_per_token
 from .config import RunConfig
 from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
 from .head import choose_head, set_head
-from .model import LanguageModel, build_model
+from .model import LanguageModel, build_model, head_losses
 from .store import SCHEMA_VERSION, Store
 
 FINAL_EVAL_TOKENS = 1_048_576  # the final evaluation reads at most this many tokens of each split
@@ -105,15 +105,11 @@ def score(model: LanguageModel, windows: np.ndarray, cfg: RunConfig, device: tor
     return dict(loss=float(w.mean()), se=se, windows=int(w.size), per_position=(pos / w.size).tolist())
 
 
-def _token_losses(model: LanguageModel, idx: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def _token_losses(model: LanguageModel, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The loss of every token, (B, T), through the tied output layer a chunk of tokens at a time:
     the whole (B, T, vocab) logits would be several times slower on a CPU at these widths."""
     h = model.hidden(idx)
-    h, t = h.reshape(-1, h.size(-1)), targets.reshape(-1)
-    w = model.wte.weight
-    out = [torch.nn.functional.cross_entropy((h[i : i + chunk] @ w.T).float(), t[i : i + chunk], reduction="none")
-           for i in range(0, t.numel(), chunk)]
-    return torch.cat(out).view(targets.shape)
+    return head_losses(h.reshape(-1, h.size(-1)), model.wte.weight, targets.reshape(-1), "chunked").view(targets.shape)
 
 
 def _autocast(cfg: RunConfig, device: torch.device):

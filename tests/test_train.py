@@ -314,11 +314,14 @@ def test_early_stop_stops_once_the_loss_is_well_past_its_best(tiny_cfg, tmp_path
         return (5.1, [5.1] * cfg.n_ctx) if per_position else next(vals)
 
     monkeypatch.setattr(train_mod, "evaluate", fake_eval)
-    cfg = tiny_cfg(tokens=4_096, early_stop=True)
+    cfg = tiny_cfg(tokens=4_096, early_stop=True, eval_version=1)  # evaluation 1 reports the curve's best
     rec = train(cfg, progress=False, checkpoint_dir=tmp_path)
     assert rec["status"] == "early_stopped" and rec["steps"] == 3
     assert rec["final"]["best_val_loss"] == 5.0
     assert rec["budgets"][-1]["status"] == "early_stopped"
+    vals = iter([5.0, 5.2, 5.3, 5.4, 5.5, 5.6, 5.7, 5.8, 5.9, 6.0, 6.1, 6.2, 6.3])
+    rec = train(cfg.replace(eval_version=2), progress=False, checkpoint_dir=tmp_path)  # evaluation 2: the model there
+    assert rec["status"] == "early_stopped" and rec["final"]["selected_step"] == rec["curve"][0]["step"] == 0
 
 
 @pytest.mark.parametrize("kw", [dict(arch="lstm"), dict(dtype="bf16"), dict(schedule="constant")])
