@@ -74,9 +74,9 @@ def _runs(args) -> int:
     from .store import Store
 
     store = Store(args.store) if args.store else Store()
-    df = store.table(args.sweep)
+    df = store.table(args.sweep, mixed_eval=True)  # a listing fits nothing: every evaluation version shows
     cols = ["path", "sweep", "arch", "N", "n_layer", "d_model", "seed", "batch_size", "data_tokens", "tokens",
-            "lr", "status", "final_val_loss", "device_name"]
+            "lr", "status", "final_val_loss", "eval_version", "device_name"]
     if df.empty:
         print("[]" if args.json else f"no runs stored under {store.root}")
         return 0

@@ -87,9 +87,9 @@ class Store:
     def records(self, sweep: str | None = None) -> list[dict[str, Any]]:
         return [load_record(p) for p in self.paths(sweep)]
 
-    def table(self, sweep: str | None = None, *, budgets: bool = False) -> pd.DataFrame:
+    def table(self, sweep: str | None = None, *, budgets: bool = False, mixed_eval: bool = False) -> pd.DataFrame:
         """One row per run (or per run and token budget), with the columns the chapters fit."""
-        return runs_table(self.records(sweep), budgets=budgets)
+        return runs_table(self.records(sweep), budgets=budgets, mixed_eval=mixed_eval)
 
 
 def load_record(path: str | Path) -> dict[str, Any]:

@@ -218,3 +218,18 @@ def test_prefer_cpu_keeps_the_cpu_row_of_a_run_trained_on_both_machines():
     t = pd.DataFrame(dict(N=[1, 1, 2], lr=[0.1, 0.1, 0.1], device=["cuda", "cpu", "cuda"], loss=[4.0, 4.1, 3.0]))
     out = prefer_cpu(t, ["N", "lr"])
     assert out[["N", "device", "loss"]].values.tolist() == [[1, "cpu", 4.1], [2, "cuda", 3.0]]
+
+
+def test_a_table_refuses_to_mix_evaluation_versions_unless_asked(tmp_path):
+    from scaling_lib.store import MixedEvaluation
+
+    old, new = RunConfig(eval_version=1, tokens=4096), RunConfig(tokens=4096, seed=1)
+    recs = [fake_record(old), fake_record(new)]
+    with pytest.raises(MixedEvaluation, match=r"eval_version \[1, 2\]"):
+        runs_table(recs)
+    both = runs_table(recs, mixed_eval=True)
+    assert sorted(both["eval_version"]) == [1, 2]
+    s = Store(tmp_path)
+    for r in recs:
+        s.save(r)
+    assert len(s.table(mixed_eval=True)) == 2 and len(runs_table([recs[1]])) == 1
