@@ -24,7 +24,7 @@ def fake_record(cfg: RunConfig, val_loss: float, status: str = "ok") -> dict:
 
 # --- grids -----------------------------------------------------------------------------------
 def test_the_named_sweeps():
-    assert set(SWEEPS) == {"lr", "ladder", "data", "shape", "lstm"}
+    assert set(SWEEPS) == {"lr", "ladder", "tune", "data", "shape", "lstm"}
 
 
 def test_smoke_grids(tmp_path):
@@ -50,8 +50,10 @@ def test_smoke_grids(tmp_path):
     assert [(c.n_layer, c.d_model) for c in shape] == [(d["n_layer"], d["d_model"]) for d in p["shapes"]]
     lstm = configs("lstm", "smoke", s)
     assert all(c.arch == "lstm" for c in lstm)
+    tune = configs("tune", "smoke", s)
+    assert len(tune) == 3 * len(p["tune_ladder"]) and all(c.eval_version == 2 and c.schedule == "wsd" for c in tune)
     everything = configs("all", "smoke", s)
-    assert len(everything) == len(lr) + len(ladder) + len(data) + len(shape) + len(lstm)
+    assert len(everything) == len(lr) + len(ladder) + len(data) + len(shape) + len(lstm) + len(tune)
     assert len({c.key for c in everything}) == len(everything)
 
 
