@@ -226,29 +226,46 @@ def lattice_lr(k: int) -> float:
     return float(f"{LR_LATTICE * 2.0 ** k:.6g}")
 
 
+def _budget_losses(rec: dict) -> dict[int, float]:
+    """A stored run's loss at each of its budgets; a diverged run or budget is the worst result."""
+    if rec["status"] not in ("ok", "early_stopped"):
+        return {b["tokens"]: math.inf for b in rec.get("budgets", [])} or {0: math.inf}
+    budgets = rec.get("budgets") or [dict(tokens=rec.get("tokens", 0), val_loss=rec["final"].get("val_loss"),
+                                          status=rec["status"])]
+    return {b["tokens"]: b["val_loss"] if b.get("status", "ok") == "ok" and b["val_loss"] is not None
+            and math.isfinite(b["val_loss"]) else math.inf for b in budgets}
+
+
 def _tuned_grid(base: RunConfig, store: Store, max_steps: int = 3) -> tuple[list[RunConfig], RunConfig | None]:
-    """Three rates in x2 steps around the prior, one more past an edge that wins at the longest
-    budget (at most `max_steps` times); and the best config once its grid is complete with the best
-    strictly inside (else None). A diverged rate is a stored result, the worst one."""
+    """Three rates in x2 steps around the prior, and one more past each edge that wins at any of
+    the budgets (at most `max_steps` times a side), so that every (N, budget) has its best rate
+    strictly inside; and, once no edge wins, the config that is best at the longest budget (else
+    None). A diverged rate is a stored result, the worst one."""
     k0 = round(math.log2(lr_prior(base.N) / LR_LATTICE))
     ks = [k0 - 1, k0, k0 + 1]
-    for _ in range(max_steps + 1):
+    grow = {"up": 0, "down": 0}
+    while True:
         losses = {}
         for k in ks:
             rec = store.load(base.replace(lr=lattice_lr(k)))
             if rec is not None:
-                ok = rec["status"] == "ok" and math.isfinite(rec["final"].get("val_loss", math.nan))
-                losses[k] = rec["final"]["val_loss"] if ok else math.inf
+                losses[k] = _budget_losses(rec)
+        grid = [base.replace(lr=lattice_lr(k)) for k in ks]
         if len(losses) < len(ks):
-            return [base.replace(lr=lattice_lr(k)) for k in ks], None
-        best = min(losses, key=losses.get)
-        if best == ks[-1]:
+            return grid, None
+        budgets = sorted(set.intersection(*(set(v) for v in losses.values())))
+        best_at = {t: min(ks, key=lambda k: losses[k][t]) for t in budgets}
+        up = ks[-1] in best_at.values() and grow["up"] < max_steps
+        down = ks[0] in best_at.values() and grow["down"] < max_steps
+        if not (up or down):
+            edge = any(k in (ks[0], ks[-1]) for k in best_at.values())
+            return grid, None if edge or not budgets else base.replace(lr=lattice_lr(best_at[budgets[-1]]))
+        if up:
             ks.append(ks[-1] + 1)
-        elif best == ks[0]:
+            grow["up"] += 1
+        if down:
             ks.insert(0, ks[0] - 1)
-        else:
-            return [base.replace(lr=lattice_lr(k)) for k in ks], base.replace(lr=lattice_lr(best))
-    return [base.replace(lr=lattice_lr(k)) for k in ks], None
+            grow["down"] += 1
 
 
 @sweep

@@ -71,3 +71,22 @@ def test_an_override_of_the_wrong_type_is_a_clear_error(entry, value, words):
     with pytest.raises(ValueError, match=words) as e:
         plans.profile("smoke", {entry: value})
     assert repr(entry) in str(e.value)
+
+
+def test_the_tuned_grid_grows_towards_every_edge_that_wins_at_some_budget(tmp_path, runs_env):
+    s = Store(tmp_path)
+    first = sorted((c for c in configs("tune", "smoke", s) if c.d_model == 8), key=lambda c: c.lr)
+    lo, mid, hi = (c.lr for c in first)
+    short, long_ = first[0].budgets[0], first[0].tokens
+
+    def rec(c, at_short, at_long):
+        return dict(schema=2, key=c.key, name=c.name, sweep=c.sweep, config=c.to_dict(), status="ok", tokens=long_,
+                    final=dict(val_loss=at_long), budgets=[dict(tokens=short, val_loss=at_short, status="ok"),
+                                                           dict(tokens=long_, val_loss=at_long, status="ok")])
+
+    # the short budget prefers the largest rate, the longest the smallest: the grid grows both ways
+    for c, (a, b) in zip(first, [(3.0, 1.0), (2.0, 2.0), (1.0, 3.0)]):
+        s.save(rec(c, a, b))
+    grown = sorted(c.lr for c in configs("tune", "smoke", s) if c.d_model == 8)
+    assert grown == [pytest.approx(lo / 2), lo, mid, hi, pytest.approx(2 * hi)]
+    assert all(c.seed == 0 for c in configs("tune", "smoke", s) if c.d_model == 8)  # no seeds while an edge wins
