@@ -134,10 +134,6 @@ def profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any
     return p
 
 
-def profile_names() -> list[str]:
-    return list(PROFILES)
-
-
 def lr_rule_pilot(N: float) -> float:
     """Best peak LR against N measured in this machine's pilot (training.md): 5.6 N^-0.57, capped at 0.1."""
     return float(min(0.1, 5.6 * N**-0.57))

@@ -15,7 +15,7 @@ import multiprocessing as mp
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
 from .config import RunConfig
@@ -59,9 +59,6 @@ class RunResult:
         if self.status == "stopped":
             return f"{where} stopped at the deadline: it resumes from its checkpoint next time"
         return f"{where} FAILED: {self.error}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def run_one(cfg: RunConfig, store: Store, *, threads: int | None = None, stop_at: float | None = None,
