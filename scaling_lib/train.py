@@ -1,8 +1,10 @@
 """Training one run: AdamW, warmup then cosine (or warmup-stable-decay) and log-spaced evaluations.
 
 A run is described by a RunConfig and ends as a record (a JSON-ready dict) that the store files.
-It checkpoints as it goes and resumes from the checkpoint after an interruption; a run whose loss
-turns NaN ends with a record saying so, not with a crash.
+It checkpoints as it goes and resumes from the checkpoint after an interruption; on SIGTERM (a
+preemption, `preempt`) it checkpoints at once and stops. A run whose loss turns NaN ends with a
+record saying so, not with a crash. Under torchrun it trains data-parallel (`distributed`): the
+config's batch is the global batch, split over the ranks, and rank 0 alone writes.
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ import torch
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from . import flops
+from . import distributed, flops, preempt
 from .arch import train_flops_per_token
 from .config import RunConfig
 from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
+from .distributed import World
 from .head import choose_head, set_head
 from .model import LanguageModel, build_model, head_losses
 from .store import SCHEMA_VERSION, Store
@@ -126,7 +129,8 @@ class RunLocked(RuntimeError):
 
 
 class RunStopped(RuntimeError):
-    """The run reached its stop time and saved a checkpoint: it resumes from there next time."""
+    """The run reached its stop time, or was asked to stop by a signal (preempt), and saved a
+    checkpoint: it resumes from there next time."""
 
 
 class AlreadyStored(RuntimeError):
@@ -145,28 +149,39 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
     is training, say) gets RunLocked instead of sharing the checkpoint. At `stop_at` (a time.time()
     value) the run checkpoints and raises RunStopped. With a store, the record is filed while the
     lock is held, and a run that another process filed first raises AlreadyStored: no run is
-    trained twice.
+    trained twice. SIGTERM or SIGUSR2 while it trains checkpoints and raises RunStopped.
+
+    Under torchrun every rank calls this alike and gets the same record; rank 0 alone takes the
+    lock, checkpoints, writes the progress file and files the record.
     """
+    world = distributed.world(cfg.device)
     ckpt = _checkpoint_path(cfg, checkpoint_dir)
-    with _run_lock(ckpt, cfg):
-        if store is not None and (found := store.find(cfg)) is not None:
+    with _run_lock(ckpt, cfg, world), preempt.handling():
+        found = store.find(cfg) if store is not None and world.main else None
+        if (found := distributed.broadcast(world, found)) is not None:
             raise AlreadyStored(found)
-        rec = _train(cfg, ckpt, progress, sweep_note, stop_at)
-        if store is not None:
+        rec = _train(cfg, ckpt, progress, sweep_note, stop_at, world)
+        if store is not None and world.main:
             rec["path"] = str(store.save(rec))
-        return rec
+        return distributed.broadcast(world, rec)
 
 
 @contextlib.contextmanager
-def _run_lock(ckpt: Path, cfg: RunConfig):
-    """An exclusive lock beside the checkpoint; the system drops it if the process dies."""
+def _run_lock(ckpt: Path, cfg: RunConfig, world: World = World()):
+    """An exclusive lock beside the checkpoint, held by rank 0; the system drops it if the process dies."""
     lock_path = ckpt.with_suffix(".lock")
     lock = FileLock(lock_path, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
+    held = False
+    if world.main:
+        with contextlib.suppress(Timeout):
+            lock.acquire()
+            held = True
+    if not distributed.broadcast(world, held):
         raise RunLocked(f"{cfg.name} ({cfg.key}) is being trained by another process "
                         f"(its checkpoint lock {lock_path} is held)") from None
+    if not world.main:
+        yield
+        return
     try:
         yield
     finally:
@@ -176,8 +191,12 @@ def _run_lock(ckpt: Path, cfg: RunConfig):
         lock_path.unlink(missing_ok=True)
 
 
-def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at: float | None) -> dict[str, Any]:
-    device = _device(cfg)
+def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at: float | None,
+           world: World = World()) -> dict[str, Any] | None:
+    """The run itself; returns the record on rank 0, None on the other ranks."""
+    device = _device(cfg, world)
+    batch = distributed.per_rank_batch(cfg.batch_size, world)
+    progress = progress and world.main
     commit = _git_commit()  # of the code that starts the run
     torch.manual_seed(cfg.seed)
     corpus = load_corpus(cfg.corpus, cfg.tokenizer)
@@ -191,9 +210,11 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
     ev = Evaluation(cfg, corpus, device)
 
     model = build_model(cfg).to(device)
-    head = choose_head(model, cfg, device)  # the output layer's strategy: provenance, not the run's identity
+    # the output layer's strategy (provenance, not the run's identity): rank 0 times, every rank uses its pick
+    head = distributed.broadcast(world, choose_head(model, cfg, device) if world.main else None)
+    net = _data_parallel(model, world)  # what trains; `model` is what is evaluated and saved
     opt = _optimizer(model, cfg, device)
-    rng = np.random.default_rng(cfg.seed)
+    rng = _data_rng(cfg, world)
     S = cfg.steps
     budget_steps = {b: max(1, b // cfg.tokens_per_step) for b in cfg.budgets}
     branch_at = {cooldown_start(cfg, s): b for b, s in budget_steps.items()}
@@ -202,8 +223,8 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
 
     state = dict(step=0, curve=[], budgets=[], train_loss_sum=0.0, train_loss_n=0, wall=0.0, status="ok",
                  best_val=float("inf"), best_step=0, best_model=None, evals_past_best=0, diverged_at=None)
-    if ckpt.exists():
-        state = {**state, **_load_checkpoint(ckpt, model, opt, rng, device)}
+    if distributed.broadcast(world, ckpt.exists()):
+        state = {**state, **_load_checkpoint(ckpt, model, opt, rng, device, world)}
         if progress:
             print(f"resuming {cfg.name} from step {state['step']}")
     set_head(model, state.setdefault("head", head)["strategy"])  # a resumed run keeps the strategy it began with
@@ -215,15 +236,16 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
     while step <= S:
         if step in branch_at and not any(b["tokens"] == branch_at[step] for b in state["budgets"]):
             state["budgets"].append(_cooldown_branch(model, opt, cfg, device, step, budget_steps[branch_at[step]],
-                                                     train_tokens, ev, c_per_token))
+                                                     train_tokens, ev, c_per_token, net, world))
         if step in evals:
-            val = ev.curve(model)
+            # rank 0 evaluates, and every rank acts on its verdict
+            val = distributed.broadcast(world, ev.curve(model) if world.main else None)
             tokens = step * cfg.tokens_per_step
             point = dict(
                 step=step, tokens=tokens, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
                 lr=lr_at(cfg, max(step - 1, 0), S), val_loss=val,
                 train_loss=state["train_loss_sum"] / state["train_loss_n"] if state["train_loss_n"] else None,
-                **{f"val_loss_{name}": loss for name, loss in ev.others(model).items()},
+                **{f"val_loss_{name}": loss for name, loss in (ev.others(model) if world.main else {}).items()},
             )
             state["curve"].append(point)
             state["train_loss_sum"], state["train_loss_n"] = 0.0, 0
@@ -233,7 +255,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
                 break
             if val < state["best_val"]:
                 state["best_val"], state["best_step"], state["evals_past_best"] = val, step, 0
-                if cfg.early_stop and ev.v2:  # keep the model that early stopping selects
+                if cfg.early_stop and ev.v2 and world.main:  # keep the model that early stopping selects
                     state["best_model"] = copy.deepcopy(model.state_dict())
             else:
                 state["evals_past_best"] += 1
@@ -242,7 +264,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
                 break
         if step == S:
             break
-        loss = _train_step(model, opt, cfg, device, lr_at(cfg, step, S), train_tokens, rng)
+        loss = _train_step(net, opt, cfg, device, lr_at(cfg, step, S), train_tokens, rng, world=world, batch=batch)
         if not math.isfinite(loss):
             state["status"], state["diverged_at"] = "diverged", step
             break
@@ -251,23 +273,33 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
         step += 1
         state["step"] = step
         bar.update(1)
-        stopping = stop_at is not None and time.time() > stop_at
-        if stopping or time.time() - last_ckpt > CHECKPOINT_SECONDS:
+        # a signal (preemption) or the deadline: checkpoint now and stop; else every CHECKPOINT_SECONDS
+        stopping, due = distributed.any_rank(world, preempt.requested() is not None
+                                             or (stop_at is not None and time.time() > stop_at),
+                                             time.time() - last_ckpt > CHECKPOINT_SECONDS)
+        if stopping or due:
             state["wall"] += time.time() - t_resumed
             t_resumed = time.time()
-            _save_checkpoint(ckpt, state, model, opt, rng)
-            _write_progress(ckpt, cfg, state)
+            _save_checkpoint(ckpt, state, model, opt, rng, world)
+            if world.main:
+                _write_progress(ckpt, cfg, state)
             last_ckpt = time.time()
             if stopping:
                 bar.close()
-                raise RunStopped(f"{cfg.name} ({cfg.key}) stopped at step {step} of {S}: it resumes from its checkpoint")
+                why = f"by {_signal_name()}" if preempt.requested() else "at its deadline"
+                raise RunStopped(f"{cfg.name} ({cfg.key}) stopped {why} at step {step} of {S}: "
+                                 "it resumes from its checkpoint")
     bar.close()
     state["wall"] += time.time() - t_resumed
+    if not world.main:
+        return None
 
     t_final = time.time()
     record = _record(cfg, model, ev, train_tokens, state, device, c_per_token, sweep_note, commit)
     record["provenance"]["wall_time_s"] = state["wall"] + (time.time() - t_final)
     record["provenance"]["head"] = state["head"]
+    # the config's batch_size is the effective (global) batch: the sum over the ranks of batch_per_rank
+    record["provenance"].update(ranks=world.size, backend=world.backend, batch_per_rank=batch)
     for done in (ckpt, progress_path(cfg.key, ckpt.parent)):
         with contextlib.suppress(FileNotFoundError):
             done.unlink()
@@ -312,32 +344,64 @@ class Evaluation:
         return score(model, windows, self.cfg, self.device)
 
 
-def _train_step(model, opt, cfg, device, lr, train_tokens, rng) -> float:
+def _data_parallel(model: LanguageModel, world: World) -> torch.nn.Module:
+    """The model wrapped in DistributedDataParallel under torchrun (gradients averaged over the ranks
+    in backward), the model itself in one process."""
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [world.local_rank] if world.backend == "nccl" else None
+    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
+def _data_rng(cfg: RunConfig, world: World, *extra: int) -> np.random.Generator:
+    """The order a rank draws its batches in: the seed alone in one process (as every stored run was
+    trained), the seed, the number of ranks and the rank under torchrun, so no two ranks draw alike."""
+    if not world.distributed:
+        return np.random.default_rng([cfg.seed, *extra] if extra else cfg.seed)
+    return np.random.default_rng([cfg.seed, *extra, world.size, world.rank])
+
+
+def _signal_name() -> str:
+    import signal
+
+    return signal.Signals(preempt.requested()).name
+
+
+def _train_step(model, opt, cfg, device, lr, train_tokens, rng, *, world: World = World(),
+                batch: int | None = None) -> float:
+    """One AdamW step on a batch of `batch` sequences (this rank's share; the config's by default);
+    returns the loss over the global batch (the mean over the ranks)."""
     for group in opt.param_groups:
         group["lr"] = lr
-    batch = torch.from_numpy(sample_batch(train_tokens, cfg.batch_size, cfg.n_ctx, rng)).to(device)
+    x = torch.from_numpy(sample_batch(train_tokens, batch or cfg.batch_size, cfg.n_ctx, rng)).to(device)
     with _autocast(cfg, device):
-        loss = model(batch[:, :-1], batch[:, 1:])
-    if not torch.isfinite(loss):
+        loss = model(x[:, :-1], x[:, 1:])
+    if not torch.isfinite(distributed.mean(world, loss)):  # every rank skips the step, or none does
         return float("nan")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
-    return float(loss.detach())
+    return float(distributed.mean(world, loss.detach()))
 
 
-def _cooldown_branch(model, opt, cfg, device, start, budget_steps, train_tokens, ev, c_per_token):
+def _cooldown_branch(model, opt, cfg, device, start, budget_steps, train_tokens, ev, c_per_token,
+                     net=None, world: World = World()):
     """Train a copy from the stable phase down a linear cooldown to a shorter budget (Hägele et al. 2024)."""
     saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
-    rng = np.random.default_rng([cfg.seed, budget_steps])  # the main run's data order is left untouched
+    rng = _data_rng(cfg, world, budget_steps)  # the main run's data order is left untouched
+    batch = distributed.per_rank_batch(cfg.batch_size, world)
     loss = float("nan")
     for step in range(start, budget_steps):
-        loss = _train_step(model, opt, cfg, device, lr_at(cfg, step, budget_steps, decay_start=start),
-                           train_tokens, rng)
+        loss = _train_step(net or model, opt, cfg, device, lr_at(cfg, step, budget_steps, decay_start=start),
+                           train_tokens, rng, world=world, batch=batch)
         if not math.isfinite(loss):
             break
-    scored = ev.budget(model) if math.isfinite(loss) or start == budget_steps else dict(loss=float("nan"))
+    finite = math.isfinite(loss) or start == budget_steps
+    # the other ranks keep a placeholder: only rank 0's budgets enter the record
+    scored = ev.budget(model) if finite and world.main else dict(loss=float("nan"))
     val = scored["loss"]
     tokens = budget_steps * cfg.tokens_per_step
     model.load_state_dict(saved_model)
@@ -432,9 +496,11 @@ def _optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device) -> 
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=True)
 
 
-def _device(cfg: RunConfig) -> torch.device:
+def _device(cfg: RunConfig, world: World = World()) -> torch.device:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"run {cfg.name} asks for device 'cuda', but no CUDA device is available")
+    if cfg.device == "cuda" and world.distributed:
+        return torch.device("cuda", world.local_rank)
     return torch.device(cfg.device)
 
 
@@ -466,9 +532,16 @@ def _checkpoint_path(cfg: RunConfig, checkpoint_dir: Path | None) -> Path:
     return d / f"{cfg.key}.pt"
 
 
-def _save_checkpoint(path: Path, state, model, opt, rng) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(dict(state=state, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state), tmp)
+def _save_checkpoint(path: Path, state, model, opt, rng, world: World = World()) -> None:
+    """Rank 0 saves the model, the optimizer and every rank's data order (gathered from them)."""
+    rngs = distributed.gather(world, rng.bit_generator.state)
+    if not world.main:
+        return
+    ck = dict(state=state, model=model.state_dict(), opt=opt.state_dict(), rng=rngs[0])
+    if world.distributed:
+        ck.update(ranks=world.size, rngs=rngs)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a name of its own, should two writers meet
+    torch.save(ck, tmp)
     os.replace(tmp, path)
 
 
@@ -478,14 +551,18 @@ def _write_progress(ckpt: Path, cfg: RunConfig, state) -> None:
     info = dict(key=cfg.key, name=cfg.name, step=state["step"], steps=cfg.steps, wall_s=state["wall"],
                 val_loss=last.get("val_loss"), val_tokens=last.get("tokens"))
     path = progress_path(cfg.key, ckpt.parent)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info))
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, model, opt, rng, device) -> dict:
+def _load_checkpoint(path: Path, model, opt, rng, device, world: World = World()) -> dict:
     ck = torch.load(path, map_location=device, weights_only=False)
+    ranks = ck.get("ranks", 1)
+    if ranks != world.size:
+        raise ValueError(f"the checkpoint {path} was written by {ranks} rank(s): resume it with as many "
+                         f"(now {world.size}), or remove it to start the run afresh")
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["opt"])
-    rng.bit_generator.state = ck["rng"]
+    rng.bit_generator.state = ck["rngs"][world.rank] if world.distributed else ck["rng"]
     return ck["state"]

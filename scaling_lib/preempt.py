@@ -1,0 +1,59 @@
+"""Preemption: SIGTERM (what Slurm, a spot instance or `kill` sends before it kills) and SIGUSR2
+(what submitit asks Slurm to send before a job's time is up) as a request to checkpoint and stop.
+
+A handler only notes the request; the training loop reads it after each step, saves a checkpoint
+and stops cleanly (train.RunStopped), so a preempted run loses at most one step. The request stays
+noted for the life of the process: a sweep that was asked to stop starts nothing new.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+_requested: int | None = None
+
+
+def _note(signum: int, frame) -> None:
+    global _requested
+    if _requested is None:
+        log.warning("caught %s: checkpointing and stopping", signal.Signals(signum).name)
+    _requested = signum
+
+
+def requested() -> int | None:
+    """The signal that asked this process to stop, or None."""
+    return _requested
+
+
+def clear() -> None:
+    """Forget a request (tests, and a process that goes on after handling one)."""
+    global _requested
+    _requested = None
+
+
+def install() -> dict[int, object]:
+    """Note the signals from now on (main thread only; elsewhere nothing); returns the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _note) for s in SIGNALS}
+
+
+def restore(old: dict[int, object]) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def handling() -> Iterator[None]:
+    """The signals noted while inside; the handlers before are restored on the way out."""
+    old = install()
+    try:
+        yield
+    finally:
+        restore(old)
