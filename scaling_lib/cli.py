@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,18 +43,35 @@ def _train(args) -> int:
     if args.force and store.has(cfg):
         store.path(cfg).unlink()
     rec = get_or_train(cfg, store, progress=not args.quiet)
-    print(rec["path"])
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, every rank returns the record: one prints it
+        print(rec["path"])
     return 0
 
 
 def _sweep(args) -> int:
+    from . import preempt
+    from .runner import machine_workers, make_executor
     from .store import Store
     from .sweep import run_sweep
 
+    preempt.install()  # SIGTERM: the runs under way checkpoint and stop, nothing new starts, exit 0
     store = Store(args.store) if args.store else Store()
-    run_sweep(args.name, args.profile, store=store, workers=args.workers, threads=args.threads,
-              deadline_s=args.deadline, dry_run=args.dry_run, max_N=args.max_n,
-              overrides=dict(_profile_entry(s) for s in args.set))
+    cluster = {k: v for k, v in dict(cluster=args.cluster, folder=args.cluster_folder, partition=args.partition,
+                                     time_min=args.time, gpus=args.gpus, mem_gb=args.mem_gb, cpus=args.cpus).items()
+               if v is not None}
+    workers = args.workers or machine_workers(args.threads)
+    executor = None if args.dry_run else make_executor(args.executor, workers=workers, threads=args.threads, **cluster)
+    try:
+        results = run_sweep(args.name, args.profile, store=store, workers=workers, threads=args.threads,
+                            deadline_s=args.deadline, dry_run=args.dry_run, max_N=args.max_n,
+                            overrides=dict(_profile_entry(s) for s in args.set), executor=executor)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        print(f"{len(failed)} run(s) failed; their failed records are under {store.root}/.failed "
+              "(run the same command again to retry them)", file=sys.stderr)
     return 0
 
 
@@ -132,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sweep", help="run (or resume) a named sweep into the store")
     p.add_argument("name", help="lr, ladder, data, shape, lstm, several joined by commas (data,lstm), or all")
     p.add_argument("--profile", default="cpu")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=0, help="local pool size (default: as many as the cores allow)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--deadline", type=float, help="seconds after which the sweep stops (it resumes next time)")
     p.add_argument("--max-n", type=float, help="train only the sizes with at most this many non-embedding parameters")
@@ -140,6 +158,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="replace a profile entry for this sweep, e.g. --set long_max_N=2_000_000 (repeatable)")
     p.add_argument("--store")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--executor", choices=("local", "inline", "submitit"), default="local",
+                   help="local: a process pool on this machine; submitit: one Slurm job a run")
+    g = p.add_argument_group("submitit (with --executor submitit)")
+    g.add_argument("--cluster", choices=("slurm", "local"), help="slurm (default), or submitit's local executor")
+    g.add_argument("--partition")
+    g.add_argument("--time", type=int, help="each job's time limit in minutes (default 240)")
+    g.add_argument("--gpus", type=int, help="GPUs a job (default 0)")
+    g.add_argument("--mem-gb", type=float)
+    g.add_argument("--cpus", type=int, help="CPUs a job (default: --threads)")
+    g.add_argument("--cluster-folder", help="job scripts and logs (default $SCALING_LIB_CACHE/submitit)")
     p.set_defaults(fn=_sweep)
 
     p = sub.add_parser("runs", help="list stored runs")

@@ -3,21 +3,24 @@
 The runner knows nothing of which runs a chapter needs (that is `plans`) nor of how a record is
 laid out (that is `store` and `train`). It trains what the store lacks and reports each run as a
 `RunResult`: trained, already stored, held by another process (locked), stopped at the deadline,
-or failed. An executor runs the work: `LocalExecutor`, a pool of processes on this machine, or
-`InlineExecutor`, this very process (what a notebook uses). A cluster executor plugs in beside
-them by implementing `Executor`.
+or failed. An executor runs the work: `LocalExecutor`, a pool of processes on this machine,
+`InlineExecutor`, this very process (what a notebook uses), or `cluster.SubmititExecutor`, one Slurm
+job a run. A run that crashes leaves a failed record in the store (`Store.save_failure`), which the
+next try replaces. On SIGTERM (`preempt`) the runs under way checkpoint and stop, and nothing new starts.
 """
 from __future__ import annotations
 
 import logging
 import math
 import multiprocessing as mp
+import os
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
+from . import preempt
 from .config import RunConfig
 from .data import read_progress
 from .store import Store
@@ -57,16 +60,19 @@ class RunResult:
         if self.status == "locked":
             return f"{where} skipped: another process is training it"
         if self.status == "stopped":
-            return f"{where} stopped at the deadline: it resumes from its checkpoint next time"
+            return f"{where} stopped ({self.error or 'at the deadline'}): it resumes from its checkpoint next time"
         return f"{where} FAILED: {self.error}"
 
 
 def run_one(cfg: RunConfig, store: Store, *, threads: int | None = None, stop_at: float | None = None,
             progress: bool = False) -> RunResult:
-    """Train one config into the store unless it is there; never raises for a failed run."""
+    """Train one config into the store unless it is there; never raises for a failed run (it files
+    a failed record instead, which the next successful try replaces)."""
     found = store.find(cfg)
     if found is not None:
         return RunResult(cfg.key, cfg.sweep, cfg.name, "stored", path=str(found))
+    if preempt.requested():  # asked to stop before this run began: it has not started
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", error="asked to stop before it began")
     import torch
 
     from .train import AlreadyStored, RunLocked, RunStopped, train
@@ -81,14 +87,25 @@ def run_one(cfg: RunConfig, store: Store, *, threads: int | None = None, stop_at
         return RunResult(cfg.key, cfg.sweep, cfg.name, "stored", path=str(e.path))
     except RunLocked:
         return RunResult(cfg.key, cfg.sweep, cfg.name, "locked", seconds=time.time() - t)
-    except RunStopped:
-        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", seconds=time.time() - t)
-    except Exception as e:  # a failed run is reported and the sweep goes on
-        log.error("%s/%s failed:\n%s", cfg.sweep, cfg.name, traceback.format_exc())
-        return RunResult(cfg.key, cfg.sweep, cfg.name, "failed", seconds=time.time() - t,
-                         error=f"{type(e).__name__}: {e}")
+    except RunStopped as e:
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", seconds=time.time() - t,
+                         error=None if stop_at and not preempt.requested() else str(e).split(": it resumes")[0])
+    except Exception as e:  # a failed run is reported and filed, and the sweep goes on
+        tb = traceback.format_exc()
+        log.error("%s/%s failed:\n%s", cfg.sweep, cfg.name, tb)
+        return _failed(cfg, store, f"{type(e).__name__}: {e}", tb, seconds=time.time() - t)
     return RunResult(cfg.key, cfg.sweep, cfg.name, "trained", path=str(path), run_status=rec["status"],
                      val_loss=rec["final"].get("val_loss", math.nan), seconds=time.time() - t)
+
+
+def _failed(cfg: RunConfig, store: Store, error: str, detail: str = "", seconds: float = 0.0) -> RunResult:
+    """A failed RunResult, its failure filed in the store (where a retry's record replaces it)."""
+    try:
+        where = str(store.save_failure(cfg, error, detail))
+    except OSError as e:  # the store itself is unwritable: say so, and go on
+        log.error("could not file the failure of %s/%s: %s", cfg.sweep, cfg.name, e)
+        where = None
+    return RunResult(cfg.key, cfg.sweep, cfg.name, "failed", path=where, seconds=seconds, error=error)
 
 
 def get_or_train(cfg: RunConfig, store: Store | None = None, *, train_missing: bool = True,
@@ -123,6 +140,7 @@ class InlineExecutor:
 
     def __init__(self, threads: int | None = None):
         self.threads = threads
+        self.description = f"this process x {threads or 'all'} thread(s)"
 
     def submit(self, cfg: RunConfig, store: Store, stop_at: float | None) -> Future:
         fut: Future = Future()
@@ -138,6 +156,7 @@ class InlineExecutor:
 
 def _run_in_worker(cfg_dict: dict, root: str, threads: int, stop_at: float | None) -> RunResult:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    preempt.install()  # a SIGTERM before training begins stops the run, not the worker
     cfg = RunConfig.from_dict(cfg_dict)
     if stop_at is not None and time.time() > stop_at:
         return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped")
@@ -149,10 +168,17 @@ class LocalExecutor:
 
     def __init__(self, workers: int = 2, threads: int = 1):
         self.threads = threads
+        self.description = f"{workers} worker(s) x {threads} thread(s)"
         self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), max_tasks_per_child=1)
 
     def submit(self, cfg: RunConfig, store: Store, stop_at: float | None) -> Future:
         return self.pool.submit(_run_in_worker, cfg.to_dict(), str(store.root), self.threads, stop_at)
+
+    def stop(self) -> None:
+        """Pass a preemption on: SIGTERM to every worker (each checkpoints its run and returns)."""
+        for p in list(getattr(self.pool, "_processes", {}).values()):  # the pool has no public list
+            if p.is_alive():
+                p.terminate()
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -172,14 +198,24 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
     futures = {executor.submit(c, store, stop_at): c for c in cfgs}
     last_report = time.time()
     pending = set(futures)
+    stopping = False
     while pending:
-        done, pending = wait(pending, timeout=5.0, return_when=FIRST_COMPLETED)
+        done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+        if preempt.requested() and not stopping:  # SIGTERM: start nothing more, stop what runs
+            stopping = True
+            report("[sweep] asked to stop: the runs under way checkpoint and stop")
+            for fut in pending:
+                fut.cancel()
+            if hasattr(executor, "stop"):
+                executor.stop()
         for fut in done:
             cfg = futures[fut]
             try:
                 res = fut.result()
+            except CancelledError:
+                res = RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", error="asked to stop before it began")
             except Exception as e:  # the worker itself died (killed, out of memory)
-                res = RunResult(cfg.key, cfg.sweep, cfg.name, "failed", error=f"{type(e).__name__}: {e}")
+                res = _failed(cfg, store, f"{type(e).__name__}: {e}", traceback.format_exc())
             results.append(res)
             report(f"[{len(results)}/{len(cfgs)}] {res.line()}")
         if pending and time.time() - last_report > PROGRESS_SECONDS:
@@ -201,10 +237,28 @@ def progress_line(cfgs: list[RunConfig]) -> str:
     return "; ".join(parts)
 
 
-def make_executor(kind: str = "local", *, workers: int = 2, threads: int = 1) -> Executor:
-    """An executor by name: 'local' (a process pool; one worker runs inline) or 'inline'."""
-    if kind == "inline" or (kind == "local" and workers <= 1):
+EXECUTORS = ("local", "inline", "submitit")
+
+
+def machine_workers(threads: int = 1) -> int:
+    """The local pool's default size: as many workers as this machine has cores for."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, threads))
+
+
+def make_executor(kind: str = "local", *, workers: int = 0, threads: int = 1, **cluster: Any) -> Executor:
+    """An executor by name: 'local' (a process pool, `workers` 0 sizing it to the machine; one
+    worker runs inline), 'inline', or 'submitit' (a Slurm job a run: `cluster.SubmititExecutor`,
+    whose options `cluster` holds: partition, time_min, gpus, mem_gb, cpus, folder, cluster)."""
+    if kind not in EXECUTORS:
+        raise ValueError(f"unknown executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
+    if kind == "submitit":
+        from .cluster import SubmititExecutor
+
+        return SubmititExecutor(threads=threads, **cluster)
+    if cluster:
+        raise ValueError(f"cluster options ({', '.join(sorted(cluster))}) need --executor submitit")
+    workers = workers or machine_workers(threads)
+    if kind == "inline" or workers <= 1:
         return InlineExecutor(threads)
-    if kind == "local":
-        return LocalExecutor(workers, threads)
-    raise ValueError(f"unknown executor {kind!r}: choose 'local' or 'inline'")
+    return LocalExecutor(workers, threads)

@@ -8,13 +8,21 @@ chapters load runs without a model.
 A record is found by its key, not by its file name: the name in ``<name>-<key>.json`` is there for
 people, and may read differently for runs filed before a field was added. ``schema`` says which
 layout a record has (1: the first 132 runs, which carry no ``schema`` entry).
+
+A run that crashed leaves a failed record (``<root>/.failed/<sweep>/<name>-<key>.json``: the error,
+its traceback, where and how often it failed) out of the records' way: the run still counts as
+missing, so a retry trains it, and filing its record removes the failure. Every file is written
+to a temporary name in its folder, flushed to disk and renamed, so that a reader on any machine of
+a shared file system sees a whole record or none.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import platform
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -24,6 +32,7 @@ from .config import INTRODUCED, RunConfig, vocab_size
 
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "runs"
 SCHEMA_VERSION = 2  # 2: `schema` and `config.eval_version` in every record, budgets with standard errors
+FAILED = ".failed"  # under the root: the failed records, out of the way of the records
 
 
 def default_root() -> Path:
@@ -67,22 +76,40 @@ class Store:
             raise ValueError(f"record key {record['key']} does not match its config ({cfg.key})")
         record = {k: v for k, v in record.items() if k != "path"}  # where it lies is not part of it
         p = self.path(cfg)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f, indent=1, allow_nan=True)
-                f.write("\n")
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(p, record)
         self._index.setdefault(cfg.sweep, {})[cfg.key] = p
+        self.failure_path(cfg).unlink(missing_ok=True)  # a retry that succeeded replaces the failure
         return p
 
+    # --- failures ---
+    def failure_path(self, cfg: RunConfig) -> Path:
+        return self.root / FAILED / cfg.sweep / f"{cfg.name}-{cfg.key}.json"
+
+    def save_failure(self, cfg: RunConfig, error: str, detail: str = "") -> Path:
+        """File that a run crashed (the error, its traceback, the host, the attempt); replaces the last failure."""
+        p = self.failure_path(cfg)
+        attempts = (self.failure(cfg) or {}).get("attempts", 0) + 1
+        write_json(p, dict(schema=SCHEMA_VERSION, key=cfg.key, name=cfg.name, sweep=cfg.sweep, config=cfg.to_dict(),
+                           status="failed", error=error, traceback=detail, attempts=attempts,
+                           host=platform.node(), pid=os.getpid(), failed=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+        return p
+
+    def failure(self, cfg: RunConfig) -> dict[str, Any] | None:
+        """The failed record of a config that crashed and has not been trained since, or None."""
+        try:
+            return json.loads(self.failure_path(cfg).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def failures(self, sweep: str | None = None) -> list[dict[str, Any]]:
+        base = self.root / FAILED / (sweep or "")
+        return [json.loads(p.read_text()) for p in sorted(base.rglob("*.json")) if not p.name.startswith(".")]
+
     def paths(self, sweep: str | None = None) -> list[Path]:
+        """The records' files (not temporary files, not failures: nothing under a name that starts with '.')."""
         base = self.root / sweep if sweep else self.root
-        return sorted(p for p in base.rglob("*.json") if not p.name.startswith("."))
+        return sorted(p for p in base.rglob("*.json")
+                      if not any(part.startswith(".") for part in p.relative_to(base).parts))
 
     def records(self, sweep: str | None = None) -> list[dict[str, Any]]:
         return [load_record(p) for p in self.paths(sweep)]
@@ -90,6 +117,23 @@ class Store:
     def table(self, sweep: str | None = None, *, budgets: bool = False, mixed_eval: bool = False) -> pd.DataFrame:
         """One row per run (or per run and token budget), with the columns the chapters fit."""
         return runs_table(self.records(sweep), budgets=budgets, mixed_eval=mixed_eval)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically: a temporary file in the same folder, flushed and synced, then renamed
+    over the target (atomic on a local disk and on NFS alike: no reader sees half of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())  # the data on disk before the name points at it (a node may crash)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def load_record(path: str | Path) -> dict[str, Any]:

@@ -45,8 +45,9 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
             todo = list(dict.fromkeys(todo))
             if not todo:
                 break
-            log(f"[sweep {name}/{profile_name}] {len(todo)} run(s) to train with {workers} worker(s) "
-                f"x {threads} thread(s); {cost(todo) / 1e6:.0f}M token-equivalents")
+            log(f"[sweep {name}/{profile_name}] {len(todo)} run(s) to train through "
+                f"{getattr(executor, 'description', type(executor).__name__)}; "
+                f"{cost(todo) / 1e6:.0f}M token-equivalents")
             if dry_run:
                 for c in todo:
                     log(f"  {c.sweep}/{c.name} ({c.key}) N={c.N}")
