@@ -1,0 +1,198 @@
+"""Preemption and faults: SIGTERM mid-run checkpoints and stops cleanly, and the resumed run has the
+uninterrupted curve; a sweep sent SIGTERM stops its workers' runs and exits 0; a run that raises
+leaves a failed record, which a retry replaces.
+
+The signal is sent at a given training step (by the process to itself, or, for the sweep, once every
+worker has reached that step and waits for it), never after a delay, so the tests are deterministic.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from scaling_lib import preempt
+from scaling_lib import train as train_mod
+from scaling_lib.runner import InlineExecutor, run_all, run_one
+from scaling_lib.store import Store
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Sends this process SIGTERM as it begins training step K (argv: config JSON, checkpoint folder, K);
+# exits 0 if train() stopped cleanly with RunStopped, 3 if the run finished regardless.
+SELF_TERM = """
+import json, os, signal, sys
+from scaling_lib import train as T
+from scaling_lib.config import RunConfig
+cfg, folder, at = RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2], int(sys.argv[3])
+real, calls = T._train_step, [0]
+def step(*a, **kw):
+    calls[0] += 1
+    if calls[0] == at:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs now, in the middle of the step
+    return real(*a, **kw)
+T._train_step = step
+try:
+    T.train(cfg, progress=False, checkpoint_dir=folder)
+except T.RunStopped as e:
+    print("STOPPED", e)
+    sys.exit(0)
+sys.exit(3)
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_request():
+    preempt.clear()
+    yield
+    preempt.clear()
+
+
+def child_env(cache: Path) -> dict[str, str]:
+    env = dict(os.environ, SCALING_LIB_CACHE=str(cache), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_sigterm_mid_run_checkpoints_exits_cleanly_and_resumes_to_the_same_curve(tiny_cfg, tmp_path, linked_cache):
+    cfg = tiny_cfg(tokens=5_120, schedule="wsd", budgets=(2_560,))  # 40 steps, a branch of 20 from step 16
+    reference = train_mod.train(cfg, progress=False, checkpoint_dir=tmp_path / "ref")
+    folder = tmp_path / "ckpt"
+    # call 25: 16 main steps, 4 of the branch, then main steps 16..19; SIGTERM during the next, which completes
+    r = subprocess.run([sys.executable, "-c", SELF_TERM, json.dumps(cfg.to_dict()), str(folder), "25"],
+                       cwd=REPO, env=child_env(linked_cache), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    assert "stopped by SIGTERM at step 21 of 40" in r.stdout, r.stdout  # the step under way was finished
+    ckpt = torch.load(folder / f"{cfg.key}.pt", weights_only=False)  # not the 5-minute one: written at once
+    assert ckpt["state"]["step"] == 21 and [b["tokens"] for b in ckpt["state"]["budgets"]] == [2_560]
+    assert not (folder / f"{cfg.key}.lock").exists()
+
+    rec = train_mod.train(cfg, progress=False, checkpoint_dir=folder)
+    assert rec["status"] == "ok" and rec["steps"] == cfg.steps
+    assert [p["step"] for p in rec["curve"]] == [p["step"] for p in reference["curve"]]
+    for key in ("val_loss", "train_loss"):
+        assert [p[key] for p in rec["curve"][1:]] == pytest.approx([p[key] for p in reference["curve"][1:]], rel=1e-6)
+    assert [b["val_loss"] for b in rec["budgets"]] == pytest.approx([b["val_loss"] for b in reference["budgets"]],
+                                                                     rel=1e-6)
+    assert not list(folder.iterdir())
+
+
+def test_a_run_that_raises_leaves_a_failed_record_that_a_retry_replaces(tiny_cfg, tmp_path, linked_cache,
+                                                                        monkeypatch):
+    cfg, other = tiny_cfg(tokens=1_024), tiny_cfg(tokens=1_024, seed=1)
+    store = Store(tmp_path / "runs")
+    real = train_mod._train_step
+
+    def crash(*a, **kw):
+        raise RuntimeError("injected fault: the node lost its disk")
+
+    monkeypatch.setattr(train_mod, "_train_step", crash)
+    res = run_one(cfg, store)
+    res2 = run_one(cfg, store)  # tried again, failed again
+    assert res.status == res2.status == "failed" and "injected fault" in res.error
+    failed = store.failure(cfg)
+    assert failed["status"] == "failed" and failed["key"] == cfg.key and failed["attempts"] == 2
+    assert "RuntimeError: injected fault" in failed["error"] and "crash" in failed["traceback"]
+    assert res.path == str(store.failure_path(cfg))
+    assert not store.has(cfg) and store.paths() == [] and store.records() == []  # not a record: it counts as missing
+    assert [f["key"] for f in store.failures()] == [cfg.key]
+
+    monkeypatch.setattr(train_mod, "_train_step", real)
+    results = run_all([cfg, other], store, InlineExecutor(1), report=lambda *a: None)  # the retry
+    assert [r.status for r in results] == ["trained", "trained"]
+    assert store.load(cfg)["status"] == "ok" and store.failure(cfg) is None and store.failures() == []
+    assert [r.status for r in run_all([cfg], store, InlineExecutor(1), report=lambda *a: None)] == ["stored"]
+
+
+# The sweep's processes import this (PYTHONPATH): a smaller final evaluation, and each run, at its
+# step TEST_HOLD_STEP, waits until its process has been asked to stop (60 s at most), having said so
+# in TEST_HOLD_DIR: the test sends SIGTERM once every worker is there.
+SITECUSTOMIZE = """
+import importlib.abc, os, sys, time
+from pathlib import Path
+
+class _Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "scaling_lib.train":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+        spec = importlib.util.find_spec(name)
+        exec_module = spec.loader.exec_module
+
+        def patched(module):
+            exec_module(module)
+            module.FINAL_EVAL_TOKENS = 8192
+            real, calls = module._train_step, [0]
+            folder, at = Path(os.environ["TEST_HOLD_DIR"]), int(os.environ["TEST_HOLD_STEP"])
+
+            def held(*a, **kw):
+                calls[0] += 1
+                if calls[0] == at:
+                    from scaling_lib import preempt
+                    (folder / f"{os.getpid()}.at").touch()
+                    t = time.monotonic()
+                    while preempt.requested() is None and time.monotonic() - t < 60:
+                        time.sleep(0.05)
+                return real(*a, **kw)
+
+            module._train_step = held
+
+        spec.loader.exec_module = patched
+        return spec
+
+sys.meta_path.insert(0, _Hook())
+"""
+
+
+def test_a_sweep_sent_sigterm_stops_its_workers_runs_and_exits_0_then_resumes(tmp_path, tiny_corpus, linked_cache):
+    from scaling_lib.sweep import configs
+
+    overrides = dict(shapes=({"n_layer": 1, "d_model": 8}, {"n_layer": 1, "d_model": 12}), shape_tokens=8_192)
+    runs, hold = tmp_path / "runs", tmp_path / "hold"
+    site = tmp_path / "site"
+    hold.mkdir()
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = dict(child_env(linked_cache), SCALING_LIB_RUNS=str(runs), TEST_HOLD_DIR=str(hold), TEST_HOLD_STEP="5")
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env["PYTHONPATH"]])
+    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v!r}")]
+    cmd = [sys.executable, "-m", "scaling_lib", "sweep", "shape", "--profile", "smoke", *sets, "--workers", "2"]
+    log = tmp_path / "sweep.log"
+    with open(log, "w") as f:
+        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    t = time.monotonic()
+    while len(list(hold.glob("*.at"))) < 2:  # both workers at step 5 of their runs
+        if p.poll() is not None or time.monotonic() - t > 180:
+            os.killpg(p.pid, signal.SIGKILL)
+            pytest.fail(f"the workers did not both reach step 5:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)  # to the sweep alone, as `kill PID` would: it passes it on to its workers
+    try:
+        rc = p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail(f"the sweep did not stop on SIGTERM:\n{log.read_text()[-3000:]}")
+    assert rc == 0, log.read_text()[-3000:]
+    cfgs = configs("shape", "smoke", Store(runs), overrides)
+    ckpts = Path(linked_cache) / "checkpoints"
+    for c in cfgs:
+        assert torch.load(ckpts / f"{c.key}.pt", weights_only=False)["state"]["step"] == 5, c.name
+    assert Store(runs).paths() == [] and Store(runs).failures() == []
+    assert log.read_text().count("stopped (") == 2, log.read_text()[-3000:]
+
+    env["TEST_HOLD_STEP"] = "0"  # no hold: the same command finishes both runs from their checkpoints
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert {rec["key"] for rec in Store(runs).records()} == {c.key for c in cfgs}
+    assert all(rec["status"] == "ok" for rec in Store(runs).records())
+    assert not list(ckpts.glob("*.pt"))
