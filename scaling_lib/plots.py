@@ -205,3 +205,31 @@ def per_position(df: pd.DataFrame, *, ax=None, style: str | None = "family") -> 
                 ax.plot([], [], ls=dashes[kind], color="grey", label=kind)
             ax.legend(fontsize="small")
     return fig
+
+
+def against_paper(rows: pd.DataFrame, *, ax=None) -> Figure:
+    """Each measured value over the paper's, with its 95% interval, against the line of agreement (1).
+
+    `rows` has columns label, value, lo, hi, paper_value (lo/hi NaN where there is no interval);
+    rows without a paper value are left out. An empty table draws an empty, labelled axis.
+    """
+    with _style():
+        fig, ax = _axes(ax, size=(7.5, max(2.5, 0.38 * len(rows) + 1.2)))
+        ok = rows[rows["paper_value"].notna()] if len(rows) else rows
+        ratio = (ok["value"] / ok["paper_value"]).to_numpy(float) if len(ok) else np.array([])
+        y = np.arange(len(ok))[::-1]
+        if len(ok):
+            lo = (ok["lo"] / ok["paper_value"]).to_numpy(float)
+            hi = (ok["hi"] / ok["paper_value"]).to_numpy(float)
+            has = np.isfinite(lo) & np.isfinite(hi)
+            ax.errorbar(ratio[has], y[has], xerr=np.vstack([ratio[has] - lo[has], hi[has] - ratio[has]]), fmt="o",
+                        color="C0", capsize=3, label="book, 95% interval")
+            ax.scatter(ratio[~has], y[~has], marker="x", color="C1", zorder=3, label="book, no interval")
+            ax.set_yticks(y, ok["label"])
+            ax.legend(fontsize="small", loc="lower right")
+        else:
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "no results recorded yet", ha="center", va="center", transform=ax.transAxes)
+        ax.axvline(1.0, color="grey", ls="--", lw=1)
+        ax.set(xlabel="book's value / paper's value (1 = the paper's)")
+    return fig
