@@ -14,6 +14,16 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 STYLE = "whitegrid"
+# Axis labels with units, for the columns of the run tables that figures put on an axis.
+AXIS_LABELS = {
+    "N": "non-embedding parameters N",
+    "N_total": "all parameters, embeddings included",
+    "tokens": "tokens processed D",
+    "D": "training tokens available D",
+    "steps": "steps S",
+    "C": "compute C = 6ND (FLOPs)",
+    "C_exact": "compute, exact count (FLOPs)",
+}
 CMAP = "viridis"
 
 
@@ -83,7 +93,7 @@ def power_law_fit(df: pd.DataFrame, x: str, y: str, fit, *, ax=None, hue: str | 
                     label="fit without the held-out points")
         if reference is not None:
             ax.plot(xs, reference(xs), color="grey", ls=":", lw=1.5, label=reference_label)
-        ax.set(xscale="log", yscale="log", xlabel=xlabel or x, ylabel="validation loss (nats/token)")
+        ax.set(xscale="log", yscale="log", xlabel=xlabel or AXIS_LABELS.get(x, x), ylabel="validation loss (nats/token)")
         ax.yaxis.set_minor_formatter(mpl.ticker.FormatStrFormatter("%.1f"))
         ax.legend(fontsize="small")
     return fig
@@ -103,7 +113,7 @@ def lr_sweep(df: pd.DataFrame, best: pd.DataFrame | None = None, *, ax=None, rul
                         label="interpolated optimum")
             ax0.legend(fontsize="small")
         ax0.set(xscale="log", xlabel="peak learning rate", ylabel="validation loss (nats/token)")
-        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax0, label="N")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax0, label=AXIS_LABELS["N"])
         if isinstance(axes, np.ndarray) and best is not None:
             ax1 = axes[1]
             ax1.scatter(best["N"], best["lr_best"], color="crimson", zorder=3, label="best LR (this book)")
@@ -139,8 +149,8 @@ def loss_vs_budget(df: pd.DataFrame, *, ax=None, x: str = "tokens", fits: dict |
         cmap = mpl.colormaps[CMAP]
         for _, g in df.sort_values(x).groupby("key" if "key" in df else "N"):
             ax.plot(g[x], g["final_val_loss"], "o-", color=cmap(norm(g["N"].iloc[0])), ms=4)
-        ax.set(xscale="log", yscale="log", xlabel=x, ylabel="validation loss (nats/token)")
-        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N")
+        ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS.get(x, x), ylabel="validation loss (nats/token)")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=AXIS_LABELS["N"])
     return fig
 
 

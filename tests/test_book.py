@@ -55,7 +55,9 @@ CHECK_SCRIPT = r"""
     prose.querySelectorAll("pre, code, .highlight, .cell_input, .cell_output, script, style, " +
                            "mjx-container, .MathJax").forEach(function (el) { el.remove(); });
     var visibleCode = Array.prototype.filter.call(article.querySelectorAll(".cell_input"), function (el) {
-      return el.getClientRects().length > 0;
+      // inside a closed <details> (hide-input) the code is not shown, whatever its boxes say
+      return !el.closest("details:not([open])") && el.getClientRects().length > 0 &&
+             window.getComputedStyle(el).display !== "none";
     }).length;
     var errors = Array.prototype.map.call(
       article.querySelectorAll(".output.traceback, .output.error, .output.stderr, .system-message, " +
@@ -126,6 +128,21 @@ def _internal_links(page: Path, html: str) -> list[str]:
     return broken
 
 
+def _check_in_browser(page: Path, html: str, profile_dir: Path) -> dict:
+    """Run CHECK_SCRIPT on the page in Chromium; return what it reported."""
+    # The same page with the check appended, beside it so that relative paths still resolve.
+    probe = page.with_name(f".check-{page.stem}.html")
+    probe.write_text(html.replace("</body>", CHECK_SCRIPT + "</body>", 1), encoding="utf-8")
+    try:
+        dom = _run_browser(["--dump-dom", probe.as_uri()], profile_dir)
+    finally:
+        probe.unlink(missing_ok=True)
+    match = re.search(r'<div id="__book_check__"[^>]*>(.*?)</div>', dom.stdout, re.S)
+    assert match, (f"{page.stem}: the in-page check did not report (chromium exit {dom.returncode}):\n"
+                   f"{dom.stderr[-2000:]}")
+    return json.loads(html_lib.unescape(match.group(1)))
+
+
 def _run_browser(args: list[str], profile_dir: Path) -> subprocess.CompletedProcess:
     """Chromium with the measured flags, killed with its whole process group on timeout."""
     cmd = ["timeout", "-k", "5", str(BROWSER_TIMEOUT), CHROMIUM, *CHROMIUM_FLAGS,
@@ -187,17 +204,7 @@ def test_page_renders(stem: str, chromium: str, html_dir: Path, profile_dir: Pat
     broken_links = _internal_links(page, html)
     assert not broken_links, f"{stem}: internal links to nothing: {broken_links}"
 
-    # The same page with the check appended, beside it so that relative paths still resolve.
-    probe = page.with_name(f".check-{stem}.html")
-    probe.write_text(html.replace("</body>", CHECK_SCRIPT + "</body>", 1), encoding="utf-8")
-    try:
-        dom = _run_browser(["--dump-dom", probe.as_uri()], profile_dir)
-    finally:
-        probe.unlink(missing_ok=True)
-    match = re.search(r'<div id="__book_check__"[^>]*>(.*?)</div>', dom.stdout, re.S)
-    assert match, (f"{stem}: the in-page check did not report (chromium exit {dom.returncode}):\n"
-                   f"{dom.stderr[-2000:]}")
-    result = json.loads(html_lib.unescape(match.group(1)))
+    result = _check_in_browser(page, html, profile_dir)
     assert result["error"] is None, f"{stem}: MathJax failed to start: {result['error']}"
 
     broken = [img["src"] for img in result["images"] if not (img["complete"] and img["width"] > 0)]
@@ -241,6 +248,22 @@ def test_code_is_collapsed_unless_it_is_the_lesson(stem: str) -> None:
             f"{stem}: a code cell neither hidden nor marked to show: {cell.source.splitlines()[:2]}")
     shown = [c for c in _code_cells(stem) if "show-input" in c.metadata.get("tags", [])]
     assert len(shown) <= 2, f"{stem}: {len(shown)} cells show their code: the page reads like a lab notebook"
+
+
+@pytest.mark.slow
+def test_in_page_check_sees_error_output_and_visible_code(chromium: str, tmp_path: Path, profile_dir: Path) -> None:
+    page = tmp_path / "page.html"
+    html = ("<html><body><article>"
+            '<div class="cell"><div class="cell_input">shown = 1</div></div>'
+            '<div class="cell"><details><summary>Show code</summary><div class="cell_input">hidden = 1</div>'
+            "</details></div>"
+            '<div class="output traceback">ZeroDivisionError: division by zero</div>'
+            "<p>$\\alpha$ left raw</p></article></body></html>")
+    page.write_text(html, encoding="utf-8")
+    result = _check_in_browser(page, html, profile_dir)
+    assert result["codeCells"] == 2 and result["visibleCode"] == 1
+    assert result["errors"] == ["ZeroDivisionError: division by zero"]
+    assert RAW_TEX.search(result["text"])
 
 
 def test_internal_link_check_finds_missing_pages_and_anchors(tmp_path: Path) -> None:

@@ -95,3 +95,10 @@ def test_against_paper_draws_ratios_with_intervals_and_skips_rows_without_a_pape
     assert ax.get_legend() is not None
     empty = plots.against_paper(rows.iloc[:0])
     assert "no results" in empty.axes[0].texts[0].get_text()
+
+
+def test_loss_vs_budget_labels_its_axes_with_units():
+    df = pd.DataFrame(dict(N=[1e3, 1e3, 1e4, 1e4], tokens=[1e6, 2e6, 1e6, 2e6], final_val_loss=[5.0, 4.8, 4.5, 4.2]))
+    fig = plots.loss_vs_budget(df)
+    assert fig.axes[0].get_xlabel() == "tokens processed D"
+    assert fig.axes[1].get_ylabel() == "non-embedding parameters N"  # the colour bar
