@@ -46,6 +46,13 @@ DEFAULT_TIMEOUT = 3600  # seconds a single cell may run before papermill gives u
 KERNEL_MPLBACKEND = "module://matplotlib_inline.backend_inline"
 
 
+# Pages that read what the chapters stored (`scaling_lib.results`): executed after every chapter,
+# wherever the toc lists them, and again whenever any chapter is executed.
+EXECUTE_LAST = ("00_results",)
+# Where a chapter's `results.record` calls write, relative to the folder of the executed notebooks.
+RESULTS_SUBDIR = "_results"
+
+
 class BookError(RuntimeError):
     """A chapter failed to execute, MathJax could not be fetched, or the book did not build."""
 
@@ -92,11 +99,32 @@ def is_plain_page(stem: str, root: Path | str | None = None) -> bool:
     return (base / "book" / f"{stem}.md").is_file() and not (base / "notebooks" / f"{stem}.md").is_file()
 
 
+def execution_order(stems: Sequence[str]) -> list[str]:
+    """The order to execute pages in: the toc's, with the pages of `EXECUTE_LAST` moved to the end."""
+    return [s for s in stems if s not in EXECUTE_LAST] + [s for s in stems if s in EXECUTE_LAST]
+
+
+def chapter_titles(root: Path | str | None = None) -> dict[str, str]:
+    """Each notebook's title (its first `# ` heading), by stem."""
+    titles = {}
+    for path in sorted((_root(root) / "notebooks").glob("*.md")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("# "):
+                titles[path.stem] = line[2:].strip()
+                break
+    return titles
+
+
 @contextlib.contextmanager
-def _kernel_env(root: Path) -> Iterator[None]:
-    """Environment the kernel inherits: headless matplotlib (Agg-based inline), the library importable."""
-    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "PYTHONPATH")}
+def _kernel_env(root: Path, results: Path | None = None) -> Iterator[None]:
+    """Environment the kernel inherits: headless matplotlib (Agg-based inline), the library importable,
+    and where `scaling_lib.results.record` writes (`results`)."""
+    from .results import RESULTS_ENV
+
+    saved = {k: os.environ.get(k) for k in ("MPLBACKEND", "PYTHONPATH", RESULTS_ENV)}
     os.environ["MPLBACKEND"] = KERNEL_MPLBACKEND
+    if results is not None:
+        os.environ[RESULTS_ENV] = str(results)
     # Notebooks import scaling_lib; an editable install provides it, PYTHONPATH covers a bare checkout.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), saved["PYTHONPATH"]) if p)
     try:
@@ -199,7 +227,8 @@ def execute_notebook(
     The kernel runs in `notebooks/` with the Agg-based inline matplotlib backend (headless, and
     figures become image/png outputs); `timeout` bounds each cell (seconds,
     None for no bound). What changes at every execution (timestamps, random ids, object addresses)
-    is stripped by `normalise_notebook`. The notebook is written to a temporary file and renamed,
+    is stripped by `normalise_notebook`. The chapter's `results.record` calls write to
+    `<out_dir>/_results/<stem>.json` (`$SCALING_LIB_RESULTS` in the kernel). The notebook is written to a temporary file and renamed,
     so a failed or interrupted run leaves any previous output untouched. A failing cell raises `BookError`
     naming the notebook, the cell and its error.
     """
@@ -227,7 +256,7 @@ def execute_notebook(
     if not any(cell.cell_type == "code" for cell in nb.cells):
         raise BookError(f"{source} has no code cell: is it a MyST notebook (```{{code-cell}} blocks)?")
 
-    with _kernel_env(base):
+    with _kernel_env(base, out_dir / RESULTS_SUBDIR):
         try:
             executed = papermill.execute_notebook(
                 nb,
@@ -377,10 +406,11 @@ def build(
         unknown = [c for c in chapters if c not in toc]
         if unknown:
             raise BookError(f"not in _toc.yml: {', '.join(unknown)} (the toc has: {', '.join(toc)})")
-        to_run = [c for c in toc if c in set(chapters)]
+        # the results page reads every chapter's stored results: it is re-made whenever one changes
+        to_run = [c for c in toc if c in set(chapters) or c in EXECUTE_LAST]
     else:
         to_run = list(toc)
-    notebook_chapters = [c for c in to_run if not is_plain_page(c, base)]
+    notebook_chapters = execution_order([c for c in to_run if not is_plain_page(c, base)])
 
     t_start = time.perf_counter()
     if execute:

@@ -164,6 +164,7 @@ class FitResult:
     n_boot: int = 0
     n_boot_ok: int = 0
     boot_params: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    resampling: str = "points"  # what the bootstrap drew: points, groups, or groups then units within
 
     @property
     def max_abs_residual(self) -> float:
@@ -233,6 +234,8 @@ class FitResult:
             "n_points": self.n_points,
             "n_boot": self.n_boot,
             "n_boot_ok": self.n_boot_ok,
+            "resampling": self.resampling,
+            "ci_missing": self.ci_missing,
         }
 
 
@@ -245,7 +248,7 @@ def _json_float(v: float) -> float | None:
 # Validation
 
 
-def _validate(form: str, x, y, x2, groups=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def _validate(form: str, x, y, x2, groups=None, within=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     if form not in FORMS:
         raise FitError(f"unknown form {form!r}; expected one of {', '.join(FORMS)}")
     if form in TWO_VARIABLE and x2 is None:
@@ -263,8 +266,9 @@ def _validate(form: str, x, y, x2, groups=None) -> tuple[np.ndarray, np.ndarray 
             raise FitError(f"{name} must be one-dimensional, got shape {a.shape}")
         out[name] = a
     lengths = {name: len(a) for name, a in out.items()}
-    if groups is not None:
-        lengths["groups"] = len(np.asarray(groups))
+    for name, labels in (("groups", groups), ("within", within)):
+        if labels is not None:
+            lengths[name] = len(np.asarray(labels))
     if len(set(lengths.values())) > 1:
         raise FitError("arrays of different lengths: " + ", ".join(f"{k} {n}" for k, n in lengths.items()))
     for name, a in out.items():
@@ -548,19 +552,24 @@ def fit(
     bootstrap: int = 0,
     seed: int = 0,
     groups=None,
+    within=None,
     starts: Sequence[Mapping[str, float]] | None = None,
 ) -> FitResult:
     """Fit `form` to losses y at x (and x2), with a seeded bootstrap of `bootstrap` resamples.
 
-    `groups` (one label a point, e.g. the run or the model size) makes the bootstrap resample
-    whole groups; `starts` (dicts by the paper's names) replaces the default grid of starts.
+    `groups` (one label a point, e.g. the model size) makes the bootstrap resample whole groups;
+    `within` (a second label, e.g. the seed) makes it hierarchical: groups first, then, inside each
+    drawn group, its `within` units with replacement (a size with three seeds may come back with
+    seed 1 twice and seed 2 once). `starts` (dicts by the paper's names) replaces the default grid.
     """
-    x, x2, y = _validate(form, x, y, x2, groups)
+    if within is not None and groups is None:
+        raise FitError("within= resamples inside groups: give groups= too")
+    x, x2, y = _validate(form, x, y, x2, groups, within)
     with _one_blas_thread():
-        return _fit(form, x, y, x2, bootstrap, seed, groups, starts)
+        return _fit(form, x, y, x2, bootstrap, seed, groups, within, starts)
 
 
-def _fit(form, x, y, x2, bootstrap, seed, groups, starts) -> FitResult:
+def _fit(form, x, y, x2, bootstrap, seed, groups, within, starts) -> FitResult:
     lx, ly = np.log(x), np.log(y)
     lx2 = None if x2 is None else np.log(x2)
     params = _fit_once(form, lx, lx2, ly, starts)
@@ -572,7 +581,7 @@ def _fit(form, x, y, x2, bootstrap, seed, groups, starts) -> FitResult:
     ci: dict[str, tuple[float, float]] = {}
     n_ok, boot_df = 0, None
     if bootstrap > 0:
-        boot_df = _bootstrap(form, lx, lx2, ly, params, bootstrap, seed, groups)
+        boot_df = _bootstrap(form, lx, lx2, ly, params, bootstrap, seed, resampler(len(ly), groups, within))
         n_ok = len(boot_df)
         if n_ok >= 2:
             # a scale that overflows in some resamples (X_c of a nearly flat trend) is inf there; its
@@ -592,23 +601,43 @@ def _fit(form, x, y, x2, bootstrap, seed, groups, starts) -> FitResult:
         n_boot=int(bootstrap),
         n_boot_ok=n_ok,
         boot_params=boot_df,
+        resampling=("points" if groups is None else "groups" if within is None else "groups, then units within"),
     )
 
 
-def _bootstrap(form, lx, lx2, ly, params, K, seed, groups) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    if groups is not None:
-        codes, labels = pd.factorize(np.asarray(groups), use_na_sentinel=False)
+def resampler(n: int, groups=None, within=None) -> Callable[[np.random.Generator], np.ndarray]:
+    """A function drawing one bootstrap resample of n points as an index array.
+
+    Points one by one; whole groups (`groups`); or groups, then inside each drawn group its
+    `within` units (hierarchical: a unit is e.g. one seed's points at one size).
+    """
+    if groups is None:
+        return lambda rng: rng.integers(0, n, n)
+    codes, labels = pd.factorize(np.asarray(groups), use_na_sentinel=False)
+    if within is None:
         members = [np.flatnonzero(codes == g) for g in range(len(labels))]
+        return lambda rng: np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+    sub, _ = pd.factorize(np.asarray(within), use_na_sentinel=False)
+    units = [[np.flatnonzero((codes == g) & (sub == u)) for u in np.unique(sub[codes == g])]
+             for g in range(len(labels))]
+
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        parts = []
+        for g in rng.integers(0, len(units), len(units)):
+            parts += [units[g][u] for u in rng.integers(0, len(units[g]), len(units[g]))]
+        return np.concatenate(parts)
+
+    return draw
+
+
+def _bootstrap(form, lx, lx2, ly, params, K, seed, draw) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
     # Each resample starts from the full fit's optimum rather than the whole grid: the optimum
     # of a resample lies near it, and K grid searches would cost K times the fit.
     starts = None if form in ("power",) else [params]
     rows = []
     for _ in range(K):
-        if groups is None:
-            idx = rng.integers(0, len(ly), len(ly))
-        else:
-            idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        idx = draw(rng)
         try:
             x2 = None if lx2 is None else np.exp(lx2[idx])
             _validate(form, np.exp(lx[idx]), np.exp(ly[idx]), x2)

@@ -104,3 +104,14 @@ def envelope(curves: pd.DataFrame, x: str = "C", y: str = "val_loss", n_bins: in
 def pf_days(C: np.ndarray | float) -> np.ndarray | float:
     """FLOPs to PF-days, the unit of Kaplan's compute constants."""
     return np.asarray(C) / 8.64e19
+
+
+def loglog_interp(x, xs, ys) -> np.ndarray:
+    """ys at x, interpolated linearly in log-log between the two nearest of xs (no fit); NaN outside xs.
+
+    How a family's loss is read at another family's sizes (the transformer at each LSTM's N).
+    """
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    order = np.argsort(xs)
+    return np.exp(np.interp(np.log(np.asarray(x, float)), np.log(xs[order]), np.log(ys[order]),
+                            left=np.nan, right=np.nan))

@@ -14,6 +14,16 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 STYLE = "whitegrid"
+# Axis labels with units, for the columns of the run tables that figures put on an axis.
+AXIS_LABELS = {
+    "N": "non-embedding parameters N",
+    "N_total": "all parameters, embeddings included",
+    "tokens": "tokens processed D",
+    "D": "training tokens available D",
+    "steps": "steps S",
+    "C": "compute C = 6ND (FLOPs)",
+    "C_exact": "compute, exact count (FLOPs)",
+}
 CMAP = "viridis"
 
 
@@ -83,7 +93,7 @@ def power_law_fit(df: pd.DataFrame, x: str, y: str, fit, *, ax=None, hue: str | 
                     label="fit without the held-out points")
         if reference is not None:
             ax.plot(xs, reference(xs), color="grey", ls=":", lw=1.5, label=reference_label)
-        ax.set(xscale="log", yscale="log", xlabel=xlabel or x, ylabel="validation loss (nats/token)")
+        ax.set(xscale="log", yscale="log", xlabel=xlabel or AXIS_LABELS.get(x, x), ylabel="validation loss (nats/token)")
         ax.yaxis.set_minor_formatter(mpl.ticker.FormatStrFormatter("%.1f"))
         ax.legend(fontsize="small")
     return fig
@@ -103,7 +113,7 @@ def lr_sweep(df: pd.DataFrame, best: pd.DataFrame | None = None, *, ax=None, rul
                         label="interpolated optimum")
             ax0.legend(fontsize="small")
         ax0.set(xscale="log", xlabel="peak learning rate", ylabel="validation loss (nats/token)")
-        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax0, label="N")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax0, label=AXIS_LABELS["N"])
         if isinstance(axes, np.ndarray) and best is not None:
             ax1 = axes[1]
             ax1.scatter(best["N"], best["lr_best"], color="crimson", zorder=3, label="best LR (this book)")
@@ -139,8 +149,8 @@ def loss_vs_budget(df: pd.DataFrame, *, ax=None, x: str = "tokens", fits: dict |
         cmap = mpl.colormaps[CMAP]
         for _, g in df.sort_values(x).groupby("key" if "key" in df else "N"):
             ax.plot(g[x], g["final_val_loss"], "o-", color=cmap(norm(g["N"].iloc[0])), ms=4)
-        ax.set(xscale="log", yscale="log", xlabel=x, ylabel="validation loss (nats/token)")
-        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N")
+        ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS.get(x, x), ylabel="validation loss (nats/token)")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=AXIS_LABELS["N"])
     return fig
 
 
@@ -204,4 +214,32 @@ def per_position(df: pd.DataFrame, *, ax=None, style: str | None = "family") -> 
             for kind in kinds:
                 ax.plot([], [], ls=dashes[kind], color="grey", label=kind)
             ax.legend(fontsize="small")
+    return fig
+
+
+def against_paper(rows: pd.DataFrame, *, ax=None) -> Figure:
+    """Each measured value over the paper's, with its 95% interval, against the line of agreement (1).
+
+    `rows` has columns label, value, lo, hi, paper_value (lo/hi NaN where there is no interval);
+    rows without a paper value are left out. An empty table draws an empty, labelled axis.
+    """
+    with _style():
+        fig, ax = _axes(ax, size=(7.5, max(2.5, 0.38 * len(rows) + 1.2)))
+        ok = rows[rows["paper_value"].notna()] if len(rows) else rows
+        ratio = (ok["value"] / ok["paper_value"]).to_numpy(float) if len(ok) else np.array([])
+        y = np.arange(len(ok))[::-1]
+        if len(ok):
+            lo = (ok["lo"] / ok["paper_value"]).to_numpy(float)
+            hi = (ok["hi"] / ok["paper_value"]).to_numpy(float)
+            has = np.isfinite(lo) & np.isfinite(hi)
+            ax.errorbar(ratio[has], y[has], xerr=np.vstack([ratio[has] - lo[has], hi[has] - ratio[has]]), fmt="o",
+                        color="C0", capsize=3, label="book, 95% interval")
+            ax.scatter(ratio[~has], y[~has], marker="x", color="C1", zorder=3, label="book, no interval")
+            ax.set_yticks(y, ok["label"])
+            ax.legend(fontsize="small", loc="lower right")
+        else:
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "no results recorded yet", ha="center", va="center", transform=ax.transAxes)
+        ax.axvline(1.0, color="grey", ls="--", lw=1)
+        ax.set(xlabel="book's value / paper's value (1 = the paper's)")
     return fig

@@ -180,6 +180,7 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False, mixe
             schema=r.get("schema", 1), path=r.get("path"), key=r["key"], name=r["name"], sweep=r["sweep"],
             status=r["status"], N=r["N"],
             N_total=r["N_total"], vocab=vocab_size(c["tokenizer"]), data_tokens=r["data_tokens"],
+            flops_per_token=_forward_flops(c),
             wall_time_s=r["provenance"].get("wall_time_s"), device_name=r["provenance"].get("device"),
             test_loss=r["final"].get("test_loss"), best_val_loss=r["final"].get("best_val_loss"),
             val_loss_se=r["final"].get("val_loss_se", math.nan),
@@ -202,6 +203,26 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False, mixe
             rows.append({**base, "tokens": r["tokens"], "steps": r["steps"], "epochs": r["epochs"], "C": r["C"],
                          "C_exact": r["C_exact"], "final_val_loss": r["final"].get("val_loss")})
     return pd.DataFrame(rows)
+
+
+def _forward_flops(config: dict[str, Any]) -> float:
+    """Forward FLOPs per token of a stored config, embeddings and attention included (the registry's count)."""
+    from . import arch
+
+    return float(arch.get(config.get("arch", "gpt")).forward_flops(RunConfig.from_stored(config)))
+
+
+def per_position_table(records: Iterable[dict[str, Any]], **labels: Any) -> pd.DataFrame:
+    """The final evaluation's mean loss at each context position T (1 = the first predicted token),
+    one row per (run, T), with the run's N and key and any `labels` (e.g. family="LSTM") as columns."""
+    frames = []
+    for r in records:
+        loss = r["final"].get("per_position_loss")
+        if loss:
+            frames.append(pd.DataFrame(dict(T=range(1, len(loss) + 1), loss=loss, N=r["N"], key=r["key"], **labels)))
+    if not frames:
+        return pd.DataFrame(columns=["T", "loss", "N", "key", *labels])
+    return pd.concat(frames, ignore_index=True)
 
 
 def prefer_cpu(table: pd.DataFrame, on: list[str]) -> pd.DataFrame:

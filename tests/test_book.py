@@ -1,9 +1,12 @@
-"""The built book, opened in a real (headless) browser: images load, formulas are typeset.
+"""The built book, opened in a real (headless) browser, as a reader meets it.
 
 Builds `_build/html` from the committed executed notebooks (`build(execute=False)`), then loads
 every page of the toc in Chromium and checks, after its scripts have run, that each <img> has
 loaded, that MathJax turned every formula into an `mjx-container` (none left as raw TeX, none in
-error), and saves a screenshot of each page to `_build/screenshots/<stem>.png`.
+error), that no page shows error output (tracebacks, stderr, docutils' error messages, an
+unresolved glue or reference), that code is collapsed except in the cells meant to show it
+(`parameters` and `show-input` cells), and that every internal link leads to a page and anchor
+that exist; it saves a screenshot of each page to `_build/screenshots/<stem>.png`.
 """
 from __future__ import annotations
 
@@ -51,8 +54,20 @@ CHECK_SCRIPT = r"""
     var prose = article.cloneNode(true);
     prose.querySelectorAll("pre, code, .highlight, .cell_input, .cell_output, script, style, " +
                            "mjx-container, .MathJax").forEach(function (el) { el.remove(); });
+    var visibleCode = Array.prototype.filter.call(article.querySelectorAll(".cell_input"), function (el) {
+      // inside a closed <details> (hide-input) the code is not shown, whatever its boxes say
+      return !el.closest("details:not([open])") && el.getClientRects().length > 0 &&
+             window.getComputedStyle(el).display !== "none";
+    }).length;
+    var errors = Array.prototype.map.call(
+      article.querySelectorAll(".output.traceback, .output.error, .output.stderr, .system-message, " +
+                               ".problematic"),
+      function (el) { return el.textContent.slice(0, 300); });
     var result = {
       error: error ? String(error) : null,
+      visibleCode: visibleCode,
+      codeCells: article.querySelectorAll(".cell_input").length,
+      errors: errors,
       mathjax: typeof window.MathJax === "object" && !!window.MathJax.startup,
       images: imgs,
       math: mathCount,
@@ -77,6 +92,55 @@ CHECK_SCRIPT = r"""
 # Delimiters and commands that MathJax would have consumed, and $...$ spans with TeX inside.
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\\end\{|\\frac|\\alpha|\\mathrm"
                      r"|\$[^$\s][^$\n]{0,80}?[\\^_{}][^$\n]{0,80}?\$")
+
+
+# The cell tags under which a code cell's input is collapsed or removed on the page, and those under
+# which it is meant to be read (the chapter's parameters; the code that is the lesson).
+HIDDEN_TAGS = {"hide-input", "hide-cell", "remove-input", "remove-cell"}
+SHOWN_TAGS = {"parameters", "show-input"}
+
+
+def _code_cells(stem: str) -> list:
+    path = ROOT / "book" / f"{stem}.ipynb"
+    if not path.is_file():
+        return []
+    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+def _internal_links(page: Path, html: str) -> list[str]:
+    """The page's links to files of the build (or anchors) that do not exist."""
+    broken = []
+    for href in dict.fromkeys(re.findall(r'<a\b[^>]*\bhref="([^"]*)"', html)):
+        href = html_lib.unescape(href)
+        if re.match(r"^[a-z][a-z0-9+.-]*:", href, re.I):  # http:, mailto:, javascript:, data:
+            continue
+        path, _, fragment = href.partition("#")
+        target = (page.parent / path.split("?")[0]).resolve() if path else page
+        if target.is_dir():
+            target = target / "index.html"
+        if path and not target.is_file():
+            broken.append(href)
+            continue
+        if fragment and target.suffix == ".html":
+            text = target.read_text(encoding="utf-8") if target != page else html
+            if not re.search(r'\bid="%s"' % re.escape(fragment), text):
+                broken.append(href)
+    return broken
+
+
+def _check_in_browser(page: Path, html: str, profile_dir: Path) -> dict:
+    """Run CHECK_SCRIPT on the page in Chromium; return what it reported."""
+    # The same page with the check appended, beside it so that relative paths still resolve.
+    probe = page.with_name(f".check-{page.stem}.html")
+    probe.write_text(html.replace("</body>", CHECK_SCRIPT + "</body>", 1), encoding="utf-8")
+    try:
+        dom = _run_browser(["--dump-dom", probe.as_uri()], profile_dir)
+    finally:
+        probe.unlink(missing_ok=True)
+    match = re.search(r'<div id="__book_check__"[^>]*>(.*?)</div>', dom.stdout, re.S)
+    assert match, (f"{page.stem}: the in-page check did not report (chromium exit {dom.returncode}):\n"
+                   f"{dom.stderr[-2000:]}")
+    return json.loads(html_lib.unescape(match.group(1)))
 
 
 def _run_browser(args: list[str], profile_dir: Path) -> subprocess.CompletedProcess:
@@ -137,17 +201,10 @@ def test_page_renders(stem: str, chromium: str, html_dir: Path, profile_dir: Pat
             width, height = _png_size(file)
             assert width > 0 and height > 0, f"{stem}: image {src} is empty"
 
-    # The same page with the check appended, beside it so that relative paths still resolve.
-    probe = page.with_name(f".check-{stem}.html")
-    probe.write_text(html.replace("</body>", CHECK_SCRIPT + "</body>", 1), encoding="utf-8")
-    try:
-        dom = _run_browser(["--dump-dom", probe.as_uri()], profile_dir)
-    finally:
-        probe.unlink(missing_ok=True)
-    match = re.search(r'<div id="__book_check__"[^>]*>(.*?)</div>', dom.stdout, re.S)
-    assert match, (f"{stem}: the in-page check did not report (chromium exit {dom.returncode}):\n"
-                   f"{dom.stderr[-2000:]}")
-    result = json.loads(html_lib.unescape(match.group(1)))
+    broken_links = _internal_links(page, html)
+    assert not broken_links, f"{stem}: internal links to nothing: {broken_links}"
+
+    result = _check_in_browser(page, html, profile_dir)
     assert result["error"] is None, f"{stem}: MathJax failed to start: {result['error']}"
 
     broken = [img["src"] for img in result["images"] if not (img["complete"] and img["width"] > 0)]
@@ -161,6 +218,13 @@ def test_page_renders(stem: str, chromium: str, html_dir: Path, profile_dir: Pat
     raw = sorted({m.group(0) for m in RAW_TEX.finditer(result["text"])})
     assert not raw, f"{stem}: raw TeX visible in the rendered text: {raw}"
 
+    assert not result["errors"], f"{stem}: error output on the page: {result['errors']}"
+    cells = _code_cells(stem)
+    meant = [c for c in cells if not HIDDEN_TAGS & set(c.metadata.get("tags", []))]
+    assert result["visibleCode"] == len(meant), (
+        f"{stem}: {result['visibleCode']} code cells show their code, {len(meant)} are meant to "
+        f"(of {result['codeCells']} on the page)")
+
     # A screenshot, for people to look at and as a last check that the page paints.
     shots = ROOT / "_build" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
@@ -173,6 +237,41 @@ def test_page_renders(stem: str, chromium: str, html_dir: Path, profile_dir: Pat
 
     pixels = matplotlib.image.imread(shot)
     assert pixels[..., :3].std() > 0.02, f"{stem}: the screenshot is (nearly) uniform: a blank page?"
+
+
+@pytest.mark.parametrize("stem", [s for s in PAGES if (ROOT / "book" / f"{s}.ipynb").is_file()])
+def test_code_is_collapsed_unless_it_is_the_lesson(stem: str) -> None:
+    """Every code cell is hidden (or removed), or tagged as meant to be read: `parameters`, `show-input`."""
+    for cell in _code_cells(stem):
+        tags = set(cell.metadata.get("tags", []))
+        assert tags & (HIDDEN_TAGS | SHOWN_TAGS), (
+            f"{stem}: a code cell neither hidden nor marked to show: {cell.source.splitlines()[:2]}")
+    shown = [c for c in _code_cells(stem) if "show-input" in c.metadata.get("tags", [])]
+    assert len(shown) <= 2, f"{stem}: {len(shown)} cells show their code: the page reads like a lab notebook"
+
+
+@pytest.mark.slow
+def test_in_page_check_sees_error_output_and_visible_code(chromium: str, tmp_path: Path, profile_dir: Path) -> None:
+    page = tmp_path / "page.html"
+    html = ("<html><body><article>"
+            '<div class="cell"><div class="cell_input">shown = 1</div></div>'
+            '<div class="cell"><details><summary>Show code</summary><div class="cell_input">hidden = 1</div>'
+            "</details></div>"
+            '<div class="output traceback">ZeroDivisionError: division by zero</div>'
+            "<p>$\\alpha$ left raw</p></article></body></html>")
+    page.write_text(html, encoding="utf-8")
+    result = _check_in_browser(page, html, profile_dir)
+    assert result["codeCells"] == 2 and result["visibleCode"] == 1
+    assert result["errors"] == ["ZeroDivisionError: division by zero"]
+    assert RAW_TEX.search(result["text"])
+
+
+def test_internal_link_check_finds_missing_pages_and_anchors(tmp_path: Path) -> None:
+    (tmp_path / "b.html").write_text('<h1 id="top">B</h1>', encoding="utf-8")
+    page = tmp_path / "a.html"
+    html = ('<a href="b.html">ok</a><a href="b.html#top">ok</a><a href="#here">ok</a><p id="here"></p>'
+            '<a href="c.html">missing</a><a href="b.html#nowhere">no anchor</a><a href="https://x.org/">ext</a>')
+    assert _internal_links(page, html) == ["c.html", "b.html#nowhere"]
 
 
 def _executed(stamp: str, address: str, uuid: str) -> nbformat.NotebookNode:

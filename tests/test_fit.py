@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import scaling_lib.fit as fitting
+
 from scaling_lib.fit import (
     FORMS,
     PARAMS,
@@ -435,3 +437,35 @@ def test_power_law_with_a_nearly_flat_trend_still_predicts():
     assert abs(r.params["alpha"]) < 1e-3
     assert np.all(np.isfinite(r.predict(N)))
     assert np.allclose(r.predict(N), L, rtol=5e-3)
+
+
+def test_hierarchical_resampler_draws_whole_seeds_inside_drawn_sizes():
+    sizes = np.repeat([1, 2, 3], [6, 4, 2])            # 3 sizes: 3 seeds x 2 points, 2 x 2, 1 x 2
+    seeds = np.array([0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 0, 0])
+    draw = fitting.resampler(len(sizes), sizes, seeds)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        idx = draw(rng)
+        units = pd.Series(1, index=pd.MultiIndex.from_arrays([sizes[idx], seeds[idx]])).groupby(level=[0, 1]).size()
+        assert (units % 2 == 0).all()  # a seed comes with both its points, never one of them
+        # a drawn size brings back as many seed draws as it has seeds (so a multiple of that)
+        for size, points in pd.Series(sizes[idx]).value_counts().items():
+            assert (points / 2) % {1: 3, 2: 2, 3: 1}[size] == 0
+    assert len({tuple(draw(rng)) for _ in range(20)}) > 1
+
+
+def test_a_hierarchical_bootstrap_sees_seed_noise_that_a_size_bootstrap_hides():
+    rng = np.random.default_rng(3)
+    N = np.repeat(np.geomspace(1e3, 1e6, 6), 3)
+    seed = np.tile([0, 1, 2], 6)
+    L = (1e9 / N) ** 0.08 * np.exp(rng.normal(0, 0.03, len(N)))  # large seed-to-seed noise
+    by_size = fitting.fit("power", N, L, bootstrap=300, seed=0, groups=N)
+    nested = fitting.fit("power", N, L, bootstrap=300, seed=0, groups=N, within=seed)
+    assert nested.resampling == "groups, then units within" and by_size.resampling == "groups"
+    width = lambda r: np.subtract(*r.interval("alpha")[::-1])
+    assert width(nested) > width(by_size)
+    assert nested.params == by_size.params  # the point estimate does not depend on the resampling
+    with pytest.raises(fitting.FitError, match="groups= too"):
+        fitting.fit("power", N, L, bootstrap=10, within=seed)
+    with pytest.raises(fitting.FitError, match="different lengths"):
+        fitting.fit("power", N, L, bootstrap=10, groups=N, within=seed[:-1])

@@ -68,3 +68,11 @@ def test_fixed_budgets_the_common_one_then_a_longer_one_with_enough_sizes():
     assert laws.fixed_budgets(ladder({N: 16 if N < 10**5 else 8 for N in sizes})) == [8]  # five are too few
     assert laws.fixed_budgets(ladder({N: 16 if N < 10**5 else 8 for N in sizes}), min_sizes=5) == [8, 16]
     assert laws.fixed_budgets(ladder({N: 16 if N < 10**6 else 4 for N in sizes})) == [4, 16]
+
+
+def test_loglog_interp_is_exact_on_a_power_law_and_nan_outside():
+    xs = np.array([1e3, 1e4, 1e5])[::-1]          # any order
+    ys = 3.0 * xs**-0.2
+    got = laws.loglog_interp([2e3, 5e4, 1e3], xs, ys)
+    np.testing.assert_allclose(got, 3.0 * np.array([2e3, 5e4, 1e3]) ** -0.2, rtol=1e-12)
+    assert np.isnan(laws.loglog_interp([10.0, 1e6], xs, ys)).all()

@@ -84,3 +84,21 @@ def test_power_law_fit_draws_the_held_out_fit_dashed():
     x, y = dashed[0].get_data()  # it passes through the fit's predictions, not through the held-out points
     assert np.allclose(np.interp(np.log(N[-2:]), np.log(x), y), ext["predicted"], rtol=1e-3)
     assert "fit without the held-out points" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_against_paper_draws_ratios_with_intervals_and_skips_rows_without_a_paper_value():
+    rows = pd.DataFrame(dict(label=["a", "b", "c"], value=[0.1, 0.2, 0.3], lo=[0.05, np.nan, 0.2],
+                             hi=[0.15, np.nan, 0.4], paper_value=[0.1, 0.1, np.nan]))
+    fig = plots.against_paper(rows)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert ax.get_legend() is not None
+    empty = plots.against_paper(rows.iloc[:0])
+    assert "no results" in empty.axes[0].texts[0].get_text()
+
+
+def test_loss_vs_budget_labels_its_axes_with_units():
+    df = pd.DataFrame(dict(N=[1e3, 1e3, 1e4, 1e4], tokens=[1e6, 2e6, 1e6, 2e6], final_val_loss=[5.0, 4.8, 4.5, 4.2]))
+    fig = plots.loss_vs_budget(df)
+    assert fig.axes[0].get_xlabel() == "tokens processed D"
+    assert fig.axes[1].get_ylabel() == "non-embedding parameters N"  # the colour bar

@@ -233,3 +233,24 @@ def test_a_table_refuses_to_mix_evaluation_versions_unless_asked(tmp_path):
     for r in recs:
         s.save(r)
     assert len(s.table(mixed_eval=True)) == 2 and len(runs_table([recs[1]])) == 1
+
+
+def test_runs_table_counts_forward_flops_per_token_by_architecture():
+    from scaling_lib import arch, flops
+
+    gpt, lstm = _cfg(), _cfg(arch="lstm", n_layer=1, d_model=16)
+    t = runs_table([fake_record(gpt), fake_record(lstm)]).set_index("arch")
+    assert t.loc["gpt", "flops_per_token"] == pytest.approx(flops.C_forward_exact(flops.Shape.of(gpt)))
+    assert t.loc["lstm", "flops_per_token"] == pytest.approx(2 * 8 * 16**2 + 2 * 16 * gpt.vocab)
+    assert t.loc["gpt", "flops_per_token"] != t.loc["lstm", "flops_per_token"]
+    assert arch.get("lstm").forward_flops(lstm) == t.loc["lstm", "flops_per_token"]
+
+
+def test_per_position_table_has_one_row_per_run_and_position():
+    a, b = fake_record(_cfg(seed=0), val_loss=5.0), fake_record(_cfg(seed=1), val_loss=4.0)
+    b["final"]["per_position_loss"] = [6.0, 5.0, 4.5, 4.0]
+    t = store_mod.per_position_table([a, b], family="Transformer")
+    assert len(t) == 8 and list(t["T"][:4]) == [1, 2, 3, 4] and set(t["family"]) == {"Transformer"}
+    assert t.loc[t["key"] == b["key"], "loss"].tolist() == [6.0, 5.0, 4.5, 4.0]
+    empty = store_mod.per_position_table([], family="LSTM")
+    assert empty.empty and list(empty.columns) == ["T", "loss", "N", "key", "family"]

@@ -1,0 +1,181 @@
+"""What a chapter shows besides its analysis: tables, numbered figures, the "Reproduce this chapter" box.
+
+Display helpers for the notebooks (pandas and IPython only; no torch): `table` (no index column,
+rounded), `figure` (a numbered, captioned, referable figure through myst-nb glue), `reproduce`
+(the commands that re-make a chapter, the CPU hours its stored runs took, and downloads of its
+source and executed notebook).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+# The sweeps each chapter loads, with the profile overrides it loads them under (see the chapters'
+# `load_by_machine` calls). The reproduce box sums the wall time of these records.
+CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
+    "01_counting": (),
+    "02_learning_curves": (("ladder", None), ("ladder", {"long_max_N": 0})),
+    "03_tuning_lr": (("lr", None),),
+    "04_model_size": (("ladder", None),),
+    "05_data_compute": (("ladder", None), ("data", None)),
+    "06_transfer": (("ladder", None),),
+    "07_power_or_log": (("ladder", None),),
+    "08_shape": (("shape", None), ("ladder", None)),
+    "09_lstm": (("lstm", None), ("ladder", {"long_max_N": 0}), ("lr", None)),
+}
+
+
+def table(df: pd.DataFrame, formats: dict | str | None = None, *, caption: str | None = None, precision: int = 4):
+    """A table for the page: no index column, floats rounded (`formats` per column, else `precision` digits)."""
+    if not _plain_index(df):
+        df = df.reset_index()
+    styler = df.style.hide(axis="index")
+    if formats is None:
+        floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+        styler = styler.format({c: f"{{:.{precision}g}}" for c in floats}, na_rep="n/a")
+    else:
+        styler = styler.format(formats, na_rep="n/a")
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler
+
+
+def figure(fig, name: str, caption: str) -> None:
+    """Show `fig` as a numbered figure with `caption`, referable as {numref}`name` (myst-nb glue).
+
+    `name` must be unique in the book (prefix it with the chapter); the caption should say which of
+    the paper's figures it reproduces ("cf. Kaplan et al. Fig. 6").
+    """
+    from IPython.display import Markdown, display
+    from myst_nb import glue
+
+    glue(name, fig, display=False)
+    display(Markdown(figure_markdown(name, caption)))
+
+
+def figure_markdown(name: str, caption: str) -> str:
+    """The MyST `glue:figure` directive that pastes a glued figure with a name and a caption."""
+    if not name or any(c.isspace() for c in name):
+        raise ValueError(f"a figure name is one word: {name!r}")
+    caption = " ".join(caption.split())
+    return f"```{{glue:figure}} {name}\n:name: {name}\n\n{caption}\n```"
+
+
+def run_hours(records: list[dict]) -> dict[str, float]:
+    """CPU core-hours (wall time x threads) and GPU hours summed over run records, with the run counts.
+
+    Every record carries `provenance.wall_time_s`; a record without one counts as zero and is
+    counted in `no_wall_time`.
+    """
+    out = {"cpu_hours": 0.0, "cpu_runs": 0, "gpu_hours": 0.0, "gpu_runs": 0, "no_wall_time": 0}
+    for rec in {r["key"]: r for r in records}.values():
+        prov = rec.get("provenance") or {}
+        wall = prov.get("wall_time_s")
+        if wall is None:
+            out["no_wall_time"] += 1
+            wall = 0.0
+        if str(prov.get("device", "cpu")).startswith("cuda"):
+            out["gpu_hours"] += wall / 3600
+            out["gpu_runs"] += 1
+        else:
+            out["cpu_hours"] += wall * int(prov.get("threads") or 1) / 3600
+            out["cpu_runs"] += 1
+    return out
+
+
+def chapter_records(stem: str, profile: str) -> list[dict]:
+    """The stored records a chapter loads under `profile` (never training), CPU and, outside smoke, GPU."""
+    from .sweep import load_sweep
+
+    if stem not in CHAPTER_SWEEPS:
+        raise KeyError(f"no sweeps listed for chapter {stem!r} in pages.CHAPTER_SWEEPS")
+    records = []
+    for sweep, overrides in CHAPTER_SWEEPS[stem]:
+        records += load_sweep(sweep, profile, train=False, overrides=overrides)[0]
+        if profile != "smoke":
+            records += load_sweep(sweep, "gpu", train=False, overrides=overrides)[0]
+    return records
+
+
+def reproduce_markdown(stem: str, sweeps: list[str], hours: dict[str, float]) -> str:
+    """The "Reproduce this chapter" box as a MyST admonition (commands, hours, downloads)."""
+    lines = ["````{admonition} Reproduce this chapter", ":class: note", ""]
+    if sweeps:
+        lines.append("Train what `runs/` lacks (resumable), then execute this chapter from the stored runs and "
+                     "build the book:")
+    else:
+        lines.append("This chapter trains nothing; execute it and build the book:")
+    lines += ["", "```bash"]
+    lines += [f"python -m scaling_lib sweep {name} --profile cpu --workers 2" for name in sweeps]
+    lines += [f"python -m scaling_lib book --profile book --chapter {stem}", "```", ""]
+    if hours["cpu_runs"] or hours["gpu_runs"]:
+        text = (f"The {hours['cpu_runs']} CPU runs it reads took {hours['cpu_hours']:.1f} CPU hours "
+                "(wall time × threads, from their records)")
+        if hours["gpu_runs"]:
+            text += (f"; the {hours['gpu_runs']} GPU runs took {hours['gpu_hours']:.2f} GPU hours "
+                     "(`scripts/gpu_sweep.sh` trains those)")
+        if hours["no_wall_time"]:
+            text += f"; {hours['no_wall_time']} record(s) give no wall time"
+        lines += [text + ".", ""]
+    elif sweeps:
+        lines += ["No run of its sweeps is stored yet for this profile.", ""]
+    lines.append(f"Download {{download}}`the chapter's source <../notebooks/{stem}.md>` (a jupytext MyST "
+                 f"notebook) or {{download}}`the executed notebook <{stem}.ipynb>`.")
+    lines.append("````")
+    return "\n".join(lines)
+
+
+def reproduce(stem: str, profile: str = "book"):
+    """The "Reproduce this chapter" box for chapter `stem`, as Markdown to display."""
+    from IPython.display import Markdown
+
+    sweeps = list(dict.fromkeys(name for name, _ in CHAPTER_SWEEPS.get(stem, ())))
+    hours = run_hours(chapter_records(stem, profile)) if stem in CHAPTER_SWEEPS else run_hours([])
+    return Markdown(reproduce_markdown(stem, sweeps, hours))
+
+
+def _plain_index(df: pd.DataFrame) -> bool:
+    """Whether the index is pandas' 0, 1, 2, ... (nothing to show) rather than labels of the rows."""
+    return isinstance(df.index, pd.RangeIndex) and df.index.name is None
+
+
+
+def table_html(df: pd.DataFrame, precision: int = 4) -> str:
+    """A DataFrame as the page shows it: no 0, 1, 2 index column (a labelled index becomes a column),
+    floats to `precision` significant digits."""
+    if not _plain_index(df):
+        df = df.reset_index()
+    return df.to_html(index=False, float_format=lambda v: f"{v:.{precision}g}", na_rep="n/a", border=0)
+
+
+def styler_html(styler) -> str:
+    """A Styler as the page shows it: its own formats, without a 0, 1, 2 index column."""
+    if _plain_index(styler.data):
+        styler = styler.hide(axis="index")
+    return styler.to_html()
+
+
+def show_tables_without_index() -> None:
+    """In the running notebook, show every DataFrame and Styler without its index column (and round floats).
+
+    Registered as IPython's HTML formatters, so a chapter's bare `df` and `df.style.format(...)` need
+    no change; a Styler keeps its own formats. Nothing happens outside IPython.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return
+    ip = get_ipython()
+    if ip is None:
+        return
+    from pandas.io.formats.style import Styler
+
+    html = ip.display_formatter.formatters["text/html"]
+    html.for_type(pd.DataFrame, table_html)
+    html.for_type(Styler, styler_html)
+
+
+def start_chapter(stem: str, profile: str = "book"):
+    """Set up a chapter's page (tables without index, `show_tables_without_index`) and return its
+    "Reproduce this chapter" box (`reproduce`)."""
+    show_tables_without_index()
+    return reproduce(stem, profile)

@@ -1,0 +1,158 @@
+"""The best learning rate of every (size, budget) of a tuned grid, and the rule LR*(N, D) fitted to them.
+
+A tuned grid (the `tune` sweep) trains each size at several peak rates in x2 steps, every run to the
+longest budget with cooldown branches at every doubling, so each (N, D) has its own best rate. Two
+readings of that best, kept apart because they are different claims:
+
+- the grid's best run: a loss that was measured;
+- the minimum of the parabola in log rate through the best run and its two neighbours: a rate
+  between grid points, and a loss that no run measured (an interpolation).
+
+The rule LR*(N, D) = A N^a D^b is fitted (least squares in log space) to the parabola minima of the
+(N, D) whose best run lies strictly inside the grid; an edge best says only that the optimum lies
+beyond the grid, so it is left out and counted. Numerics over run tables only: no torch.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import laws
+
+COLUMNS = ["N", "tokens", "rates", "inside", "lr_grid", "loss_grid", "lr_star", "loss_star", "seeds"]
+
+
+def best_rates(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
+    """One row per (N, tokens) of a `runs_table(..., budgets=True)` of a tuned grid.
+
+    `lr_grid`, `loss_grid`: the grid's best run (seed losses averaged at each rate); `inside`: it is
+    not at either end of the grid; `lr_star`, `loss_star`: the parabola's minimum in log rate through
+    it and its neighbours (the grid's best again where it is at an edge or the parabola opens down).
+    A diverged run counts as the worst loss at its rate.
+    """
+    if t.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    t = t.assign(**{loss: t[loss].where(np.isfinite(t[loss]), np.inf)})
+    rows = []
+    for (N, tokens), g in t.groupby(["N", "tokens"]):
+        by_lr = g.groupby("lr").agg(loss=(loss, "mean"), seeds=("seed", "nunique")).sort_index()
+        lrs, ls = by_lr.index.to_numpy(float), by_lr["loss"].to_numpy(float)
+        i = int(np.argmin(ls))
+        inside = 0 < i < len(lrs) - 1 and bool(np.isfinite(ls[i - 1 : i + 2]).all())
+        lr_star, loss_star = float(lrs[i]), float(ls[i])
+        if inside:
+            poly = np.polyfit(np.log(lrs[i - 1 : i + 2]), ls[i - 1 : i + 2], 2)
+            lr_star = laws.parabola_minimum(lrs[i - 1 : i + 2], ls[i - 1 : i + 2])
+            loss_star = float(np.polyval(poly, math.log(lr_star)))
+        rows.append(dict(N=int(N), tokens=int(tokens), rates=len(lrs), inside=inside, lr_grid=float(lrs[i]),
+                         loss_grid=float(ls[i]), lr_star=lr_star, loss_star=loss_star,
+                         seeds=int(by_lr["seeds"].iloc[i])))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+@dataclass(frozen=True)
+class LRRule:
+    """LR*(N, D) = A * N**a * D**b, with 95% bootstrap intervals (resampling sizes)."""
+
+    A: float
+    a: float
+    b: float
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    points: int = 0          # (N, D) used: best strictly inside the grid
+    sizes: int = 0
+    left_out: int = 0        # (N, D) whose best was at a grid edge
+    rmse_log: float = math.nan
+    n_boot: int = 0
+    n_boot_ok: int = 0
+    sources: tuple[str, ...] = ()  # config keys of the runs the rule was fitted to
+
+    def __call__(self, N, D):
+        return self.A * np.asarray(N, float) ** self.a * np.asarray(D, float) ** self.b
+
+    def ci_text(self, name: str, fmt: str = ".3f") -> str:
+        if name not in self.ci:
+            why = "no bootstrap" if self.n_boot == 0 else f"only {self.n_boot_ok} of {self.n_boot} resamples fitted"
+            return f"n/a ({why})"
+        lo, hi = self.ci[name]
+        return f"{lo:{fmt}}–{hi:{fmt}}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ci"] = {k: list(v) for k, v in self.ci.items()}
+        d["sources"] = list(self.sources)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LRRule":
+        d = dict(d)
+        d["ci"] = {k: tuple(v) for k, v in d.get("ci", {}).items()}
+        d["sources"] = tuple(d.get("sources", ()))
+        return cls(**d)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the rule as JSON (atomically: a temporary file, then a rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{path.name}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LRRule":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+class RuleError(ValueError):
+    """Too few (N, D) with their best rate inside the grid to fit a rule."""
+
+
+def _solve(lN, lD, ly, with_D: bool) -> np.ndarray:
+    X = np.column_stack([np.ones_like(lN), lN] + ([lD] if with_D else []))
+    coef, *_ = np.linalg.lstsq(X, ly, rcond=None)
+    return coef if with_D else np.append(coef, 0.0)
+
+
+def fit_rule(best: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0, sources=()) -> LRRule:
+    """Fit LR* = A N^a D^b to `best_rates` rows whose best is inside the grid.
+
+    With a single budget (or a single size) the D (or N) exponent is not identified and is fixed
+    at 0. The bootstrap resamples sizes (all budgets of a size together).
+    """
+    ok = best[best["inside"]]
+    sizes, budgets = ok["N"].nunique(), ok["tokens"].nunique()
+    if len(ok) < 3 or sizes < 2:
+        raise RuleError(f"{len(ok)} (N, D) point(s) over {sizes} size(s) have their best rate inside the grid; "
+                        "a rule needs at least 3 points over 2 sizes")
+    with_D = budgets >= 2
+    lN, lD, ly = (np.log(ok[c].to_numpy(float)) for c in ("N", "tokens", "lr_star"))
+    coef = _solve(lN, lD, ly, with_D)
+    resid = ly - (coef[0] + coef[1] * lN + coef[2] * lD)
+    rng = np.random.default_rng(seed)
+    labels = ok["N"].to_numpy()
+    uniq = np.unique(labels)
+    draws = []
+    for _ in range(bootstrap):
+        pick = rng.choice(uniq, len(uniq))
+        idx = np.concatenate([np.flatnonzero(labels == n) for n in pick])
+        if len(np.unique(labels[idx])) < 2:
+            continue  # one size: the N exponent is not identified in this resample
+        draws.append(_solve(lN[idx], lD[idx], ly[idx], with_D))
+    ci = {}
+    if len(draws) >= 2:
+        d = np.array(draws)
+        d[:, 0] = np.exp(d[:, 0])
+        for j, name in enumerate(("A", "a", "b")):
+            if name == "b" and not with_D:
+                continue
+            ci[name] = (float(np.percentile(d[:, j], 2.5)), float(np.percentile(d[:, j], 97.5)))
+    return LRRule(A=float(np.exp(coef[0])), a=float(coef[1]), b=float(coef[2]), ci=ci, points=len(ok),
+                  sizes=int(sizes), left_out=int((~best["inside"]).sum()),
+                  rmse_log=float(np.sqrt(np.mean(resid**2))), n_boot=bootstrap, n_boot_ok=len(draws),
+                  sources=tuple(sorted(sources)))

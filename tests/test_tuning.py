@@ -1,0 +1,79 @@
+"""The best rate of each (N, D) of a tuned grid, and the rule LR*(N, D) fitted to them."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling_lib import tuning
+
+
+def grid_table(rule=lambda N, D: 0.5 * N**-0.4 * D**-0.1, Ns=(1e3, 4e3, 16e3, 64e3),
+               Ds=(2.5e5, 1e6, 4e6, 16e6), steps=(-2, -1, 0, 1, 2), seeds=(0,)):
+    """A runs table whose loss is exactly quadratic in log rate around `rule`, on a x2 lattice."""
+    rows = []
+    for N in Ns:
+        centre = 2.0 ** round(math.log2(rule(N, Ds[-1])))
+        for k in steps:
+            lr = centre * 2.0**k
+            for seed in seeds:
+                for D in Ds:
+                    loss = 10 * N**-0.1 + 0.3 * math.log(lr / rule(N, D)) ** 2 + 0.001 * seed
+                    rows.append(dict(N=int(N), tokens=int(D), lr=lr, seed=seed, final_val_loss=loss))
+    return pd.DataFrame(rows)
+
+
+def test_best_rates_reads_the_parabola_minimum_between_grid_points():
+    t = grid_table()
+    best = tuning.best_rates(t)
+    assert len(best) == 16 and best["inside"].all() and (best["rates"] == 5).all()
+    true = 0.5 * best["N"] ** -0.4 * best["tokens"] ** -0.1
+    np.testing.assert_allclose(best["lr_star"], true, rtol=1e-6)  # exact for a quadratic in log rate
+    np.testing.assert_allclose(best["loss_star"], 10 * best["N"] ** -0.1, rtol=1e-9)
+    assert (best["loss_grid"] >= best["loss_star"] - 1e-12).all()
+
+
+def test_a_best_at_the_grid_edge_is_not_inside_and_is_left_out_of_the_rule():
+    t = grid_table(steps=(0, 1, 2))  # the rule's rate sits at or below the grid's lowest rate at large D
+    best = tuning.best_rates(t)
+    edge = best[~best["inside"]]
+    assert len(edge) > 0
+    assert (edge["lr_star"] == edge["lr_grid"]).all()
+    rule = tuning.fit_rule(tuning.best_rates(grid_table()))
+    assert rule.left_out == 0
+    assert best.loc[best["inside"], "N"].nunique() >= 2
+    assert tuning.fit_rule(best).left_out == len(edge)
+
+
+def test_fit_rule_recovers_the_exponents_and_round_trips(tmp_path):
+    best = tuning.best_rates(grid_table(seeds=(0, 1)))
+    rule = tuning.fit_rule(best, bootstrap=50, seed=0, sources=["k2", "k1"])
+    assert rule.a == pytest.approx(-0.4, abs=1e-6) and rule.b == pytest.approx(-0.1, abs=1e-6)
+    assert rule.A == pytest.approx(0.5, rel=1e-5)
+    assert rule(1e4, 1e6) == pytest.approx(0.5 * 1e4**-0.4 * 1e6**-0.1, rel=1e-5)
+    lo, hi = rule.ci["a"]
+    assert lo - 1e-9 <= -0.4 <= hi + 1e-9 and rule.ci_text("a") != "" and rule.sources == ("k1", "k2")
+    again = tuning.LRRule.load(rule.save(tmp_path / "rules" / "lr.json"))
+    assert again == rule
+    assert [p.name for p in (tmp_path / "rules").iterdir()] == ["lr.json"]
+
+
+def test_a_single_budget_fixes_the_D_exponent_at_zero_and_too_few_points_raise():
+    best = tuning.best_rates(grid_table(Ds=(1e6,)))
+    rule = tuning.fit_rule(best)
+    assert rule.b == 0.0 and "b" not in rule.ci
+    with pytest.raises(tuning.RuleError, match="at least 3 points over 2 sizes"):
+        tuning.fit_rule(best.iloc[:2])
+    with pytest.raises(tuning.RuleError):
+        tuning.fit_rule(tuning.best_rates(grid_table(Ns=(1e3,))))
+
+
+def test_a_diverged_rate_is_the_worst_result_not_a_missing_one():
+    t = grid_table(Ns=(1e3,), Ds=(1e6,))
+    top = t["lr"] == t["lr"].max()
+    t.loc[top, "final_val_loss"] = np.nan       # the highest rate diverged
+    best = tuning.best_rates(t)
+    assert best["rates"].iloc[0] == 5 and best["lr_grid"].iloc[0] < t["lr"].max()
+    assert tuning.best_rates(t.iloc[:0]).empty
