@@ -120,6 +120,30 @@ def _book(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    import subprocess
+
+    from . import predictions
+    from .plans import configs
+    from .store import Store, runs_table
+
+    store = Store(args.store) if args.store else Store()
+    recs = [r for r in store.records(args.sweep) if r["status"] in ("ok", "early_stopped")]
+    table = runs_table(recs, budgets=True)
+    if args.score:
+        print(predictions.score(predictions.load(args.score, store), table).to_json(orient="records", indent=1))
+        return 0
+    if args.min_n is None or not args.name:
+        raise ValueError("predict needs --name and --min-n (or --score NAME)")
+    targets = predictions.targets_of(configs(args.sweep, args.profile, store), args.min_n)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    rec = predictions.predict_ladder(args.name, table, targets, store=store, bootstrap=args.bootstrap,
+                                     seed=args.seed, commit=head, save=not args.dry_run)
+    print(json.dumps(rec, indent=1))
+    return 0
+
+
 def _fit(args) -> int:
     from . import fit
 
@@ -192,6 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-execute", action="store_true")
     p.add_argument("--chapter", action="append")
     p.set_defaults(fn=_book)
+
+    p = sub.add_parser("predict", help="file a prediction of a sweep's largest sizes before they are trained "
+                       "(runs/predictions/NAME.json), or score one")
+    p.add_argument("sweep", help="the tuned sweep, e.g. tune")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--name", help="the prediction's name (a file that exists is never overwritten)")
+    p.add_argument("--min-n", type=float, help="predict the planned sizes with at least this many parameters, "
+                   "from the stored sizes below them")
+    p.add_argument("--bootstrap", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dry-run", action="store_true", help="print the prediction without filing it")
+    p.add_argument("--score", metavar="NAME", help="score a filed prediction against the stored runs")
+    p.add_argument("--store")
+    p.set_defaults(fn=_predict)
 
     p = sub.add_parser("fit", help="fit a scaling law to a CSV, as JSON")
     from . import fit

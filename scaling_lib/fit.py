@@ -14,7 +14,7 @@ import json
 import math
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -222,6 +222,20 @@ class FitResult:
         if self.form == "log":
             return log_law(x, self.params["a"], self.params["b"])
         return _exp(_log_predict(self.form, self.params, lx, lx2))
+
+    def predict_interval(self, x, x2=None, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """The bootstrap interval of the prediction at x (and x2): every resample's law evaluated there.
+
+        NaNs where the fit has no interval (see `ci_missing`).
+        """
+        shape = np.shape(np.asarray(x, float))
+        if self.ci_missing is not None or self.boot_params is None:
+            return np.full(shape, math.nan), np.full(shape, math.nan)
+        with np.errstate(all="ignore"):
+            draws = np.array([replace(self, params=dict(row)).predict(x, x2)
+                              for row in self.boot_params.to_dict("records")])
+            q = 100 * (1 - level) / 2
+            return np.nanpercentile(draws, q, axis=0), np.nanpercentile(draws, 100 - q, axis=0)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; non-finite numbers become None."""

@@ -56,6 +56,16 @@ def best_rates(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def at_best_rate(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
+    """The rows of a tuned grid's `runs_table(..., budgets=True)` at their (N, tokens)'s best rate
+    (`best_rates`' `lr_grid`), every seed: the measured L(N, D) points the chapters fit."""
+    if t.empty:
+        return t
+    best = best_rates(t, loss)[["N", "tokens", "lr_grid"]]
+    out = t.merge(best, on=["N", "tokens"])
+    return out[np.isclose(out["lr"], out["lr_grid"])].drop(columns="lr_grid").reset_index(drop=True)
+
+
 @dataclass(frozen=True)
 class LRRule:
     """LR*(N, D) = A * N**a * D**b, with 95% bootstrap intervals (resampling sizes)."""

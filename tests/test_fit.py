@@ -469,3 +469,17 @@ def test_a_hierarchical_bootstrap_sees_seed_noise_that_a_size_bootstrap_hides():
         fitting.fit("power", N, L, bootstrap=10, within=seed)
     with pytest.raises(fitting.FitError, match="different lengths"):
         fitting.fit("power", N, L, bootstrap=10, groups=N, within=seed[:-1])
+
+
+def test_the_prediction_interval_brackets_the_fit_and_widens_away_from_the_data():
+    rng = np.random.default_rng(3)
+    N = np.geomspace(1e3, 1e5, 8)
+    y = (N / 1e13) ** -0.07 * (1 + 0.005 * rng.standard_normal(8))
+    res = fitting.fit("power", N, y, bootstrap=100, seed=0)
+    x = np.array([1e4, 1e7])
+    lo, hi = res.predict_interval(x)
+    mid = res.predict(x)
+    assert np.all(lo < mid) and np.all(mid < hi)
+    assert (hi[1] - lo[1]) / mid[1] > (hi[0] - lo[0]) / mid[0]  # extrapolating two decades is less certain
+    lo0, hi0 = fitting.fit("power", N, y).predict_interval(x)
+    assert np.isnan(lo0).all() and np.isnan(hi0).all()  # no bootstrap, no interval
