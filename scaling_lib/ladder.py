@@ -1,0 +1,190 @@
+"""The ladder's laws in N: L(N) at a fixed budget with its extrapolation check, the joint laws
+L(N, D), the exponent against the budget, the seed spread, and the table of the analyst's choices.
+
+Every function takes a `runs_table(..., budgets=True)` (one row per run and budget; for a tuned grid,
+`tuning.at_best_rate` of it) and resamples hierarchically: model sizes, then seeds within a size
+(`fit.fit(groups=N, within=seed)`), so that a size with three seeds is not three independent points.
+Numerics over run tables only: no torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import fit
+from .fit import FitResult
+
+JOINT_FORMS = ("kaplan-nd", "chinchilla")
+
+
+def _fit(form: str, t: pd.DataFrame, x: str, bootstrap: int, seed: int) -> FitResult:
+    x2 = t["tokens"] if form in fit.TWO_VARIABLE else None
+    return fit.fit(form, t[x], t["final_val_loss"], x2=x2, bootstrap=bootstrap, seed=seed,
+                   groups=t["N"], within=t["seed"])
+
+
+def reach(t: pd.DataFrame) -> str:
+    """'N = 768 to 786,432 to 16M tokens (1.8 epochs)' for each longest budget of a ladder."""
+    top = t[t["is_longest"]].groupby("tokens").agg(lo=("N", "min"), hi=("N", "max"), epochs=("epochs", "max"))
+    return "; ".join(f"N = {int(r.lo):,}" + (f" to {int(r.hi):,}" if r.hi > r.lo else "")
+                     + f" to {b / 1e6:.3g}M tokens ({r.epochs:.2g} epochs)"
+                     for b, r in top.sort_index(ascending=False).iterrows())
+
+
+@dataclass(frozen=True, eq=False)
+class FixedBudget:
+    """L(N) at one budget, and the fit on all but the two largest sizes predicting those."""
+
+    budget: int
+    points: pd.DataFrame
+    fit: FitResult
+    extrapolation: dict[str, Any] | None  # fit.extrapolation_check's result; None below 5 sizes
+
+    def __iter__(self):  # budget, points, fit, extrapolation = fixed_budget(...)
+        return iter((self.budget, self.points, self.fit, self.extrapolation))
+
+    def held_out_errors(self) -> str:
+        return held_out_errors(self.extrapolation)
+
+
+def held_out_errors(ext: dict[str, Any] | None) -> str:
+    """The extrapolation error of each held-out size, averaged over its seeds ('n/a' without a check)."""
+    if ext is None:
+        return "n/a"
+    err = pd.DataFrame(dict(N=ext["x"], e=ext["rel_error"])).groupby("N")["e"].agg(["mean", "size"])
+    return ", ".join(f"{r['mean']:+.2%}" + (f" ({r['size']:.0f} seeds)" if r["size"] > 1 else "")
+                     for _, r in err.iterrows())
+
+
+def fixed_budget(t: pd.DataFrame, budget: int, *, bootstrap: int, seed: int = 0, x: str = "N") -> FixedBudget:
+    """Fit L(N) = (N_c/N)^alpha_N at one budget (Kaplan et al. 2020, Eq. 1.1) and check it by extrapolation."""
+    at = t[t["tokens"] == budget].sort_values("N")
+    res = _fit("power", at, x, bootstrap, seed)
+    ext = None
+    if at["N"].nunique() >= 5:
+        ext = fit.extrapolation_check("power", at[x].to_numpy(), at["final_val_loss"].to_numpy(), holdout=2,
+                                      by=at["N"].to_numpy())
+    return FixedBudget(int(budget), at, res, ext)
+
+
+def joint(t: pd.DataFrame, *, bootstrap: int, seed: int = 0, x: str = "N",
+          forms: tuple[str, ...] = JOINT_FORMS) -> dict[str, FitResult]:
+    """The joint laws on every finite (size, budget) point: Kaplan's L(N, D) (Eq. 1.5) and Chinchilla's
+    E + A/N^alpha + B/D^beta (Hoffmann et al. 2022, Eq. 2), by form."""
+    ok = finite(t)
+    return {form: _fit(form, ok, x, bootstrap, seed) for form in forms}
+
+
+def finite(t: pd.DataFrame) -> pd.DataFrame:
+    """The points with a finite loss (a diverged budget is left out of a fit)."""
+    return t[np.isfinite(t["final_val_loss"])]
+
+
+def alpha_by_budget(t: pd.DataFrame, *, bootstrap: int, seed: int = 0) -> pd.DataFrame:
+    """alpha_N fitted at every budget on the same sizes: those that reached the longest budget held
+    by 3 or more sizes. Columns: budget, sizes, alpha_N, lo, hi, ci."""
+    sizes = t.groupby("tokens")["N"].nunique()
+    top = sizes[sizes >= 3].index.max()
+    same = t[t["N"].isin(t.loc[t["tokens"] == top, "N"])]
+    rows = []
+    for budget, g in same.groupby("tokens"):
+        if g["N"].nunique() < sizes[top]:
+            continue  # a budget that only some of these sizes went on to
+        res = _fit("power", g, "N", bootstrap, seed)
+        lo, hi = res.interval("alpha")  # NaN where the bootstrap gave no interval
+        rows.append(dict(budget=int(budget), sizes=g["N"].nunique(), alpha_N=res.params["alpha"], lo=lo, hi=hi,
+                         ci=res.ci_text("alpha")))
+    return pd.DataFrame(rows, columns=["budget", "sizes", "alpha_N", "lo", "hi", "ci"])
+
+
+def seed_spread(t: pd.DataFrame) -> pd.DataFrame:
+    """The seed-to-seed spread of each size with several seeds, at the longest budget all its seeds
+    reached: columns N, seeds, budget, mean_loss, rel_std (sample standard deviation over the mean)."""
+    rows = []
+    for N, g in t.groupby("N"):
+        seeds = g["seed"].nunique()
+        if seeds < 2:
+            continue
+        shared = g.groupby("tokens")["seed"].nunique()
+        budget = shared[shared == seeds].index.max()
+        at = g.loc[g["tokens"] == budget, "final_val_loss"]
+        rows.append(dict(N=int(N), seeds=seeds, budget=int(budget), mean_loss=at.mean(),
+                         rel_std=at.std(ddof=1) / at.mean()))
+    return pd.DataFrame(rows, columns=["N", "seeds", "budget", "mean_loss", "rel_std"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The analyst's choices
+# ---------------------------------------------------------------------------------------------
+def _drop_one_layer(t):
+    return t[t["n_layer"] > 1], "N"
+
+
+def _drop_shortest(t):
+    return t[t["tokens"] > t["tokens"].min()], "N"
+
+
+def _total(t):
+    return t, "N_total"
+
+
+def _exact(t):
+    # the parameters that Kaplan's 6ND would need to give the exact count (embeddings, attention, output)
+    return t.assign(N_exact=t["C_exact"] / (6 * t["tokens"])), "N_exact"
+
+
+CHOICES: dict[str, Callable[[pd.DataFrame], tuple[pd.DataFrame, str]]] = {
+    "as fitted in the book": lambda t: (t, "N"),
+    "1-layer sizes left out (as Kaplan et al. do)": _drop_one_layer,
+    "shortest budget left out": _drop_shortest,
+    "all parameters N_total in place of N": _total,
+    "N from the exact compute, C_exact / 6D": _exact,
+}
+CHOICE_COLUMNS = ["choice", "sizes", "points", "fixed_alpha_N", "fixed_alpha_N_ci", "nd_alpha_N", "nd_alpha_N_ci",
+                  "nd_alpha_D", "nd_alpha_D_ci", "ch_alpha", "ch_alpha_ci", "ch_beta", "ch_beta_ci"]
+# (column, form, parameter): the exponents the table reports
+EXPONENTS = (("fixed_alpha_N", "power", "alpha"), ("nd_alpha_N", "kaplan-nd", "alpha_N"),
+             ("nd_alpha_D", "kaplan-nd", "alpha_D"), ("ch_alpha", "chinchilla", "alpha"),
+             ("ch_beta", "chinchilla", "beta"))
+
+
+def choices(t: pd.DataFrame, *, bootstrap: int, seed: int = 0,
+            which: dict[str, Callable] | None = None) -> pd.DataFrame:
+    """The exponents under each choice an analyst makes (one change at a time from the book's fit):
+    L(N) at the longest budget every size reached, Kaplan's L(N, D) and Chinchilla's form, each
+    with its hierarchical bootstrap interval. A choice that leaves under 3 sizes gives NaN."""
+    rows = []
+    for name, choose in (which or CHOICES).items():
+        sub, x = choose(finite(t))
+        row: dict[str, Any] = dict(choice=name, sizes=sub["N"].nunique(), points=len(sub))
+        fits: dict[str, FitResult | str] = dict.fromkeys(("power", *JOINT_FORMS), "n/a (fewer than 3 sizes)")
+        if row["sizes"] >= 3:
+            longest = sub.groupby("N")["tokens"].max().min()
+            for form in fits:
+                pts = sub[sub["tokens"] == longest] if form == "power" else sub
+                try:
+                    fits[form] = _fit(form, pts, x, bootstrap, seed)
+                except fit.FitError as e:  # reported in the table, not raised: the other choices still show
+                    fits[form] = f"n/a (the fit failed: {e})"
+        for col, form, param in EXPONENTS:
+            res = fits[form]
+            ok = isinstance(res, FitResult)
+            row[col] = res.params[param] if ok else np.nan
+            row[f"{col}_ci"] = res.ci_text(param, ".3f") if ok else res
+        rows.append(row)
+    return pd.DataFrame(rows, columns=CHOICE_COLUMNS)
+
+
+def choice_spread(table: pd.DataFrame) -> pd.DataFrame:
+    """Each exponent's value as fitted in the book, its bootstrap interval, and its range over the
+    choices: the uncertainty the bootstrap does not see. Columns: exponent, book, ci, lo, hi, spread."""
+    base = table.iloc[0]
+    rows = []
+    for col, _, _ in EXPONENTS:
+        v = table[col].dropna()
+        rows.append(dict(exponent=col, book=base[col], ci=base[f"{col}_ci"], lo=v.min(), hi=v.max(),
+                         spread=v.max() - v.min()))
+    return pd.DataFrame(rows)

@@ -1,0 +1,100 @@
+"""The ladder's laws in N, on synthetic ladders whose exponents are known."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling_lib import ladder
+
+SIZES = ((1, 768), (1, 3072), (2, 13824), (2, 55296), (3, 147456), (4, 442368), (4, 786432))
+BUDGETS = (1_000_000, 2_000_000, 4_000_000, 8_000_000, 16_000_000)
+
+
+def chinchilla(N, D):
+    return 1.8 + 30 * N**-0.25 + 2000 * D**-0.45
+
+
+def table(sizes=SIZES, budgets=BUDGETS, seeds=(0,), law=chinchilla, noise=0.0, rng_seed=0):
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for n_layer, N in sizes:
+        for s in seeds:
+            for D in budgets:
+                loss = law(N, D) * (1 + noise * rng.standard_normal())
+                rows.append(dict(N=N, N_total=N + 4096 * 64, n_layer=n_layer, seed=s, tokens=D, final_val_loss=loss,
+                                 C_exact=6 * (N + 20_000) * D, is_longest=D == budgets[-1], epochs=D / 9e6))
+    return pd.DataFrame(rows)
+
+
+def test_a_fixed_budget_power_law_is_recovered_and_predicts_its_held_out_sizes():
+    t = table(law=lambda N, D: (1e13 / N) ** 0.07)
+    fb = ladder.fixed_budget(t, 16_000_000, bootstrap=0)
+    assert math.isclose(fb.fit.params["alpha"], 0.07, rel_tol=1e-6)
+    assert fb.held_out_errors() == "+0.00%, +0.00%"
+    few = ladder.fixed_budget(t[t["N"] < 100_000], 16_000_000, bootstrap=0)
+    assert few.extrapolation is None and few.held_out_errors() == "n/a"
+
+
+def test_held_out_errors_average_over_seeds_and_say_how_many():
+    t = table(seeds=(0, 1, 2), noise=0.003, law=lambda N, D: (1e13 / N) ** 0.07)
+    text = ladder.fixed_budget(t, 16_000_000, bootstrap=0).held_out_errors()
+    assert text.count("(3 seeds)") == 2
+
+
+def test_the_joint_laws_recover_the_chinchilla_exponents_with_a_hierarchical_bootstrap():
+    t = table(seeds=(0, 1), noise=0.001)
+    fits = ladder.joint(t, bootstrap=20)
+    ch = fits["chinchilla"]
+    assert abs(ch.params["alpha"] - 0.25) < 0.05 and abs(ch.params["beta"] - 0.45) < 0.05
+    assert ch.resampling == "groups, then units within"
+    assert set(fits) == {"kaplan-nd", "chinchilla"}
+
+
+def test_the_exponent_by_budget_uses_the_same_sizes_at_every_budget():
+    t = table()
+    # the largest size reached only the two shortest budgets: it is left out of every budget
+    t = t[~((t["N"] == 786432) & (t["tokens"] > 2_000_000))]
+    by = ladder.alpha_by_budget(t, bootstrap=0)
+    assert list(by["budget"]) == list(BUDGETS) and (by["sizes"] == 6).all()
+    assert by["alpha_N"].is_monotonic_increasing  # the data term flattens the short budgets most
+
+
+def test_the_seed_spread_is_the_relative_sample_std_at_the_longest_shared_budget():
+    t = table(sizes=SIZES[:2], seeds=(0, 1, 2), noise=0.01)
+    t = t[~((t["seed"] == 2) & (t["tokens"] == 16_000_000))]  # one seed stopped short
+    sp = ladder.seed_spread(t)
+    assert list(sp["budget"]) == [8_000_000, 8_000_000] and (sp["seeds"] == 3).all()
+    at = t[(t["N"] == 768) & (t["tokens"] == 8_000_000)]["final_val_loss"]
+    assert math.isclose(sp["rel_std"].iloc[0], at.std(ddof=1) / at.mean())
+    assert ladder.seed_spread(table()).empty
+
+
+def test_the_choices_table_changes_one_thing_at_a_time():
+    t = table(noise=0.001)
+    ch = ladder.choices(t, bootstrap=0)
+    assert list(ch["choice"]) == list(ladder.CHOICES)
+    base, no_one_layer, no_short = ch.iloc[0], ch.iloc[1], ch.iloc[2]
+    assert base["sizes"] == 7 and no_one_layer["sizes"] == 5 and no_short["points"] == 7 * 4
+    # leaving out the shortest budget does not move L(N) at the longest one
+    assert no_short["fixed_alpha_N"] == base["fixed_alpha_N"]
+    # another parameter count moves the exponents
+    assert ch.iloc[3]["fixed_alpha_N"] != base["fixed_alpha_N"] and ch.iloc[4]["fixed_alpha_N"] != base["fixed_alpha_N"]
+    assert base["fixed_alpha_N_ci"].startswith("n/a (no bootstrap")
+    spread = ladder.choice_spread(ch)
+    row = spread.set_index("exponent").loc["ch_alpha"]
+    assert row["lo"] <= row["book"] <= row["hi"] and math.isclose(row["spread"], row["hi"] - row["lo"])
+
+
+def test_a_choice_that_leaves_too_few_sizes_says_so():
+    t = table(sizes=((1, 768), (1, 3072), (2, 13824)))
+    ch = ladder.choices(t, bootstrap=0)
+    row = ch.set_index("choice").loc["1-layer sizes left out (as Kaplan et al. do)"]
+    assert np.isnan(row["nd_alpha_N"]) and row["nd_alpha_N_ci"] == "n/a (fewer than 3 sizes)"
+
+
+def test_reach_names_each_longest_budget():
+    t = table()
+    assert ladder.reach(t) == "N = 768 to 786,432 to 16M tokens (1.8 epochs)"
