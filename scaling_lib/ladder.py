@@ -143,7 +143,7 @@ CHOICES: dict[str, Callable[[pd.DataFrame], tuple[pd.DataFrame, str]]] = {
     "all parameters N_total in place of N": _total,
     "N from the exact compute, C_exact / 6D": _exact,
 }
-CHOICE_COLUMNS = ["choice", "sizes", "points", "fixed_alpha_N", "fixed_alpha_N_ci", "nd_alpha_N", "nd_alpha_N_ci",
+CHOICE_COLUMNS = ["choice", "sizes", "points", "fixed_budget", "fixed_alpha_N", "fixed_alpha_N_ci", "nd_alpha_N", "nd_alpha_N_ci",
                   "nd_alpha_D", "nd_alpha_D_ci", "ch_alpha", "ch_alpha_ci", "ch_beta", "ch_beta_ci"]
 # (column, form, parameter): the exponents the table reports
 EXPONENTS = (("fixed_alpha_N", "power", "alpha"), ("nd_alpha_N", "kaplan-nd", "alpha_N"),
@@ -159,10 +159,10 @@ def choices(t: pd.DataFrame, *, bootstrap: int, seed: int = 0,
     rows = []
     for name, choose in (which or CHOICES).items():
         sub, x = choose(finite(t))
-        row: dict[str, Any] = dict(choice=name, sizes=sub["N"].nunique(), points=len(sub))
+        row: dict[str, Any] = dict(choice=name, sizes=sub["N"].nunique(), points=len(sub), fixed_budget=np.nan)
         fits: dict[str, FitResult | str] = dict.fromkeys(("power", *JOINT_FORMS), "n/a (fewer than 3 sizes)")
         if row["sizes"] >= 3:
-            longest = sub.groupby("N")["tokens"].max().min()
+            longest = row["fixed_budget"] = int(sub.groupby("N")["tokens"].max().min())
             for form in fits:
                 pts = sub[sub["tokens"] == longest] if form == "power" else sub
                 try:

@@ -25,15 +25,16 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
 
 
 def table(df: pd.DataFrame, formats: dict | str | None = None, *, caption: str | None = None, precision: int = 4):
-    """A table for the page: no index column, floats rounded (`formats` per column, else `precision` digits)."""
+    """A table for the page: no index column, floats rounded (`formats` per column, `precision` digits
+    for the floats it leaves out)."""
     if not _plain_index(df):
         df = df.reset_index()
     styler = df.style.hide(axis="index")
-    if formats is None:
-        floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
-        styler = styler.format({c: f"{{:.{precision}g}}" for c in floats}, na_rep="n/a")
-    else:
+    if isinstance(formats, str):
         styler = styler.format(formats, na_rep="n/a")
+    else:  # the given formats, and `precision` digits for the other floats
+        floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+        styler = styler.format({**{c: f"{{:.{precision}g}}" for c in floats}, **(formats or {})}, na_rep="n/a")
     if caption:
         styler = styler.set_caption(caption)
     return styler

@@ -125,6 +125,31 @@ def lr_sweep(df: pd.DataFrame, best: pd.DataFrame | None = None, *, ax=None, rul
     return fig
 
 
+def best_rates(best: pd.DataFrame, *, rule=None, ax=None) -> Figure:
+    """Each (N, budget)'s best peak rate of a tuned grid against N, one colour per budget: filled
+    where the best lies inside the grid (the parabola's minimum), hollow at an edge (the grid's
+    best, a bound); with the fitted rule LR*(N, D) at each budget."""
+    with _style():
+        fig, ax = _axes(ax)
+        norm = _log_norm(best["tokens"])
+        cmap = mpl.colormaps[CMAP]
+        for D, g in best.groupby("tokens"):
+            c = cmap(norm(D))
+            inside = g[g["inside"]]
+            edge = g[~g["inside"]]
+            ax.scatter(inside["N"], inside["lr_star"], color=c, s=28, zorder=3)
+            ax.scatter(edge["N"], edge["lr_grid"], facecolors="none", edgecolors=[c], s=28, zorder=3)
+            if rule is not None:
+                Ns = np.geomspace(best["N"].min() / 1.5, best["N"].max() * 1.5, 50)
+                ax.plot(Ns, rule(Ns, D), color=c, lw=0.8)
+        ax.scatter([], [], color="grey", s=28, label="best inside the grid")
+        ax.scatter([], [], facecolors="none", edgecolors="grey", s=28, label="best at the grid's edge")
+        ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS["N"], ylabel="best peak learning rate")
+        ax.legend(fontsize="small")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="token budget D")
+    return fig
+
+
 def stacked_shares(table: pd.DataFrame, *, ax=None) -> Figure:
     """Share of the forward FLOPs per token in each row of Kaplan's Table 1, one bar per shape."""
     with _style():

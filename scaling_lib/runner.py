@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from . import preempt
 from .config import RunConfig
-from .data import read_progress
+from .data import progress_path, read_progress
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
             report(f"[{len(results)}/{len(cfgs)}] {results[-1].line()}")
         return results
     futures = {executor.submit(c, store, stop_at): c for c in cfgs}
-    last_report = time.time()
+    started = last_report = time.time()
     pending = set(futures)
     stopping = False
     while pending:
@@ -220,20 +220,30 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
             report(f"[{len(results)}/{len(cfgs)}] {res.line()}")
         if pending and time.time() - last_report > PROGRESS_SECONDS:
             last_report = time.time()
-            under_way = progress_line([futures[f] for f in pending])
+            under_way = progress_line([futures[f] for f in pending], since=started)
             if under_way:
                 report(f"[sweep] under way: {under_way}")
     return results
 
 
-def progress_line(cfgs: list[RunConfig]) -> str:
-    """'name 42% (val 4.123, 12 min)' for each of these runs that has checkpointed, '' if none has."""
-    parts = []
+def progress_line(cfgs: list[RunConfig], since: float | None = None) -> str:
+    """'name 42% (val 4.123, 12 min)' for each of these runs that has checkpointed, '' if none has.
+
+    With `since` (a time.time()), a run whose last checkpoint is older is not under way: it waits
+    in the queue to resume (an earlier sweep stopped it), and is counted, not listed.
+    """
+    parts, waiting = [], 0
     for c in cfgs:
         p = read_progress(c.key)
-        if p and p.get("steps"):
-            val = f"val {p['val_loss']:.3f}, " if p.get("val_loss") is not None else ""
-            parts.append(f"{c.sweep}/{c.name} {p['step'] / p['steps']:.0%} ({val}{p['wall_s'] / 60:.0f} min)")
+        if not (p and p.get("steps")):
+            continue
+        if since is not None and progress_path(c.key).stat().st_mtime < since:
+            waiting += 1
+            continue
+        val = f"val {p['val_loss']:.3f}, " if p.get("val_loss") is not None else ""
+        parts.append(f"{c.sweep}/{c.name} {p['step'] / p['steps']:.0%} ({val}{p['wall_s'] / 60:.0f} min)")
+    if waiting:
+        parts.append(f"{waiting} queued to resume from a checkpoint")
     return "; ".join(parts)
 
 

@@ -102,3 +102,16 @@ def test_loss_vs_budget_labels_its_axes_with_units():
     fig = plots.loss_vs_budget(df)
     assert fig.axes[0].get_xlabel() == "tokens processed D"
     assert fig.axes[1].get_ylabel() == "non-embedding parameters N"  # the colour bar
+
+
+def test_best_rates_fills_the_inside_points_and_draws_the_rule_at_each_budget():
+    best = pd.DataFrame(dict(N=[1e3, 1e4, 1e5, 1e3, 1e4, 1e5], tokens=[1e6] * 3 + [4e6] * 3,
+                             inside=[True, True, False, True, False, True],
+                             lr_star=[0.04, 0.02, 0.01, 0.03, 0.015, 0.008], lr_grid=[0.04, 0.02, 0.005] * 2))
+    fig = plots.best_rates(best, rule=lambda N, D: 0.5 * N**-0.3 * (D / 1e6) ** -0.1)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    marks = [c for c in ax.collections if len(c.get_offsets())]
+    assert [len(c.get_offsets()) for c in marks] == [2, 1, 2, 1]  # per budget: inside, then edge
+    assert np.allclose(marks[1].get_offsets()[0], [1e5, 0.005])  # an edge best at its grid rate
+    assert len(ax.lines) == 2  # the rule at each budget

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
@@ -339,3 +341,16 @@ def test_the_lstm_grid_grows_at_a_winning_edge_too(tmp_path):
         s.save(fake_record(c, loss))
     grown = sweep_lstm(p, s)
     assert [c.lr for c in grown] == [1e-2, 3e-2, 9e-2] and {c.arch for c in grown} == {"lstm"}
+
+
+def test_progress_line_counts_a_checkpoint_older_than_the_sweep_as_queued(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALING_LIB_CACHE", str(tmp_path))
+    cfgs = configs("ladder", "smoke", Store(tmp_path / "runs"))[:2]
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    for c in cfgs:
+        (d / f"{c.key}.progress.json").write_text(json.dumps(dict(step=30, steps=120, wall_s=600.0, val_loss=4.25)))
+    old = d / f"{cfgs[0].key}.progress.json"
+    os.utime(old, (time.time() - 3600, time.time() - 3600))  # left by a sweep stopped an hour ago
+    assert progress_line(cfgs, since=time.time() - 60) == f"ladder/{cfgs[1].name} 25% (val 4.250, 10 min); " \
+                                                         "1 queued to resume from a checkpoint"
