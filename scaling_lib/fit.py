@@ -211,7 +211,7 @@ class FitResult:
             return f"n/a ({self.ci_missing})"
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return f"n/a ({name} is not finite in some of the {self.n_boot_ok} resamples)"
-        return f"{lo:{fmt}}{sep}{hi:{fmt}}"
+        return interval_text(lo, hi, fmt, sep)
 
     def predict(self, x, x2=None) -> np.ndarray:
         """The fitted law at x (and x2 for the two-variable forms)."""
@@ -251,6 +251,11 @@ class FitResult:
             "resampling": self.resampling,
             "ci_missing": self.ci_missing,
         }
+
+
+def interval_text(lo: float, hi: float, fmt: str = ".4f", sep: str = "–") -> str:
+    """'0.031–0.045'; with a negative bound 'lo to hi' ('-0.71 to 0.27'), which a dash would garble."""
+    return f"{lo:{fmt}}{sep if lo >= 0 and hi >= 0 else ' to '}{hi:{fmt}}"
 
 
 def _json_float(v: float) -> float | None:
@@ -567,6 +572,7 @@ def fit(
     seed: int = 0,
     groups=None,
     within=None,
+    block: int | None = None,
     starts: Sequence[Mapping[str, float]] | None = None,
 ) -> FitResult:
     """Fit `form` to losses y at x (and x2), with a seeded bootstrap of `bootstrap` resamples.
@@ -574,16 +580,21 @@ def fit(
     `groups` (one label a point, e.g. the model size) makes the bootstrap resample whole groups;
     `within` (a second label, e.g. the seed) makes it hierarchical: groups first, then, inside each
     drawn group, its `within` units with replacement (a size with three seeds may come back with
-    seed 1 twice and seed 2 once). `starts` (dicts by the paper's names) replaces the default grid.
+    seed 1 twice and seed 2 once). `block` (a length, for points in order along a curve, whose
+    neighbours are correlated) draws moving blocks of that many consecutive points instead (Künsch
+    1989). `starts` (dicts by the paper's names) replaces the default grid.
     """
     if within is not None and groups is None:
         raise FitError("within= resamples inside groups: give groups= too")
+    if block is not None and (groups is not None or not 1 <= block <= len(np.atleast_1d(y))):
+        raise FitError(f"block= takes a length from 1 to the number of points ({len(np.atleast_1d(y))}), "
+                       f"without groups=; got {block}")
     x, x2, y = _validate(form, x, y, x2, groups, within)
     with _one_blas_thread():
-        return _fit(form, x, y, x2, bootstrap, seed, groups, within, starts)
+        return _fit(form, x, y, x2, bootstrap, seed, groups, within, starts, block)
 
 
-def _fit(form, x, y, x2, bootstrap, seed, groups, within, starts) -> FitResult:
+def _fit(form, x, y, x2, bootstrap, seed, groups, within, starts, block=None) -> FitResult:
     lx, ly = np.log(x), np.log(y)
     lx2 = None if x2 is None else np.log(x2)
     params = _fit_once(form, lx, lx2, ly, starts)
@@ -595,7 +606,8 @@ def _fit(form, x, y, x2, bootstrap, seed, groups, within, starts) -> FitResult:
     ci: dict[str, tuple[float, float]] = {}
     n_ok, boot_df = 0, None
     if bootstrap > 0:
-        boot_df = _bootstrap(form, lx, lx2, ly, params, bootstrap, seed, resampler(len(ly), groups, within))
+        draw = resampler(len(ly), groups, within, block)
+        boot_df = _bootstrap(form, lx, lx2, ly, params, bootstrap, seed, draw)
         n_ok = len(boot_df)
         if n_ok >= 2:
             # a scale that overflows in some resamples (X_c of a nearly flat trend) is inf there; its
@@ -615,16 +627,22 @@ def _fit(form, x, y, x2, bootstrap, seed, groups, within, starts) -> FitResult:
         n_boot=int(bootstrap),
         n_boot_ok=n_ok,
         boot_params=boot_df,
-        resampling=("points" if groups is None else "groups" if within is None else "groups, then units within"),
+        resampling=(f"moving blocks of {block} points" if block else "points" if groups is None else "groups"
+                    if within is None else "groups, then units within"),
     )
 
 
-def resampler(n: int, groups=None, within=None) -> Callable[[np.random.Generator], np.ndarray]:
+def resampler(n: int, groups=None, within=None, block: int | None = None) -> Callable[[np.random.Generator], np.ndarray]:
     """A function drawing one bootstrap resample of n points as an index array.
 
-    Points one by one; whole groups (`groups`); or groups, then inside each drawn group its
-    `within` units (hierarchical: a unit is e.g. one seed's points at one size).
+    Points one by one; whole groups (`groups`); groups, then inside each drawn group its `within`
+    units (hierarchical: a unit is e.g. one seed's points at one size); or moving blocks of `block`
+    consecutive points, cut to n (for ordered, autocorrelated points).
     """
+    if block is not None:
+        starts = n - block + 1
+        k = -(-n // block)
+        return lambda rng: np.concatenate([np.arange(s, s + block) for s in rng.integers(0, starts, k)])[:n]
     if groups is None:
         return lambda rng: rng.integers(0, n, n)
     codes, labels = pd.factorize(np.asarray(groups), use_na_sentinel=False)

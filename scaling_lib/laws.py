@@ -5,6 +5,8 @@ Numerics over tables of runs only (numpy, pandas): no torch.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,6 +101,44 @@ def envelope(curves: pd.DataFrame, x: str = "C", y: str = "val_loss", n_bins: in
         rows.append({x: hi, y: best[y], "N": best["N"], "key": best["key"]})
     env = pd.DataFrame(rows).drop_duplicates(subset=[y], keep="first")
     return env.reset_index(drop=True)
+
+
+@dataclass(frozen=True, eq=False)
+class EnvelopeFit:
+    """L(C) fitted to a lower envelope: the envelope, the part fitted, the fit and its block length."""
+
+    envelope: pd.DataFrame
+    fitted: pd.DataFrame
+    fit: Any  # fit.FitResult
+    block: int  # points in a bootstrap block: the median stretch that one run holds
+    stretches: int  # runs' stretches in the fitted part (consecutive points held by one run)
+
+    def __iter__(self):  # env, env_fit, res = envelope_fit(...)
+        return iter((self.envelope, self.fitted, self.fit))
+
+
+def envelope_fit(curves: pd.DataFrame, x: str = "C", *, bootstrap: int = 0, seed: int = 0,
+                 y: str = "val_loss", min_stretches: int = 3) -> EnvelopeFit:
+    """A power law L(x) fitted to the lower envelope of learning curves (Kaplan et al. 2020, Fig. 1 left).
+
+    The start of training is skipped, where the smallest model holds the envelope only because every
+    run is at its first steps. Neighbouring envelope points come from the same run and are not
+    independent: the interval is a moving-block bootstrap whose block is the median stretch that one
+    run holds, and there is none (bootstrap 0) when the fitted part has fewer than `min_stretches`
+    such stretches.
+    """
+    from . import fit
+
+    env = envelope(curves[curves["step"] > 0] if "step" in curves else curves, x=x, y=y)
+    start = env.index[env["N"] != env["N"].iloc[0]]
+    fitted = env.loc[start[0]:] if len(start) and len(env) - start[0] >= 4 else env
+    runs = (fitted["key"] != fitted["key"].shift()).cumsum()
+    lengths = runs.value_counts()
+    block = max(1, int(np.median(lengths)))
+    enough = len(lengths) >= min_stretches and len(fitted) >= 2 * block
+    res = fit.fit("power", fitted[x], fitted[y], bootstrap=bootstrap if enough else 0, seed=seed,
+                  block=block if enough and bootstrap else None)
+    return EnvelopeFit(env, fitted, res, block, len(lengths))
 
 
 def pf_days(C: np.ndarray | float) -> np.ndarray | float:

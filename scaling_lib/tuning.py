@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import laws
+from .fit import interval_text
 
 COLUMNS = ["N", "tokens", "rates", "inside", "lr_grid", "loss_grid", "lr_star", "loss_star", "seeds"]
 
@@ -54,6 +55,17 @@ def best_rates(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
                          loss_grid=float(ls[i]), lr_star=lr_star, loss_star=loss_star,
                          seeds=int(by_lr["seeds"].iloc[i])))
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def optimum(g: pd.DataFrame, loss: str = "final_val_loss") -> pd.Series:
+    """The best rate of one size of a single-budget sweep: `lr_best`, the parabola's minimum in log
+    rate (`laws.parabola_minimum`); `lr_grid_best` and `loss_at_best`, the grid's best run; `at_edge`,
+    whether that run is the lowest or highest rate; `n_lr`, the rates tried."""
+    g = g.sort_values("lr")
+    ls = g[loss].to_numpy(float)
+    i = int(np.argmin(ls))
+    return pd.Series(dict(lr_best=laws.parabola_minimum(g["lr"], g[loss]), lr_grid_best=g["lr"].iloc[i],
+                          loss_at_best=ls[i], at_edge=i in (0, len(g) - 1), n_lr=len(g)))
 
 
 def at_best_rate(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
@@ -90,7 +102,7 @@ class LRRule:
             why = "no bootstrap" if self.n_boot == 0 else f"only {self.n_boot_ok} of {self.n_boot} resamples fitted"
             return f"n/a ({why})"
         lo, hi = self.ci[name]
-        return f"{lo:{fmt}}–{hi:{fmt}}"
+        return interval_text(lo, hi, fmt)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

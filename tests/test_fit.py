@@ -483,3 +483,9 @@ def test_the_prediction_interval_brackets_the_fit_and_widens_away_from_the_data(
     assert (hi[1] - lo[1]) / mid[1] > (hi[0] - lo[0]) / mid[0]  # extrapolating two decades is less certain
     lo0, hi0 = fitting.fit("power", N, y).predict_interval(x)
     assert np.isnan(lo0).all() and np.isnan(hi0).all()  # no bootstrap, no interval
+
+
+def test_an_interval_with_a_negative_bound_reads_lo_to_hi():
+    assert fitting.interval_text(0.031, 0.045, ".3f") == "0.031–0.045"
+    assert fitting.interval_text(-0.71, 0.27, ".2f") == "-0.71 to 0.27"
+    assert fitting.interval_text(-0.14, -0.05, ".2f") == "-0.14 to -0.05"

@@ -76,3 +76,45 @@ def test_loglog_interp_is_exact_on_a_power_law_and_nan_outside():
     got = laws.loglog_interp([2e3, 5e4, 1e3], xs, ys)
     np.testing.assert_allclose(got, 3.0 * np.array([2e3, 5e4, 1e3]) ** -0.2, rtol=1e-12)
     assert np.isnan(laws.loglog_interp([10.0, 1e6], xs, ys)).all()
+
+
+def _ladder_curves(Ns=(1e3, 4e3, 16e3, 64e3, 256e3), steps=60, noise=0.0, seed=0):
+    """Learning curves L = E + (N_c/N)^0.3 + (C_c/C)^0.1 with C = 6ND: each size holds the envelope a while."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for N in Ns:
+        D = np.geomspace(1e4, 1e8, steps)
+        C = 6 * N * D
+        L = 2.0 + (3e3 / N) ** 0.3 + (1e10 / C) ** 0.1 + 1.0 * (1e6 / D) ** 0.3
+        rows.append(pd.DataFrame(dict(key=f"n{N:g}", N=N, step=np.arange(1, steps + 1), C=C,
+                                      val_loss=L * (1 + noise * rng.standard_normal(steps)))))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_the_envelope_fit_bootstraps_blocks_as_long_as_one_runs_stretch():
+    ef = laws.envelope_fit(_ladder_curves(noise=0.002), "C", bootstrap=50)
+    res = ef.fit
+    assert ef.stretches >= 3 and ef.block >= 2
+    assert res.resampling == f"moving blocks of {ef.block} points" and res.ci_missing is None
+    assert res.ci["alpha"][0] < res.params["alpha"] < res.ci["alpha"][1]
+    assert ef.fitted["N"].iloc[0] != ef.envelope["N"].iloc[0]  # the first steps, held by the smallest model, skipped
+    env, fitted, res2 = ef  # unpacks like the chapters' tuple
+    assert res2 is res
+
+
+def test_an_envelope_held_by_too_few_runs_gets_no_interval():
+    ef = laws.envelope_fit(_ladder_curves(Ns=(1e3, 4e3)), "C", bootstrap=50)
+    assert ef.stretches < 3 and ef.fit.ci_missing == "no bootstrap"
+
+
+def test_moving_blocks_draw_consecutive_points():
+    from scaling_lib import fit
+
+    draw = fit.resampler(10, block=3)
+    idx = draw(np.random.default_rng(0))
+    assert len(idx) == 10 and idx.max() <= 9
+    starts = idx[::3]
+    assert all((idx[i * 3:(i + 1) * 3] == np.arange(s, s + 3)[: len(idx[i * 3:(i + 1) * 3])]).all()
+               for i, s in enumerate(starts))
+    with pytest.raises(fit.FitError, match="block="):
+        fit.fit("power", [1, 2, 3, 4], [4, 3, 2, 1.5], block=5)

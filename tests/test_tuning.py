@@ -77,3 +77,13 @@ def test_a_diverged_rate_is_the_worst_result_not_a_missing_one():
     best = tuning.best_rates(t)
     assert best["rates"].iloc[0] == 5 and best["lr_grid"].iloc[0] < t["lr"].max()
     assert tuning.best_rates(t.iloc[:0]).empty
+
+
+def test_the_optimum_of_one_size_is_the_parabola_through_the_grid_and_flags_an_edge():
+    lrs = np.array([0.0025, 0.005, 0.01, 0.02, 0.04])
+    g = pd.DataFrame(dict(lr=lrs[::-1], final_val_loss=4 + 0.3 * np.log(lrs[::-1] / 0.007) ** 2))
+    o = tuning.optimum(g)
+    assert o["lr_best"] == pytest.approx(0.007, rel=1e-6) and o["lr_grid_best"] == 0.005 and not o["at_edge"]
+    assert o["n_lr"] == 5 and o["loss_at_best"] == pytest.approx(4 + 0.3 * math.log(0.005 / 0.007) ** 2)
+    edge = tuning.optimum(g.assign(final_val_loss=g["lr"]))  # lower is better all the way down
+    assert edge["at_edge"] and edge["lr_grid_best"] == 0.0025
