@@ -144,6 +144,16 @@ def _predict(args) -> int:
     return 0
 
 
+def _reference(args) -> int:
+    from .data import load_corpus
+    from .ngram import reference_entropies, store_reference
+
+    ref = reference_entropies(load_corpus(args.corpus, args.tokenizer))
+    path = store_reference(ref, Path(args.store) if args.store else None)
+    print(json.dumps(dict(ref, path=str(path)), indent=1))
+    return 0
+
+
 def _fit(args) -> int:
     from . import fit
 
@@ -230,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score", metavar="NAME", help="score a filed prediction against the stored runs")
     p.add_argument("--store")
     p.set_defaults(fn=_predict)
+
+    p = sub.add_parser("reference", help="the n-gram reference lines of a corpus, filed under runs/reference/")
+    p.add_argument("--corpus", default="books")
+    p.add_argument("--tokenizer", default="bpe4096")
+    p.add_argument("--store", help="runs root (default: runs/)")
+    p.set_defaults(fn=_reference)
 
     p = sub.add_parser("fit", help="fit a scaling law to a CSV, as JSON")
     from . import fit

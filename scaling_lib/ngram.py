@@ -4,7 +4,9 @@ An n-gram model is counted on the training split and scored on the validation sp
 token, like the networks. Smoothing is interpolated absolute discounting (Ney et al. 1994, the
 base of Kneser-Ney): every order keeps its counts less a discount D and hands the rest to the
 order below, down to add-one unigrams, so no token of the vocabulary has probability zero.
-Computed once per corpus and tokenizer, and cached beside the corpus. Numpy only.
+Computed once per corpus and tokenizer, and cached beside the corpus; `store_reference` files the
+result under ``<runs root>/reference/`` (committed), where the chapters read it without the corpus.
+Numpy only.
 """
 from __future__ import annotations
 
@@ -94,3 +96,32 @@ def reference_entropies(corpus, *, cache: Path | None = None) -> dict[str, Any]:
     tmp.write_text(json.dumps(out, indent=1))
     os.replace(tmp, path)
     return out
+
+
+def _stored_path(corpus: str, tokenizer: str, root: Path | None) -> Path:
+    from .store import default_root
+
+    return Path(root or default_root()) / "reference" / f"ngram-{corpus}-{tokenizer}.json"
+
+
+def store_reference(ref: dict[str, Any], root: Path | None = None) -> Path:
+    """File the reference entropies of a corpus under the runs root (atomically), for the book."""
+    from .store import write_json
+
+    path = _stored_path(ref["corpus"], ref["tokenizer"], root)
+    write_json(path, ref)
+    return path
+
+
+def stored_reference(corpus: str = "books", tokenizer: str = "bpe4096", root: Path | None = None) -> dict | None:
+    """The filed reference entropies of a corpus and tokenizer, or None if none was filed."""
+    path = _stored_path(corpus, tokenizer, root)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def for_profile(profile_name: str, root: Path | None = None) -> dict | None:
+    """The filed reference entropies of the corpus and tokenizer that a profile's runs train on."""
+    from .plans import profile
+
+    p = profile(profile_name)
+    return stored_reference(p.get("corpus", "books"), p.get("tokenizer", "bpe4096"), root)

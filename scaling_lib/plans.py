@@ -44,6 +44,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         lr_grid=(1e-2, 3e-2), lr_tokens=20_480,
         data_model=(1, 16), data_budget=40_960, data_sizes=(32_768, 65_536, 0),
         shapes=(dict(n_layer=1, d_model=16), dict(n_layer=2, d_model=12)), shape_tokens=20_480,
+        shape_lr_tuned=(dict(n_layer=1, d_model=16),),
         lstm_ladder=((1, 8), (1, 16), (2, 16)), lstm_tokens=40_960, lstm_lr_grid=(1e-2, 3e-2),
         tune_ladder=((1, 8), (1, 16)), tune_tokens=40_960, tune_budgets=(10_240, 20_480), tune_seeds=(0, 1),
         tune_eval_version=EVAL_VERSION,
@@ -59,6 +60,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         lr_grid=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1), lr_tokens=2_000_000,
         data_model=(4, 128), data_budget=16_000_000, data_sizes=(2**19, 2**20, 2**21, 2**22, 0),
         shapes=SHAPES_FIG5, shape_tokens=4_000_000,
+        # tuned at the shape budget: the shallowest and the deepest of depth-against-width, and the
+        # best of the stored scan at the ladder's rule (a choice made after seeing the scan)
+        shape_lr_tuned=(dict(n_layer=1, d_model=160), dict(n_layer=2, d_model=112), dict(n_layer=16, d_model=40)),
         lstm_ladder=((1, 16), (1, 32), (1, 64), (2, 64), (2, 128)), lstm_tokens=8_000_000,
         lstm_lr_grid=(3e-3, 1e-2, 3e-2),
         # the tuned ladder: every size to 16M tokens (1.8 epochs), cooldown branches at every doubling
@@ -76,6 +80,7 @@ PROFILES["gpu"] = dict(
     PROFILES["book"],
     device="cuda", ladder=LADDER_CPU + LADDER_GPU_EXTRA, tokens=32_000_000, long_max_N=0,
     budgets=(2_000_000, 4_000_000, 8_000_000, 16_000_000), data_budget=32_000_000, shape_tokens=16_000_000,
+    shape_lr_tuned=(),
     lstm_ladder=((1, 16), (1, 32), (1, 64), (2, 64), (2, 128), (2, 256)), lstm_tokens=16_000_000,
     train_missing=True,
 )
@@ -113,7 +118,7 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{k: (_sizes, "a tuple of (n_layer, d_model) pairs") for k in ("ladder", "seed_sizes", "lstm_ladder",
                                                                      "tune_ladder")},
     **{k: (_floats, "a tuple of positive rates") for k in ("lr_grid", "lstm_lr_grid")},
-    "shapes": (_shapes, "a tuple of shape dicts"),
+    **{k: (_shapes, "a tuple of shape dicts") for k in ("shapes", "shape_lr_tuned")},
     "train_missing": (lambda v: isinstance(v, bool), "True or False"),
 }
 
@@ -295,11 +300,17 @@ def sweep_data(p: dict, store: Store) -> list[RunConfig]:
 
 @sweep
 def sweep_shape(p: dict, store: Store) -> list[RunConfig]:
-    """Shapes at (nearly) fixed N: depth against width, feed-forward ratio, head dimension (Fig. 5)."""
+    """Shapes at (nearly) fixed N: depth against width, feed-forward ratio, head dimension (Fig. 5),
+    at the ladder's rate; and the shapes of `shape_lr_tuned` at half and twice it too, the grid
+    growing past a winning edge, to test whether the rule's rate makes the trend."""
     cfgs = []
     for shape in p["shapes"]:
         base = _base(p, "shape", tokens=p["shape_tokens"], schedule="cosine", **shape)
         cfgs.append(base.replace(lr=ladder_lr(base.N)))
+    for shape in p.get("shape_lr_tuned", ()):
+        base = _base(p, "shape", tokens=p["shape_tokens"], schedule="cosine", **shape)
+        lr = ladder_lr(base.N)
+        cfgs += [c for c in _lr_grid(base, (round(lr / 2, 6), lr, round(lr * 2, 6)), store) if c not in cfgs]
     return cfgs
 
 

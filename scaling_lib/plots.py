@@ -125,6 +125,20 @@ def lr_sweep(df: pd.DataFrame, best: pd.DataFrame | None = None, *, ax=None, rul
     return fig
 
 
+def reference_lines(ax, ref: dict | None, orders=("unigram", "bigram", "trigram")) -> None:
+    """Dotted horizontal lines at the n-gram cross-entropies of the corpus (`ngram.stored_reference`),
+    each labelled at the right; those outside the axis' loss range are left out. Nothing without `ref`."""
+    if not ref:
+        return
+    lo, hi = ax.get_ylim()
+    for name in orders:
+        v = ref.get(name)
+        if v is not None and lo <= v <= hi:
+            ax.axhline(v, color="grey", ls=":", lw=1, zorder=1)
+            ax.annotate(name, (1.0, v), xycoords=("axes fraction", "data"), xytext=(-3, 2),
+                        textcoords="offset points", ha="right", va="bottom", fontsize="x-small", color="grey")
+
+
 def best_rates(best: pd.DataFrame, *, rule=None, ax=None) -> Figure:
     """Each (N, budget)'s best peak rate of a tuned grid against N, one colour per budget: filled
     where the best lies inside the grid (the parabola's minimum), hollow at an edge (the grid's

@@ -33,7 +33,7 @@ from .config import INTRODUCED, RunConfig, vocab_size
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "runs"
 SCHEMA_VERSION = 2  # 2: `schema` and `config.eval_version` in every record, budgets with standard errors
 FAILED = ".failed"  # under the root: the failed records, out of the way of the records
-NOT_RUNS = ("predictions", "rules")  # folders of the root that hold other records (predictions, fitted rules)
+NOT_RUNS = ("predictions", "rules", "reference")  # other records under the root: predictions, fitted rules, n-gram lines
 
 
 def default_root() -> Path:
@@ -108,7 +108,7 @@ class Store:
 
     def paths(self, sweep: str | None = None) -> list[Path]:
         """The records' files (not temporary files, not failures: nothing under a name that starts with '.';
-        not the predictions and rules of `NOT_RUNS`)."""
+        nothing under the folders of `NOT_RUNS`)."""
         base = self.root / sweep if sweep else self.root
         return sorted(p for p in base.rglob("*.json")
                       if not any(part.startswith(".") for part in p.relative_to(base).parts)

@@ -44,3 +44,23 @@ def test_the_tiny_corpus_reference_lines_fall_with_the_order_and_are_cached(tiny
     assert math.log(tiny_corpus.vocab_size) > ref["unigram"] > ref["bigram"] > ref["trigram"] > 0
     (cached,) = tmp_path.glob("ngram-tiny-bpe4096-*.json")
     assert reference_entropies(tiny_corpus, cache=tmp_path) == ref and cached.exists()
+
+
+def test_filed_reference_lines_are_read_back_without_the_corpus_and_are_not_runs(tiny_corpus, tmp_path):
+    from scaling_lib.ngram import store_reference, stored_reference
+    from scaling_lib.store import Store
+
+    runs = tmp_path / "runs"
+    assert stored_reference("tiny", tiny_corpus.tokenizer_name, root=runs) is None
+    ref = reference_entropies(tiny_corpus, cache=tmp_path / "cache")
+    path = store_reference(ref, runs)
+    assert path == runs / "reference" / f"ngram-tiny-{tiny_corpus.tokenizer_name}.json"
+    assert stored_reference("tiny", tiny_corpus.tokenizer_name, root=runs) == ref
+    assert Store(runs).paths() == []
+
+
+def test_the_book_has_the_reference_lines_of_its_corpus():
+    from scaling_lib.ngram import stored_reference
+
+    ref = stored_reference("books", "bpe4096")
+    assert ref is not None and ref["unigram"] > ref["bigram"] > ref["trigram"] > 0

@@ -90,3 +90,18 @@ def test_the_tuned_grid_grows_towards_every_edge_that_wins_at_some_budget(tmp_pa
     grown = sorted(c.lr for c in configs("tune", "smoke", s) if c.d_model == 8)
     assert grown == [pytest.approx(lo / 2), lo, mid, hi, pytest.approx(2 * hi)]
     assert all(c.seed == 0 for c in configs("tune", "smoke", s) if c.d_model == 8)  # no seeds while an edge wins
+
+
+def test_the_tuned_shapes_add_half_and_twice_the_rule_rate_and_keep_the_scan(tmp_path):
+    from scaling_lib.plans import PROFILES, ladder_lr
+
+    cfgs = configs("shape", "cpu", Store(tmp_path))
+    scan = [c for c in cfgs if c.lr == ladder_lr(c.N)]
+    assert len(scan) == len(PROFILES["cpu"]["shapes"])  # every shape once at the rule's rate
+    for shape in PROFILES["cpu"]["shape_lr_tuned"]:
+        mine = sorted((c for c in cfgs if c.n_layer == shape["n_layer"] and c.d_model == shape["d_model"]
+                       and c.d_ff in (0, 4 * c.d_model)), key=lambda c: c.lr)
+        lr = ladder_lr(mine[0].N)
+        assert [c.lr for c in mine] == [round(lr / 2, 6), lr, round(lr * 2, 6)]
+    assert len(set(cfgs)) == len(cfgs)
+    assert all(c.lr == ladder_lr(c.N) for c in configs("shape", "gpu", Store(tmp_path)))

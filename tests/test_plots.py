@@ -115,3 +115,16 @@ def test_best_rates_fills_the_inside_points_and_draws_the_rule_at_each_budget():
     assert [len(c.get_offsets()) for c in marks] == [2, 1, 2, 1]  # per budget: inside, then edge
     assert np.allclose(marks[1].get_offsets()[0], [1e5, 0.005])  # an edge best at its grid rate
     assert len(ax.lines) == 2  # the rule at each budget
+
+
+def test_reference_lines_draw_the_orders_inside_the_loss_range_only():
+    fig = plots.loss_vs_budget(pd.DataFrame(dict(key=["a"] * 3, N=[1e3] * 3, tokens=[1e6, 2e6, 4e6],
+                                                 final_val_loss=[4.0, 4.5, 5.0])))
+    ax = fig.axes[0]
+    before = len(ax.lines)
+    plots.reference_lines(ax, dict(unigram=6.75, bigram=4.7, trigram=4.19))
+    added = ax.lines[before:]
+    assert sorted(line.get_ydata()[0] for line in added) == [4.19, 4.7]  # 6.75 is off the axis
+    assert [t.get_text() for t in ax.texts] == ["bigram", "trigram"]
+    plots.reference_lines(ax, None)
+    assert len(ax.lines) == before + 2
