@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from . import arch
 from .config import EVAL_VERSION, RunConfig
 from .store import Store
 
@@ -334,5 +335,6 @@ def configs(name: str, profile_name: str, store: Store | None = None,
 
 
 def cost(cfgs: list[RunConfig]) -> float:
-    """A rough cost: tokens times (N + the output layer), for ordering and for the log line."""
-    return sum(c.tokens * (1.2 if c.budgets else 1.0) * (c.N + c.d_model * c.vocab) / 1e5 for c in cfgs)
+    """A rough cost: tokens times (N at each use + the output layer), for ordering and for the log line."""
+    return sum(c.tokens * (1.2 if c.budgets else 1.0) * (c.N * arch.uses(c) + c.d_model * c.vocab) / 1e5
+               for c in cfgs)

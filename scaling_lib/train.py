@@ -24,8 +24,8 @@ import torch
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from . import distributed, flops, preempt
-from .arch import train_flops_per_token
+from . import distributed, preempt
+from .arch import C_train, train_flops_per_token
 from .config import RunConfig
 from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
 from .distributed import World
@@ -242,7 +242,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
             val = distributed.broadcast(world, ev.curve(model) if world.main else None)
             tokens = step * cfg.tokens_per_step
             point = dict(
-                step=step, tokens=tokens, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+                step=step, tokens=tokens, C=C_train(cfg, tokens), C_exact=c_per_token * tokens,
                 lr=lr_at(cfg, max(step - 1, 0), S), val_loss=val,
                 train_loss=state["train_loss_sum"] / state["train_loss_n"] if state["train_loss_n"] else None,
                 **{f"val_loss_{name}": loss for name, loss in (ev.others(model) if world.main else {}).items()},
@@ -408,7 +408,7 @@ def _cooldown_branch(model, opt, cfg, device, start, budget_steps, train_tokens,
     opt.load_state_dict(saved_opt)
     extra = dict(val_loss_se=scored.get("se", math.nan), eval_windows=scored.get("windows")) if ev.v2 else {}
     return dict(tokens=tokens, steps=budget_steps, cooldown_from_step=start, val_loss=val, **extra,
-                epochs=tokens / train_tokens.size, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+                epochs=tokens / train_tokens.size, C=C_train(cfg, tokens), C_exact=c_per_token * tokens,
                 status="ok" if math.isfinite(val) else "diverged")
 
 
@@ -461,14 +461,14 @@ def _record(cfg, model, ev, train_tokens, state, device, c_per_token, sweep_note
             longest = dict(val_loss=final["val_loss"])
     budgets = sorted(state["budgets"], key=lambda b: b["tokens"])
     budgets.append(dict(tokens=tokens, steps=state["step"], cooldown_from_step=None, **longest,
-                        epochs=tokens / train_tokens.size, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+                        epochs=tokens / train_tokens.size, C=C_train(cfg, tokens), C_exact=c_per_token * tokens,
                         status=state["status"]))
     return dict(
         schema=SCHEMA_VERSION, key=cfg.key, name=cfg.name, sweep=cfg.sweep, config=cfg.to_dict(),
         status=state["status"], diverged_at_step=state["diverged_at"],
         N=cfg.N, params_counted=model.n_params(non_embedding=True), N_total=model.n_params(non_embedding=False),
         tokens=tokens, steps=state["step"], data_tokens=int(train_tokens.size), epochs=tokens / train_tokens.size,
-        C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+        C=C_train(cfg, tokens), C_exact=c_per_token * tokens,
         curve=state["curve"], budgets=budgets, final=final,
         provenance=_provenance(device, ev.corpus, state, tokens, sweep_note, commit),
     )
