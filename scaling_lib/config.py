@@ -29,6 +29,7 @@ EVAL_VERSION = 2
 INTRODUCED: dict[str, Any] = {
     "eval_version": 1,
     "n_recur": 1,
+    "eval_per_position": False,
 }
 
 
@@ -65,6 +66,7 @@ class RunConfig:
     seed: int = 0
     eval_tokens: int = 65_536  # validation tokens per evaluation during training
     evals_per_decade: int = 8  # evaluation steps, log-spaced in steps
+    eval_per_position: bool = False  # also store the loss at every context position at each curve evaluation
     eval_version: int = EVAL_VERSION  # how the run is evaluated (see EVAL_VERSION)
 
     def __post_init__(self) -> None:
