@@ -1,5 +1,5 @@
 """The loss at every context position along training (Kaplan et al. 2020, Fig. 20 right): the
-`eval_per_position` option and its tidy table."""
+`eval_per_position` option, its tidy table, and the L(T) fit (Fig. 20 left, App. D.5)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from scaling_lib import store as store_mod
+from scaling_lib import laws, store as store_mod
 from scaling_lib.config import INTRODUCED, RunConfig
 from scaling_lib.store import Store
 from scaling_lib.train import PER_POSITION_DIGITS, train
@@ -75,3 +75,28 @@ def test_the_tidy_table_has_a_row_per_evaluation_and_position(pair):
     assert (end < first.set_index("T")["loss"]).all()
     empty = store_mod.per_position_curves([off])
     assert empty.empty and list(empty.columns) == ["step", "tokens", "T", "loss", "N", "n_ctx", "key"]
+
+
+# --- L(T) = a + b T^-c -----------------------------------------------------------------------
+def test_the_loss_by_position_fit_recovers_a_known_exponent():
+    rng = np.random.default_rng(0)
+    T = np.arange(1, 129)
+    a, b, c = 3.2, 2.5, 0.45
+    loss = (a + b * T**-c) * np.exp(rng.normal(0, 0.003, T.size))
+    f = laws.fit_loss_by_position(T, loss, bootstrap=200, seed=0)
+    assert f.form == "power-offset" and f.n_points == 128
+    assert f.params["alpha"] == pytest.approx(c, abs=0.05) and f.params["E"] == pytest.approx(a, abs=0.1)
+    assert f.contains("alpha", c) and f.contains("E", a)
+    lo, hi = f.interval("alpha")
+    assert hi - lo < 0.2
+    # the first position left out: a fit on T >= 2 only
+    assert laws.fit_loss_by_position(T, loss, T_min=2).n_points == 127
+
+
+def test_the_loss_by_position_fit_resamples_whole_runs():
+    rng = np.random.default_rng(1)
+    T = np.tile(np.arange(1, 65), 3)
+    run = np.repeat(["a", "b", "c"], 64)
+    loss = (3.0 + 2.0 * T**-0.6) * np.exp(rng.normal(0, 0.005, T.size))
+    f = laws.fit_loss_by_position(T, loss, bootstrap=50, seed=0, groups=run, T_min=4)
+    assert f.resampling == "groups" and f.n_points == 3 * 61 and f.contains("alpha", 0.6)
