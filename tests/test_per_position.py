@@ -9,6 +9,7 @@ import pytest
 
 from scaling_lib import laws, store as store_mod
 from scaling_lib.config import INTRODUCED, RunConfig
+from scaling_lib.plans import configs
 from scaling_lib.store import Store
 from scaling_lib.train import PER_POSITION_DIGITS, train
 
@@ -75,6 +76,16 @@ def test_the_tidy_table_has_a_row_per_evaluation_and_position(pair):
     assert (end < first.set_index("T")["loss"]).all()
     empty = store_mod.per_position_curves([off])
     assert empty.empty and list(empty.columns) == ["step", "tokens", "T", "loss", "N", "n_ctx", "key"]
+
+
+def test_a_smoke_context_run_stores_its_positions(tiny_corpus, linked_cache, tmp_path):
+    s = Store(tmp_path / "runs")
+    short = min(configs("context", "smoke", s), key=lambda c: (c.n_ctx, c.N))
+    assert short.eval_per_position and short.n_ctx == 16
+    rec = train(short, progress=False, store=s)
+    t = store_mod.per_position_curves(s.records("context"))
+    assert len(t) == len(rec["curve"]) * 16 and t["n_ctx"].eq(16).all()
+    assert t.groupby("step")["loss"].mean().iloc[-1] < t.groupby("step")["loss"].mean().iloc[0]
 
 
 # --- L(T) = a + b T^-c -----------------------------------------------------------------------
