@@ -8,7 +8,7 @@ d_ff, n_ctx, n_head, vocab), so this module does not import `config`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from . import flops
@@ -21,6 +21,9 @@ class Arch:
     N: Callable[[Any], int]  # config -> non-embedding parameters as Kaplan counts them
     forward_flops: Callable[[Any], float]  # config -> forward FLOPs per token, embeddings and attention included
     describe: str = ""
+    # config -> how often each of the N counted parameters is used per token; None: once, and the
+    # architecture takes no n_recur
+    reuse: Callable[[Any], int] | None = None
 
 
 REGISTRY: dict[str, Arch] = {}
@@ -49,6 +52,18 @@ def train_flops_per_token(cfg) -> float:
     return 3 * get(cfg.arch).forward_flops(cfg)
 
 
+def uses(cfg) -> int:
+    """How often each counted parameter is used per token: n_recur where the blocks are reused, else 1."""
+    reuse = get(cfg.arch).reuse
+    return 1 if reuse is None else int(reuse(cfg))
+
+
+def C_train(cfg, tokens: float) -> float:
+    """C = 6 N D with a reused parameter counted at every use, as Kaplan compares recurrent
+    transformers "accounting for reuse" (App. D.2, Fig. 17); 6 N D itself for the others."""
+    return flops.C_train(cfg.N * uses(cfg), tokens)
+
+
 # --- the transformer (Kaplan et al. 2020, Table 1) --------------------------------------------
 def _gpt_build(cfg):
     from .model import GPT
@@ -62,6 +77,28 @@ register(Arch(
     N=lambda c: flops.N(flops.Shape.of(c)),
     forward_flops=lambda c: flops.C_forward_exact(flops.Shape.of(c)),
     describe="pre-LN decoder-only transformer, learned positions, tied de-embedding",
+))
+
+
+# --- the recurrent transformer (Kaplan App. D.2, Fig. 17; Dehghani et al. 2018) ---------------
+def _ut_build(cfg):
+    from .model import RecurrentGPT
+
+    return RecurrentGPT(cfg.vocab, cfg.n_ctx, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff, cfg.n_recur)
+
+
+def unrolled_shape(cfg) -> flops.Shape:
+    """The shape a token's forward pass goes through: n_layer n_recur blocks (the reused ones at each use)."""
+    return replace(flops.Shape.of(cfg), n_layer=cfg.n_layer * cfg.n_recur)
+
+
+register(Arch(
+    name="ut",
+    build=_ut_build,
+    N=lambda c: flops.N(flops.Shape.of(c)),  # the shared blocks counted once
+    forward_flops=lambda c: flops.C_forward_exact(unrolled_shape(c)),  # and their compute at every use
+    reuse=lambda c: c.n_recur,
+    describe="recurrent transformer: the gpt's stack of n_layer blocks applied n_recur times with the same parameters",
 ))
 
 

@@ -28,6 +28,8 @@ EVAL_VERSION = 2
 # re-keys no stored record; a record that lacks a field is read with this value.
 INTRODUCED: dict[str, Any] = {
     "eval_version": 1,
+    "n_recur": 1,
+    "eval_per_position": False,
 }
 
 
@@ -41,6 +43,7 @@ class RunConfig:
     d_model: int = 64
     n_head: int = 0  # 0: heads of 32 channels where d_model allows (at least one)
     d_ff: int = 0  # 0: 4 * d_model, as in Kaplan et al. 2020
+    n_recur: int = 1  # times the stack of blocks is applied with the same parameters (arch "ut"; 1: no reuse)
     n_ctx: int = 128
     tokenizer: str = "bpe4096"  # "byte" or "bpe<vocab size>"
     corpus: str = "books"
@@ -63,6 +66,7 @@ class RunConfig:
     seed: int = 0
     eval_tokens: int = 65_536  # validation tokens per evaluation during training
     evals_per_decade: int = 8  # evaluation steps, log-spaced in steps
+    eval_per_position: bool = False  # also store the loss at every context position at each curve evaluation
     eval_version: int = EVAL_VERSION  # how the run is evaluated (see EVAL_VERSION)
 
     def __post_init__(self) -> None:
@@ -76,6 +80,10 @@ class RunConfig:
         for name in ("n_head", "d_ff", "data_tokens"):
             _check(getattr(self, name) >= 0, f"{name} must be positive (or 0 for the default), not {getattr(self, name)}")
         _check(self.eval_version in (1, 2), f"eval_version must be 1 or 2, not {self.eval_version}")
+        _check(self.n_recur >= 1, f"n_recur must be at least 1, not {self.n_recur}")
+        _check(self.n_recur == 1 or arch_registry.get(self.arch).reuse is not None,
+               f"arch {self.arch!r} reuses no parameters: n_recur must be 1, not {self.n_recur} "
+               f"(the recurrent transformer is arch 'ut')")
         vocab_size(self.tokenizer)  # validates the name
         # Resolve the defaults so that the key names what was actually trained.
         if self.n_head == 0:
@@ -145,7 +153,9 @@ class RunConfig:
             f"-ff{self.d_ff}" if self.d_ff != 4 * self.d_model else "",
             f"-h{self.n_head}" if self.n_head != RunConfig(d_model=self.d_model).n_head else "",
             f"-D{_short(self.data_tokens)}" if self.data_tokens else "",
-        ]) if self.arch == "gpt" else ""
+        ]) if self.arch in ("gpt", "ut") else ""
+        extra += f"-r{self.n_recur}" if self.n_recur != 1 else ""
+        extra += f"-ctx{self.n_ctx}" if self.n_ctx != 128 else ""  # every stored run has 128
         return f"{self.arch}-L{self.n_layer}-d{self.d_model}{extra}-T{_short(self.tokens)}-lr{self.lr:.3g}-s{self.seed}"
 
     def replace(self, **changes: Any) -> "RunConfig":

@@ -155,3 +155,20 @@ def loglog_interp(x, xs, ys) -> np.ndarray:
     order = np.argsort(xs)
     return np.exp(np.interp(np.log(np.asarray(x, float)), np.log(xs[order]), np.log(ys[order]),
                             left=np.nan, right=np.nan))
+
+
+def fit_loss_by_position(T, loss, *, T_min: int = 1, bootstrap: int = 0, seed: int = 0, groups=None):
+    """L(T) = a + b T^(-c), the loss at context position T (Kaplan et al. 2020, App. D.5, Fig. 20 left).
+
+    The `power-offset` form of `fit.fit` (E = a, A = b, alpha = c), fitted in log L, on the
+    positions from `T_min` on (the first token is predicted from its own embedding alone, a
+    unigram, and may sit off the law). The bootstrap resamples positions, or whole `groups` (the
+    runs, where several runs' positions are fitted together). Returns the fit's FitResult.
+    """
+    from . import fit  # scipy, for this fit only
+
+    T, loss = np.asarray(T, float), np.asarray(loss, float)
+    keep = T >= T_min
+    if groups is not None:
+        groups = np.asarray(groups)[keep]
+    return fit.fit("power-offset", T[keep], loss[keep], bootstrap=bootstrap, seed=seed, groups=groups)

@@ -1,6 +1,7 @@
-"""The models: a pre-LN decoder-only transformer (GPT) and an LSTM language model (Kaplan §3.2.1).
+"""The models: a pre-LN decoder-only transformer (GPT), its recurrent variant (RecurrentGPT, Kaplan
+App. D.2) and an LSTM language model (Kaplan §3.2.1).
 
-Neither knows anything of data, training or the store. Both take token ids (B, T) and return the
+None knows anything of data, training or the store. Both take token ids (B, T) and return the
 mean next-token cross-entropy, or the per-position losses. At our small widths the vocab-sized
 output layer outweighs all the blocks, and how its cross-entropy is computed under autograd (the
 model's `head`, one of HEADS) decides the speed of a training step:
@@ -137,6 +138,33 @@ class GPT(LanguageModel):
         x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # (B, T, C)
         for block in self.blocks:
             x = block(x)
+        return self.ln_f(x)
+
+
+class RecurrentGPT(GPT):
+    """The GPT with its stack of n_layer blocks applied n_recur times with the same parameters: a
+    recurrent transformer (Dehghani et al. 2018, Universal Transformers, without their adaptive
+    halting; Kaplan et al. 2020, App. D.2, Fig. 17). n_recur = 1 is the GPT itself, parameter for
+    parameter under the same seed."""
+
+    def __init__(self, vocab: int, n_ctx: int, n_layer: int, d_model: int, n_head: int, d_ff: int, n_recur: int):
+        super().__init__(vocab, n_ctx, n_layer, d_model, n_head, d_ff)
+        self.n_recur = n_recur
+        # the residual projections scaled by the depth the stream goes through, n_layer n_recur (as
+        # GPT-2 scales by n_layer); rescaled rather than drawn again, so the seed draws what the GPT draws
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.endswith(("proj.weight", "ff.2.weight")):
+                    p.mul_(1 / math.sqrt(n_recur))
+
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        if T > self.n_ctx:
+            raise ValueError(f"sequence of {T} tokens is longer than n_ctx {self.n_ctx}")
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # (B, T, C)
+        for _ in range(self.n_recur):
+            for block in self.blocks:
+                x = block(x)
         return self.ln_f(x)
 
 

@@ -6,11 +6,16 @@ winning edge) to a list of RunConfigs. Nothing here trains: the runner does (`ru
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Callable
 
+from . import arch
 from .config import EVAL_VERSION, RunConfig
 from .store import Store
+from .tuning import RULE_FILE, LRRule
+
+log = logging.getLogger(__name__)
 
 # The model-size ladder (n_layer, d_model): ~768 to ~1.5M non-embedding parameters on the CPU;
 # the gpu profile extends it by about a decade.
@@ -48,6 +53,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         lstm_ladder=((1, 8), (1, 16), (2, 16)), lstm_tokens=40_960, lstm_lr_grid=(1e-2, 3e-2),
         tune_ladder=((1, 8), (1, 16)), tune_tokens=40_960, tune_budgets=(10_240, 20_480), tune_seeds=(0, 1),
         tune_eval_version=EVAL_VERSION,
+        context_ladder=((1, 8), (1, 16), (2, 16)), context_n_ctx=(16, 64), context_tokens=20_480,
+        recur_ladder=((1, 8), (1, 16), (2, 8), (2, 16)), recur_counts=(1, 2), recur_tokens=20_480,
+        lr_rule_file="",  # the smoke store holds no fitted rule: the pilot's rule instead
         train_missing=True, eval_version=EVAL_VERSION,
     ),
     "book": dict(
@@ -70,6 +78,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         tune_ladder=LADDER_TUNED, tune_tokens=16_000_000,
         tune_budgets=(250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000), tune_seeds=(0, 1, 2),
         tune_eval_version=EVAL_VERSION,
+        # short contexts (Fig. 21; 6 runs, cost 147M) and recurrent transformers (Fig. 17; 12 runs,
+        # cost 136M): about 0.8 worker-hours each at the 2.1e-5 s a cost unit of the stored CPU runs,
+        # at the rate of the rule fitted to the tuned ladder (lr_rule_file, under the store's root)
+        context_ladder=((2, 24), (3, 64), (4, 128)), context_n_ctx=(32, 128), context_tokens=4_000_000,
+        recur_ladder=((1, 16), (2, 24), (2, 48), (3, 64)), recur_counts=(1, 2, 4), recur_tokens=4_000_000,
+        lr_rule_file=RULE_FILE,
         train_missing=False,
         # the stored sweeps were evaluated the first way (config.EVAL_VERSION); --set eval_version=2 re-runs them
         eval_version=1,
@@ -110,13 +124,15 @@ def _shapes(v) -> bool:
 
 ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{k: (lambda v: isinstance(v, str), "a name") for k in ("corpus", "device")},
+    "lr_rule_file": (lambda v: isinstance(v, str), "a path under the store's root, or '' for the pilot's rule"),
     **{k: (_int, "an integer") for k in ("batch_size", "n_ctx", "eval_tokens", "tokens", "long_max_N", "long_tokens",
                                           "lr_tokens", "data_budget", "shape_tokens", "lstm_tokens", "tune_tokens",
-                                          "eval_version", "tune_eval_version")},
+                                          "eval_version", "tune_eval_version", "context_tokens", "recur_tokens")},
     **{k: (_ints, "a tuple of integers") for k in ("budgets", "seeds", "long_budgets", "data_sizes", "tune_budgets",
-                                                    "tune_seeds", "data_model")},
+                                                    "tune_seeds", "data_model", "context_n_ctx", "recur_counts")},
     **{k: (_sizes, "a tuple of (n_layer, d_model) pairs") for k in ("ladder", "seed_sizes", "lstm_ladder",
-                                                                     "tune_ladder")},
+                                                                     "tune_ladder", "context_ladder",
+                                                                     "recur_ladder")},
     **{k: (_floats, "a tuple of positive rates") for k in ("lr_grid", "lstm_lr_grid")},
     **{k: (_shapes, "a tuple of shape dicts") for k in ("shapes", "shape_lr_tuned")},
     "train_missing": (lambda v: isinstance(v, bool), "True or False"),
@@ -325,6 +341,61 @@ def sweep_lstm(p: dict, store: Store) -> list[RunConfig]:
     return sorted(cfgs, key=lambda c: -cost([c]))  # the longest first: a sweep cut short misses small runs
 
 
+class MissingRule(FileNotFoundError):
+    """A sweep takes its rates from the fitted learning-rate rule, and the store holds none."""
+
+
+def rule_lr(p: dict, store: Store, N: float, D: float, sweep_name: str) -> float:
+    """The peak rate of a sweep planned after the tuned ladder: the fitted rule LR*(N, D) filed under
+    the store's root (the profile's `lr_rule_file`, tuning.RULE_FILE), on a lattice of quarter
+    octaves so that a refit that moves the rate a little leaves the grid (and its keys) put; the
+    pilot's rule where the profile names no file (smoke)."""
+    if not p["lr_rule_file"]:
+        return ladder_lr(N)
+    path = store.root / p["lr_rule_file"]
+    if not path.is_file():
+        raise MissingRule(
+            f"the {sweep_name!r} sweep takes its learning rates from the fitted rule {path}, which does not exist: "
+            "fit it to the tuned ladder (tuning.fit_rule of tuning.best_rates of the 'tune' sweep) and save it "
+            f"there (LRRule.save), or plan with the pilot's rule instead (--set lr_rule_file=''); "
+            "the sweeps that need no rule run when named without this one")
+    lr = float(LRRule.load(path)(N, D))
+    return lattice_lr(round(4 * math.log2(lr / LR_LATTICE)) / 4)
+
+
+@sweep
+def sweep_context(p: dict, store: Store) -> list[RunConfig]:
+    """Short contexts (Kaplan Fig. 21, App. D.5): each size at every n_ctx of `context_n_ctx`, at one
+    token budget and one batch in tokens (more sequences a step where they are shorter), with the
+    loss at every position stored along training (Fig. 20, right)."""
+    cfgs = []
+    tokens_per_step = p["batch_size"] * p["n_ctx"]
+    for n_ctx in p["context_n_ctx"]:
+        if tokens_per_step % n_ctx:
+            raise ValueError(f"context_n_ctx {n_ctx} does not divide the batch of {tokens_per_step} tokens")
+    for n_layer, d_model in p["context_ladder"]:
+        for n_ctx in p["context_n_ctx"]:
+            base = _base(p, "context", n_layer=n_layer, d_model=d_model, tokens=p["context_tokens"], schedule="wsd",
+                         eval_per_position=True)
+            base = base.replace(n_ctx=n_ctx, batch_size=tokens_per_step // n_ctx, eval_version=EVAL_VERSION)
+            cfgs.append(base.replace(lr=rule_lr(p, store, base.N, base.tokens, "context")))
+    return sorted(cfgs, key=lambda c: (-cost([c]), -c.n_ctx))  # the longest first
+
+
+@sweep
+def sweep_recur(p: dict, store: Store) -> list[RunConfig]:
+    """Recurrent transformers (Kaplan Fig. 17, App. D.2): each size with its blocks applied once (the
+    plain gpt) and `recur_counts` times (arch 'ut'), at the rate the rule gives its N (the shared
+    parameters counted once, so both see the same rate)."""
+    cfgs = []
+    for n_layer, d_model in p["recur_ladder"]:
+        for n_recur in p["recur_counts"]:
+            base = _base(p, "recur", arch="gpt" if n_recur == 1 else "ut", n_layer=n_layer, d_model=d_model,
+                         n_recur=n_recur, tokens=p["recur_tokens"], schedule="wsd").replace(eval_version=EVAL_VERSION)
+            cfgs.append(base.replace(lr=rule_lr(p, store, base.N, base.tokens, "recur")))
+    return sorted(cfgs, key=lambda c: -cost([c]))  # the longest first
+
+
 def configs(name: str, profile_name: str, store: Store | None = None,
             overrides: dict | None = None) -> list[RunConfig]:
     """Every config of a named sweep, of several ('data,lstm') or of 'all', under a profile.
@@ -340,10 +411,17 @@ def configs(name: str, profile_name: str, store: Store | None = None,
             raise ValueError(f"unknown sweep {n!r}: choose one of {', '.join(SWEEPS)} or 'all'")
     out = []
     for n in names:
-        out += SWEEPS[n](p, store)
+        try:
+            out += SWEEPS[n](p, store)
+        except MissingRule:
+            if name != "all":
+                raise
+            # 'all' is what can be planned now: a sweep that waits for the tuned rule joins once it is stored
+            log.info("sweep %s waits for the fitted learning-rate rule; left out of 'all'", n)
     return out
 
 
 def cost(cfgs: list[RunConfig]) -> float:
-    """A rough cost: tokens times (N + the output layer), for ordering and for the log line."""
-    return sum(c.tokens * (1.2 if c.budgets else 1.0) * (c.N + c.d_model * c.vocab) / 1e5 for c in cfgs)
+    """A rough cost: tokens times (N at each use + the output layer), for ordering and for the log line."""
+    return sum(c.tokens * (1.2 if c.budgets else 1.0) * (c.N * arch.uses(c) + c.d_model * c.vocab) / 1e5
+               for c in cfgs)

@@ -179,6 +179,7 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False, mixe
         c = r["config"]
         base = {k: c.get(k) for k in _CONFIG_COLUMNS}
         base["eval_version"] = eval_version(r)
+        base["n_recur"] = c.get("n_recur", INTRODUCED["n_recur"])
         base.update(
             schema=r.get("schema", 1), path=r.get("path"), key=r["key"], name=r["name"], sweep=r["sweep"],
             status=r["status"], N=r["N"],
@@ -226,6 +227,27 @@ def per_position_table(records: Iterable[dict[str, Any]], **labels: Any) -> pd.D
     if not frames:
         return pd.DataFrame(columns=["T", "loss", "N", "key", *labels])
     return pd.concat(frames, ignore_index=True)
+
+
+def per_position_curves(records: Iterable[dict[str, Any]], **labels: Any) -> pd.DataFrame:
+    """The loss at each context position T along training (Kaplan Fig. 20, right): one row per (run,
+    curve evaluation, T), with step, tokens, T, loss, the run's N, n_ctx and key, and any `labels`.
+
+    Only runs trained with `eval_per_position` have it; the others are left out. The last point of
+    an evaluation-2 run is the final windows' score (as its val_loss is).
+    """
+    columns = ["step", "tokens", "T", "loss", "N", "n_ctx", "key", *labels]
+    frames = []
+    for r in records:
+        for point in r["curve"]:
+            loss = point.get("per_position_loss")
+            if loss:
+                frames.append(pd.DataFrame(dict(step=point["step"], tokens=point["tokens"], T=range(1, len(loss) + 1),
+                                                loss=loss, N=r["N"], n_ctx=r["config"]["n_ctx"], key=r["key"],
+                                                **labels)))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
 def prefer_cpu(table: pd.DataFrame, on: list[str]) -> pd.DataFrame:

@@ -24,8 +24,8 @@ import torch
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from . import distributed, flops, preempt
-from .arch import train_flops_per_token
+from . import distributed, preempt
+from .arch import C_train, train_flops_per_token
 from .config import RunConfig
 from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
 from .distributed import World
@@ -34,6 +34,7 @@ from .model import LanguageModel, build_model, head_losses
 from .store import SCHEMA_VERSION, Store
 
 FINAL_EVAL_TOKENS = 1_048_576  # the final evaluation reads at most this many tokens of each split
+PER_POSITION_DIGITS = 4  # a curve point's per-position losses (eval_per_position), rounded to keep records small
 CHECKPOINT_SECONDS = 300.0
 
 
@@ -113,6 +114,10 @@ def _token_losses(model: LanguageModel, idx: torch.Tensor, targets: torch.Tensor
     the whole (B, T, vocab) logits would be several times slower on a CPU at these widths."""
     h = model.hidden(idx)
     return head_losses(h.reshape(-1, h.size(-1)), model.wte.weight, targets.reshape(-1), "chunked").view(targets.shape)
+
+
+def _rounded(losses: list[float]) -> list[float]:
+    return [round(x, PER_POSITION_DIGITS) for x in losses]
 
 
 def _autocast(cfg: RunConfig, device: torch.device):
@@ -239,13 +244,15 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
                                                      train_tokens, ev, c_per_token, net, world))
         if step in evals:
             # rank 0 evaluates, and every rank acts on its verdict
-            val = distributed.broadcast(world, ev.curve(model) if world.main else None)
+            scored = ev.curve_point(model) if world.main else {}
+            val = distributed.broadcast(world, scored.get("val_loss"))
             tokens = step * cfg.tokens_per_step
             point = dict(
-                step=step, tokens=tokens, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+                step=step, tokens=tokens, C=C_train(cfg, tokens), C_exact=c_per_token * tokens,
                 lr=lr_at(cfg, max(step - 1, 0), S), val_loss=val,
                 train_loss=state["train_loss_sum"] / state["train_loss_n"] if state["train_loss_n"] else None,
                 **{f"val_loss_{name}": loss for name, loss in (ev.others(model) if world.main else {}).items()},
+                **{k: v for k, v in scored.items() if k != "val_loss"},
             )
             state["curve"].append(point)
             state["train_loss_sum"], state["train_loss_n"] = 0.0, 0
@@ -329,6 +336,14 @@ class Evaluation:
     def curve(self, model) -> float:
         return evaluate(model, self.val, self.cfg, self.device)
 
+    def curve_point(self, model) -> dict[str, Any]:
+        """A curve evaluation: the mean loss, and with `eval_per_position` the loss at each position
+        (rounded to PER_POSITION_DIGITS: a record holds one such vector per evaluation)."""
+        if not self.cfg.eval_per_position:
+            return dict(val_loss=self.curve(model))
+        loss, pos = evaluate(model, self.val, self.cfg, self.device, per_position=True)
+        return dict(val_loss=loss, per_position_loss=_rounded(pos))
+
     def others(self, model) -> dict[str, float]:
         return {name: evaluate(model, w, self.cfg, self.device) for name, w in self.other.items()}
 
@@ -408,7 +423,7 @@ def _cooldown_branch(model, opt, cfg, device, start, budget_steps, train_tokens,
     opt.load_state_dict(saved_opt)
     extra = dict(val_loss_se=scored.get("se", math.nan), eval_windows=scored.get("windows")) if ev.v2 else {}
     return dict(tokens=tokens, steps=budget_steps, cooldown_from_step=start, val_loss=val, **extra,
-                epochs=tokens / train_tokens.size, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+                epochs=tokens / train_tokens.size, C=C_train(cfg, tokens), C_exact=c_per_token * tokens,
                 status="ok" if math.isfinite(val) else "diverged")
 
 
@@ -433,6 +448,9 @@ def _final_v2(model, ev, state) -> tuple[dict[str, Any], dict[str, Any]]:
     if last["step"] == state["step"]:
         last.update(val_loss_selection=last["val_loss"], val_loss=end["loss"], val_loss_se=end["se"],
                     eval_windows=end["windows"])
+        if "per_position_loss" in last:  # the last point is scored on the final windows, position by position too
+            last.update(per_position_loss_selection=last["per_position_loss"],
+                        per_position_loss=_rounded(end["per_position"]))
     selected, selected_step = model, state["step"]
     if ev.cfg.early_stop and state["best_model"] is not None and state["best_step"] != state["step"]:
         selected = copy.deepcopy(model)
@@ -461,14 +479,14 @@ def _record(cfg, model, ev, train_tokens, state, device, c_per_token, sweep_note
             longest = dict(val_loss=final["val_loss"])
     budgets = sorted(state["budgets"], key=lambda b: b["tokens"])
     budgets.append(dict(tokens=tokens, steps=state["step"], cooldown_from_step=None, **longest,
-                        epochs=tokens / train_tokens.size, C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+                        epochs=tokens / train_tokens.size, C=C_train(cfg, tokens), C_exact=c_per_token * tokens,
                         status=state["status"]))
     return dict(
         schema=SCHEMA_VERSION, key=cfg.key, name=cfg.name, sweep=cfg.sweep, config=cfg.to_dict(),
         status=state["status"], diverged_at_step=state["diverged_at"],
         N=cfg.N, params_counted=model.n_params(non_embedding=True), N_total=model.n_params(non_embedding=False),
         tokens=tokens, steps=state["step"], data_tokens=int(train_tokens.size), epochs=tokens / train_tokens.size,
-        C=flops.C_train(cfg.N, tokens), C_exact=c_per_token * tokens,
+        C=C_train(cfg, tokens), C_exact=c_per_token * tokens,
         curve=state["curve"], budgets=budgets, final=final,
         provenance=_provenance(device, ev.corpus, state, tokens, sweep_note, commit),
     )

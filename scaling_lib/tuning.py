@@ -26,6 +26,10 @@ import pandas as pd
 from . import laws
 from .fit import interval_text
 
+# Where the fitted rule is filed, under a store's root (runs/rules/, which the store skips): the
+# sweeps planned after the tuned ladder read their rates from it (plans.rule_lr).
+RULE_FILE = "rules/lr.json"
+
 COLUMNS = ["N", "tokens", "rates", "inside", "lr_grid", "loss_grid", "lr_star", "loss_star", "seeds"]
 
 

@@ -44,9 +44,15 @@ def test_key_is_the_same_in_another_process():
 def test_key_is_a_hash_of_the_resolved_config_without_sweep():
     import hashlib
 
+    from scaling_lib.config import INTRODUCED
+
     cfg = RunConfig(d_model=96)
     d = cfg.to_dict()
     del d["sweep"]
+    for k, v in INTRODUCED.items():  # a field at the value it was introduced with stays out
+        if d[k] == v:
+            del d[k]
+    assert "n_recur" not in d and "eval_per_position" not in d and d["eval_version"] == 2
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     assert cfg.key == hashlib.sha256(blob.encode()).hexdigest()[:12]
     # the key names resolved values: spelling a default out gives the same run

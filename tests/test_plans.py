@@ -8,7 +8,7 @@ import pytest
 
 from scaling_lib import laws, plans
 from scaling_lib.config import RunConfig
-from scaling_lib.plans import LR_PRIOR, configs, lattice_lr, lr_prior
+from scaling_lib.plans import LR_PRIOR, configs, cost, lattice_lr, lr_prior
 from scaling_lib.store import Store, prefer_cpu, runs_table
 from scaling_lib.sweep import load_by_machine
 
@@ -105,3 +105,85 @@ def test_the_tuned_shapes_add_half_and_twice_the_rule_rate_and_keep_the_scan(tmp
         assert [c.lr for c in mine] == [round(lr / 2, 6), lr, round(lr * 2, 6)]
     assert len(set(cfgs)) == len(cfgs)
     assert all(c.lr == ladder_lr(c.N) for c in configs("shape", "gpu", Store(tmp_path)))
+
+
+# --- short contexts and recurrent transformers (Kaplan Fig. 17, 21) ------------------------------
+def _rule(root, **kw):
+    from scaling_lib.tuning import RULE_FILE, LRRule
+
+    return LRRule(**{"A": 0.5, "a": -0.4, "b": 0.05, **kw}).save(root / RULE_FILE)
+
+
+def test_the_smoke_context_sweep_holds_the_batch_in_tokens_and_stores_positions(tmp_path):
+    p = plans.PROFILES["smoke"]
+    cfgs = configs("context", "smoke", Store(tmp_path))
+    assert len(cfgs) == len(p["context_ladder"]) * len(p["context_n_ctx"]) and len({c.key for c in cfgs}) == len(cfgs)
+    assert {c.n_ctx for c in cfgs} == set(p["context_n_ctx"]) and min(p["context_n_ctx"]) < p["n_ctx"]
+    assert {c.tokens_per_step for c in cfgs} == {p["batch_size"] * p["n_ctx"]}  # same steps, same schedule
+    assert {c.tokens for c in cfgs} == {p["context_tokens"]}
+    assert all(c.eval_per_position and c.eval_version == 2 and c.schedule == "wsd" and c.arch == "gpt" for c in cfgs)
+    for N in {c.N for c in cfgs}:  # both contexts of a size at one rate: the pilot's (smoke has no stored rule)
+        assert {c.lr for c in cfgs if c.N == N} == {plans.ladder_lr(N)}
+    assert all(c.sweep == "context" for c in cfgs)
+
+
+def test_the_smoke_recur_sweep_pairs_each_size_with_its_recurrent_versions(tmp_path):
+    p = plans.PROFILES["smoke"]
+    cfgs = configs("recur", "smoke", Store(tmp_path))
+    assert len(cfgs) == len(p["recur_ladder"]) * len(p["recur_counts"]) >= 8 and len({c.key for c in cfgs}) == len(cfgs)
+    assert {(c.arch, c.n_recur) for c in cfgs} == {("gpt", 1), *(("ut", r) for r in p["recur_counts"] if r > 1)}
+    for n_layer, d_model in p["recur_ladder"]:
+        same = [c for c in cfgs if (c.n_layer, c.d_model) == (n_layer, d_model)]
+        assert len({c.N for c in same}) == 1 and len({c.lr for c in same}) == 1 and len({c.warmup_tokens for c in same}) == 1
+    assert all(c.eval_version == 2 and c.schedule == "wsd" for c in cfgs)
+    assert cost([c for c in cfgs if c.n_recur > 1]) > cost([c for c in cfgs if c.n_recur == 1])  # reuse costs compute
+
+
+@pytest.mark.parametrize("name", ["cpu", "book", "gpu"])
+@pytest.mark.parametrize("sweep_name", ["context", "recur"])
+def test_without_a_stored_rule_the_cpu_sweeps_name_the_missing_file(tmp_path, name, sweep_name):
+    from scaling_lib.tuning import RULE_FILE
+
+    with pytest.raises(plans.MissingRule) as e:
+        configs(sweep_name, name, Store(tmp_path))
+    assert str(tmp_path / RULE_FILE) in str(e.value) and repr(sweep_name) in str(e.value)
+    assert isinstance(e.value, FileNotFoundError)
+
+
+def test_the_cpu_sweeps_take_their_rates_from_the_stored_rule(tmp_path):
+    rule = plans.LRRule.load(_rule(tmp_path))
+    p = plans.PROFILES["cpu"]
+    context, recur = configs("context", "cpu", Store(tmp_path)), configs("recur", "cpu", Store(tmp_path))
+    for c in context + recur:
+        exact = float(rule(c.N, c.tokens))
+        assert abs(math.log2(c.lr / exact)) <= 1 / 8 + 1e-9  # on the lattice of quarter octaves
+        k = 4 * math.log2(c.lr / plans.LR_LATTICE)
+        assert k == pytest.approx(round(k), abs=1e-4)
+    # Fig. 21: 3 sizes or more at n_ctx 32 and 128, one token budget; Fig. 17: 4 sizes or more at 2 counts or more
+    assert len({c.N for c in context}) >= 3 and {c.n_ctx for c in context} == {32, 128} and len(context) == 6
+    assert {c.tokens for c in context} == {p["context_tokens"]} and {c.tokens_per_step for c in context} == {4096}
+    assert len({c.N for c in recur}) >= 4 and len({c.n_recur for c in recur}) >= 2 and len(recur) == 12
+    # a few runs, not a sweep: together under a tenth of the tuned ladder's cost
+    tune = configs("tune", "cpu", Store(tmp_path))
+    assert cost(context) + cost(recur) < 0.1 * cost(tune)
+    # a refit that moves the rate by a few percent leaves the rate (and the runs' keys) put
+    for f in (0.95, 1.0, 1.05):
+        _rule(tmp_path / str(f), A=0.01 * f, a=0.0, b=0.0)
+        assert plans.rule_lr(p, Store(tmp_path / str(f)), 1e4, 1e6, "recur") == plans.lattice_lr(0)
+
+
+def test_the_smoke_profile_reads_a_rule_when_told_where(tmp_path):
+    from scaling_lib.tuning import RULE_FILE
+
+    rule = plans.LRRule.load(_rule(tmp_path, A=0.02, a=0.0, b=0.0))  # LR* = 0.02 everywhere
+    cfgs = configs("recur", "smoke", Store(tmp_path), {"lr_rule_file": RULE_FILE})
+    assert {c.lr for c in cfgs} == {plans.lattice_lr(1)} and plans.lattice_lr(1) == pytest.approx(float(rule(1e3, 1e4)))
+    with pytest.raises(ValueError, match="'lr_rule_file'"):
+        plans.profile("smoke", {"lr_rule_file": 3})
+
+
+def test_all_leaves_out_the_sweeps_that_wait_for_the_rule_and_naming_one_says_why(tmp_path):
+    cfgs = configs("all", "cpu", Store(tmp_path))  # no rule under this empty store
+    assert cfgs and not {"context", "recur"} & {c.sweep for c in cfgs}
+    with pytest.raises(plans.MissingRule):
+        configs("recur", "cpu", Store(tmp_path))
