@@ -150,6 +150,12 @@ def _fit(args) -> int:
     return fit.cli(args)
 
 
+def _allocate(args) -> int:
+    from . import allocation
+
+    return allocation.cli(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m scaling_lib", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -236,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
 
     fit.add_cli_arguments(p)
     p.set_defaults(fn=_fit)
+
+    p = sub.add_parser("allocate", help="compute-optimal N_opt ∝ C^a, D_opt ∝ C^b from a CSV "
+                       "(Hoffmann et al.'s approach 1, 2 or 3), as JSON")
+    from . import allocation
+
+    allocation.add_cli_arguments(p)
+    p.set_defaults(fn=_allocate)
 
     args = ap.parse_args(argv)
     try:
