@@ -56,6 +56,7 @@ GRID_LEVELS = 100  # approach 1: compute levels, log-spaced over the data's rang
 MIN_BUDGETS = 3  # approach 2: a line through two optima has no scatter to judge it by
 MIN_POINTS_PER_BUDGET = 3  # a parabola has three coefficients
 EDGE_MIN_SIDE = 2  # approach 2: distinct sizes needed on each side of the vertex
+RUN_SIZE_RTOL = 1e-3  # approach 1: one run's rows may differ in N by this much (digitised data); its median is its size
 IDENT_MAX_CI_RATIO = 2.0
 IDENT_MAX_REL_SE = 0.25
 IDENT_MAX_COND = 1e8
@@ -274,14 +275,15 @@ def _curves(C, N, L, D, runs) -> tuple[list[Any], np.ndarray, list[tuple[np.ndar
                        "lD": np.log(C / (6 * N)) if D is None else np.log(D)})
     names, sizes, curves, single = [], [], [], []
     for run, g in df.groupby("run", sort=True):
-        if g["N"].nunique() > 1:
-            raise FitError(f"run {run!r} has {g['N'].nunique()} sizes; give each run its own label (--run)")
+        if g["N"].max() > (1 + RUN_SIZE_RTOL) * g["N"].min():
+            raise FitError(f"run {run!r} has sizes {g['N'].min():.4g} to {g['N'].max():.4g}; give each run its own "
+                           "label (--run)")
         g = g.groupby("lC", as_index=False)[["lL", "lD"]].mean()  # sorted by C
         if len(g) < 2:
             single.append(run)
             continue
         names.append(run)
-        sizes.append(float(df.loc[df["run"] == run, "N"].iloc[0]))
+        sizes.append(float(df.loc[df["run"] == run, "N"].median()))
         curves.append((g["lC"].to_numpy(), g["lL"].to_numpy(), g["lD"].to_numpy()))
     return names, np.array(sizes), curves, single
 

@@ -238,8 +238,15 @@ def test_approach1_envelope_over_sizes_is_near_hoffmann(fig4):
     the wider tolerance, 0.05 (about our bootstrap half-width: 0.50-0.55), and no claim that our
     interval covers theirs.
     """
-    r = al.approach1(fig4.C, fig4["size"], fig4.L, bootstrap=100, seed=0)
+    # runs labelled by size; their digitised N differ by < 2e-6 within a size, which a run tolerates
+    r = al.approach1(fig4.C, fig4.N, fig4.L, runs=fig4["size"], bootstrap=100, seed=0)
     assert abs(r.a - 0.50) < 0.05 and r.ci["a"][0] < r.a < r.ci["a"][1]
+    assert r.n_units == 41  # 43 sizes, two of them at a single budget
+
+
+def test_approach1_refuses_a_run_of_several_sizes(curves):
+    with pytest.raises(FitError, match="give each run its own label"):
+        al.approach1(curves.C, curves.N, curves.L, runs=np.zeros(len(curves)), bootstrap=0)
 
 
 # --- the command line -----------------------------------------------------------------------------
