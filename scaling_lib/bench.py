@@ -14,17 +14,25 @@ the shape, measured afresh (not from the cache), as a run starting now would pic
 
 Numbers taken while other work loads the cores are low (2-5x on the shared 2-core machine), so the
 load average at the start is reported with them.
+
+`latency` answers Petty et al. (2024)'s point that at a fixed parameter count deeper models are
+slower: seconds per training step and per generated token (batch 1 and a batch) of each shape,
+medians and spread over repeats, the shapes timed in turn; `shapes_at_fixed_N` sizes d_model to
+hold N fixed across depths, `fit_latency` fits latency linearly in n_layer, and `depth_latency`
+puts the three together (the CLI's `bench --depths ... --fixed-n N`).
 """
 from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import platform
 import resource
 import sys
 import time
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -36,8 +44,8 @@ from .config import RunConfig
 from .plans import LADDER_CPU
 from .data import sample_batch
 from .head import choose_head
-from .model import HEADS, build_model
-from .train import _optimizer, _train_step
+from .model import DEFAULT_HEAD, HEADS, build_model
+from .train import _autocast, _device_name, _optimizer, _train_step
 
 DEFAULT_SHAPES = (*LADDER_CPU, (6, 384))  # the ladder, plus one shape at d_model >= 384 (the issue)
 PEAK_SIZES = (1024, 1536, 2048)  # large enough to saturate the matmul kernels, small enough to take ~1 s
@@ -112,11 +120,20 @@ def _plain_step_fn(cfg: RunConfig, tokens: np.ndarray, rng: np.random.Generator)
     return step
 
 
-def _our_step_fn(cfg: RunConfig, tokens: np.ndarray, rng: np.random.Generator, head: str | None = None):
-    """One step of the project's real training loop (train._train_step), with the given output-layer strategy."""
-    device = torch.device("cpu")
+def _our_step_fn(cfg: RunConfig, tokens: np.ndarray, rng: np.random.Generator, head: str | None = None,
+                 chosen: dict[str, Any] | None = None):
+    """One step of the project's real training loop (train._train_step), with the given output-layer strategy.
+
+    head "auto": the strategy head.choose_head picks for the run, as a run starting now would (its
+    record goes into `chosen`); None: the model's default.
+    """
+    device = torch.device(cfg.device)
     model = build_model(cfg).to(device)
-    if head is not None:
+    if head == "auto":
+        info = choose_head(model, cfg, device)
+        if chosen is not None:
+            chosen.update(info)
+    elif head is not None:
         model.head = head
     opt = _optimizer(model, cfg, device)
     return lambda: _train_step(model, opt, cfg, device, cfg.lr, tokens, rng)
@@ -140,16 +157,8 @@ def _time_interleaved(variants: dict[str, tuple[Any, RunConfig]], tokens: np.nda
     for name, (make_step, cfg) in variants.items():
         torch.manual_seed(cfg.seed)
         fns[name] = make_step(cfg, tokens, np.random.default_rng(cfg.seed))
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(steps):
-        for n in (names if r % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
-            fns[n]()  # returns a Python float: the step has finished when it returns
-            times[n].append(time.perf_counter() - t0)
+    # each step returns a Python float: the step has finished (on a GPU too) when it returns
+    times = _interleaved(fns, repeats=steps, warmup=warmup)
     del fns
     gc.collect()  # free the models and optimizer state before the next measurement
     out = {}
@@ -157,8 +166,35 @@ def _time_interleaved(variants: dict[str, tuple[Any, RunConfig]], tokens: np.nda
         cfg = variants[n][1]
         med = float(np.median(ts))
         out[n] = dict(tokens_per_s=cfg.tokens_per_step / med, s_per_step=med, s_per_step_min=min(ts),
-                      s_per_step_max=max(ts))
+                      s_per_step_max=max(ts), s_per_step_q25=float(np.percentile(ts, 25)),
+                      s_per_step_q75=float(np.percentile(ts, 75)))
     return out
+
+
+def _interleaved(fns: dict[str, Callable[[], Any]], *, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of `repeats` calls of each function, taken in turn A B C A B C ..., after `warmup` untimed rounds.
+
+    The order is reversed every other round so that none always follows the same one. Each call
+    must have finished its work when it returns (synchronise a GPU inside it).
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            fns[n]()
+            times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def _spread(ts: Sequence[float], scale: float = 1.0) -> dict[str, float]:
+    """Median, quartiles and extremes of the times ts (each divided by `scale`), and how many."""
+    a = np.asarray(ts, float) / scale
+    return dict(median=float(np.median(a)), q25=float(np.percentile(a, 25)), q75=float(np.percentile(a, 75)),
+                min=float(a.min()), max=float(a.max()), n=int(a.size))
 
 
 def _with_flops(timing: dict[str, float], cfg: RunConfig, peak: float) -> dict[str, float]:
@@ -183,10 +219,11 @@ def _num_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _config(n_layer: int, d_model: int, *, vocab: int, n_ctx: int, batch_size: int, dtype: str) -> RunConfig:
+def _config(n_layer: int, d_model: int, *, vocab: int, n_ctx: int, batch_size: int, dtype: str, n_head: int = 0,
+            device: str = "cpu") -> RunConfig:
     tokenizer = "byte" if vocab == 256 else f"bpe{vocab}"
     return RunConfig(sweep="bench", n_layer=n_layer, d_model=d_model, n_ctx=n_ctx, tokenizer=tokenizer,
-                     batch_size=batch_size, dtype=dtype)
+                     batch_size=batch_size, dtype=dtype, n_head=n_head, device=device)
 
 
 def _dtypes(dtypes: str | Iterable[str]) -> tuple[str, ...]:
@@ -281,8 +318,261 @@ def bench_shapes(shapes: Iterable[tuple[int, int]] | None = None, *, vocab: int 
                 cpu=platform.processor() or platform.machine())
 
 
+# ---------------------------------------------------------------------------------------------
+# Latency against depth at a fixed parameter count (Petty et al. 2024: deeper is slower)
+# ---------------------------------------------------------------------------------------------
+HEAD_SIZE = 32  # channels a head: RunConfig's default, so that its n_head is the one chosen here
+GEN_TOKENS = 32  # tokens generated per timed repeat
+GEN_BATCHES = (1, 32)  # one sequence (latency), and a batch (throughput per sequence)
+GEN_PROMPT = 16  # prompt tokens before the generated ones
+LATENCY_REPEATS = 5
+COUNTS = ("N", "N_total")
+MAX_REL_ERROR = 0.1  # a shape further than this from the fixed N is warned about
+
+
+def shapes_at_fixed_N(N: float, depths: Iterable[int], *, head_size: int = HEAD_SIZE, n_ctx: int = 128,
+                      vocab: int = 4096, count: str = "N") -> list[dict[str, Any]]:
+    """For each depth, the (n_layer, d_model, n_head) whose parameter count is nearest N, d_model a multiple of head_size.
+
+    `count` "N": the non-embedding count of flops.N (12 n_layer d_model^2 at d_ff = 4 d_model;
+    Kaplan et al. 2020, Table 1); "N_total": with the embeddings (flops.N_total, as Petty et al.
+    2024 hold their models' sizes). Each shape reports the count it reaches, N and N_total, and the
+    relative miss (`rel_error`): d_model moves in steps of head_size, so a deep model at a small N
+    can miss by tens of percent.
+    """
+    if count not in COUNTS:
+        raise ValueError(f"count must be one of {COUNTS}, not {count!r}")
+    if not (N > 0 and math.isfinite(N)):
+        raise ValueError(f"the fixed N must be positive, not {N}")
+    if head_size < 1:
+        raise ValueError(f"head_size must be positive, not {head_size}")
+    depths = list(depths)
+    if not depths:
+        raise ValueError("no depths given")
+    out = []
+    for n_layer in depths:
+        if int(n_layer) != n_layer or n_layer < 1:
+            raise ValueError(f"depths must be positive integers, not {n_layer!r}")
+        n_layer = int(n_layer)
+        k_max = int(math.sqrt(N / (12 * n_layer)) / head_size) + 2  # one step past the non-embedding solution
+        best = None
+        for k in range(1, k_max + 1):
+            s = flops.Shape(n_layer, k * head_size, n_ctx, vocab)
+            got = flops.N(s) if count == "N" else flops.N_total(s)
+            if best is None or abs(got - N) < abs(best[1] - N):
+                best = (s, got)
+        s, got = best
+        out.append(dict(n_layer=n_layer, d_model=s.d_model, n_head=s.d_model // head_size, head_size=head_size,
+                        N=flops.N(s), N_total=flops.N_total(s), target=float(N), count=count,
+                        rel_error=got / N - 1))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class LatencyFit:
+    """Latency = intercept + slope n_layer by least squares, its R^2 and its residuals (seconds)."""
+
+    slope: float
+    intercept: float
+    r2: float  # NaN where every latency is the same
+    residuals: np.ndarray = field(repr=False)
+    n_layer: np.ndarray = field(repr=False)
+
+    def predict(self, n_layer) -> np.ndarray:
+        return self.intercept + self.slope * np.asarray(n_layer, float)
+
+    @property
+    def ratio(self) -> float:
+        """The fitted latency at the largest depth over that at the smallest (Petty et al.'s 'x times slower')."""
+        lo, hi = self.predict([self.n_layer.min(), self.n_layer.max()])
+        return float(hi / lo) if lo > 0 else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(slope=self.slope, intercept=self.intercept, r2=None if math.isnan(self.r2) else self.r2,
+                    ratio=None if math.isnan(self.ratio) else self.ratio, residuals=self.residuals.tolist())
+
+
+def fit_latency(n_layer, seconds) -> LatencyFit:
+    """Fit latency linearly in depth (Petty et al. 2024, Fig. 1: 'a strongly-linear relationship')."""
+    x, y = np.asarray(n_layer, float), np.asarray(seconds, float)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"n_layer and seconds must be 1-D and of one length, not {x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("n_layer and seconds must be finite")
+    if len(np.unique(x)) < 2:
+        raise ValueError("a line in depth needs at least two distinct depths")
+    M = np.column_stack([np.ones_like(x), x])
+    (intercept, slope), *_ = np.linalg.lstsq(M, y, rcond=None)
+    resid = y - (intercept + slope * x)
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid**2).sum()) / ss_tot if np.ptp(y) > 0 else math.nan
+    return LatencyFit(slope=float(slope), intercept=float(intercept), r2=r2, residuals=resid, n_layer=x)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _generate_fn(cfg: RunConfig, batch: int, k: int, prompt: int) -> Callable[[], None]:
+    """Greedy generation of k tokens after a random prompt, batch sequences at once.
+
+    The model keeps no key-value cache, so each new token runs the whole context so far (its last
+    n_ctx tokens) through the model, as a plain forward pass of `model.hidden` would; only the last
+    position's logits are computed.
+    """
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device).eval()
+    g = torch.Generator().manual_seed(cfg.seed)
+    idx0 = torch.randint(0, cfg.vocab, (batch, prompt), generator=g).to(device)
+
+    @torch.no_grad()
+    def run() -> None:
+        idx = idx0
+        for _ in range(k):
+            with _autocast(cfg, device):
+                h = model.hidden(idx[:, -cfg.n_ctx:])[:, -1]  # (B, C)
+                logits = h @ model.wte.weight.T  # (B, V)
+            idx = torch.cat([idx, logits.argmax(-1, keepdim=True)], dim=1)
+        _sync(device)
+
+    return run
+
+
+def latency(shapes: Iterable[Sequence[int] | dict[str, int]], *, vocab: int = 4096, n_ctx: int = 128,
+            batch_size: int = 32, dtype: str = "fp32", device: str = "cpu", threads: int = 0,
+            gen_tokens: int = GEN_TOKENS, gen_batches: Sequence[int] = GEN_BATCHES, prompt: int = GEN_PROMPT,
+            repeats: int = LATENCY_REPEATS, warmup: int = 1, head: str | None = "auto",
+            progress: bool = True) -> dict[str, Any]:
+    """Seconds per training step and per generated token of each shape, medians and spread over repeats.
+
+    `shapes`: (n_layer, d_model[, n_head]) or dicts with those keys (as `shapes_at_fixed_N` gives).
+    Training: the project's step (train._train_step, AdamW, batch_size sequences of n_ctx tokens),
+    with the output-layer strategy a run would choose (`head` "auto"; or one of model.HEADS).
+    Inference: greedy generation of gen_tokens tokens after `prompt` tokens at each of gen_batches
+    (see _generate_fn: no key-value cache). Every measurement is repeated `repeats` times after
+    `warmup` untimed rounds, the shapes timed in turn (A B C A B C ...) so that a drift of the
+    machine's speed falls on all of them alike. Returns the device, torch's thread count and, per
+    shape, `train_s_per_step` and, per batch, `s_per_token` (the time of one generation step, which
+    gives every sequence of the batch one token), each as median, q25, q75, min, max.
+    """
+    dtype = _dtypes(dtype)
+    if len(dtype) != 1:
+        raise ValueError("latency measures one dtype at a time")
+    dtype = dtype[0]
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' asked for, but no CUDA device is available")
+    if repeats < 1 or warmup < 0 or gen_tokens < 1 or prompt < 1 or any(b < 1 for b in gen_batches):
+        raise ValueError(f"repeats, gen_tokens, prompt and the batches must be positive, warmup non-negative "
+                         f"(not {repeats}, {gen_tokens}, {prompt}, {list(gen_batches)}, {warmup})")
+    specs = []
+    for s in shapes:
+        d = dict(s) if isinstance(s, dict) else dict(zip(("n_layer", "d_model", "n_head"), s))
+        specs.append((int(d["n_layer"]), int(d["d_model"]), int(d.get("n_head", 0) or 0)))
+    if not specs:
+        raise ValueError("no shapes to time")
+    cfgs = {f"L{L}-d{dm}-h{h}": _config(L, dm, vocab=vocab, n_ctx=n_ctx, batch_size=batch_size, dtype=dtype,
+                                      n_head=h, device=device) for L, dm, h in specs}
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, vocab, size=max(RANDOM_TOKENS, 4 * (n_ctx + 1)), dtype=np.uint16)
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+    with _num_threads(threads) as n_threads:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        chosen: dict[str, dict[str, Any]] = {name: {} for name in cfgs}
+        say(f"training steps of {len(cfgs)} shape(s) on {device}, {n_threads} thread(s), interleaved")
+        fns = {}
+        for name, cfg in cfgs.items():
+            torch.manual_seed(cfg.seed)
+            fns[name] = _our_step_fn(cfg, tokens, np.random.default_rng(cfg.seed), head, chosen[name])
+        train_times = _interleaved(fns, repeats=repeats, warmup=warmup)
+        # "auto" records the chosen strategy; a pinned head is the one asked for; None the model's default
+        heads = {n: chosen[n].get("strategy") or (head if head in HEADS else DEFAULT_HEAD) for n in cfgs}
+        del fns
+        gc.collect()
+        gen_times = {}
+        for b in gen_batches:
+            say(f"generation of {gen_tokens} tokens at batch {b}")
+            fns = {name: _generate_fn(cfg, b, gen_tokens, prompt) for name, cfg in cfgs.items()}
+            gen_times[b] = _interleaved(fns, repeats=repeats, warmup=warmup)
+            del fns
+            gc.collect()
+    rows = []
+    for name, cfg in cfgs.items():
+        s = flops.Shape.of(cfg)
+        rows.append(dict(
+            n_layer=cfg.n_layer, d_model=cfg.d_model, n_head=cfg.n_head, N=cfg.N, N_total=flops.N_total(s),
+            train_s_per_step=_spread(train_times[name]), tokens_per_step=cfg.tokens_per_step,
+            head=heads[name],
+            generate=[dict(batch=b, tokens=gen_tokens, prompt=prompt, s_per_token=_spread(gen_times[b][name], gen_tokens))
+                      for b in gen_batches]))
+        say(f"L{cfg.n_layer} d{cfg.d_model}: {rows[-1]['train_s_per_step']['median'] * 1e3:.1f} ms a step; "
+            + ", ".join(f"batch {g['batch']} {g['s_per_token']['median'] * 1e3:.2f} ms a token" for g in rows[-1]["generate"]))
+    return dict(device=_device_name(torch.device(device)), threads=n_threads, dtype=dtype, vocab=vocab, n_ctx=n_ctx,
+                batch_size=batch_size, repeats=repeats, warmup=warmup, torch=torch.__version__,
+                loadavg_1min_at_start=load, shapes=rows)
+
+
+def latency_fits(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`fit_latency` of a `latency` result's medians: the training step, and generation at each batch."""
+    rows = result["shapes"]
+    L = [r["n_layer"] for r in rows]
+    fits = {"train_s_per_step": fit_latency(L, [r["train_s_per_step"]["median"] for r in rows]).to_dict()}
+    for i, g in enumerate(rows[0]["generate"]):
+        fits[f"generate_batch_{g['batch']}_s_per_token"] = fit_latency(
+            L, [r["generate"][i]["s_per_token"]["median"] for r in rows]).to_dict()
+    return fits
+
+
+def depth_latency(N: float, depths: Iterable[int], *, head_size: int = HEAD_SIZE, count: str = "N",
+                  **kwargs: Any) -> dict[str, Any]:
+    """`latency` of the shapes of `shapes_at_fixed_N(N, depths)`, with the fits of latency against depth."""
+    shapes = shapes_at_fixed_N(N, depths, head_size=head_size, n_ctx=kwargs.get("n_ctx", 128),
+                               vocab=kwargs.get("vocab", 4096), count=count)
+    result = latency(shapes, **kwargs)
+    for row, shape in zip(result["shapes"], shapes):
+        row.update(target=shape["target"], count=count, rel_error=shape["rel_error"])
+    result.update(fixed_N=float(N), count=count, head_size=head_size, warnings=[
+        f"n_layer {s['n_layer']}: d_model {s['d_model']} gives {s['count']} = {s['N' if count == 'N' else 'N_total']:,} "
+        f"({100 * s['rel_error']:+.0f}% off {N:,.0f}); a smaller --head-size steps closer"
+        for s in shapes if abs(s["rel_error"]) > MAX_REL_ERROR])
+    for w in result["warnings"]:
+        if kwargs.get("progress", True):
+            print(f"bench: warning: {w}", file=sys.stderr, flush=True)
+    if len({s["n_layer"] for s in shapes}) >= 2:
+        result["fits"] = latency_fits(result)
+    return result
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} takes integers joined by commas, e.g. 1,2,4, not {text!r}") from None
+    if not values:
+        raise ValueError(f"{name} is empty")
+    return values
+
+
 def bench(args) -> dict[str, Any]:
-    """The CLI's `bench`: one shape when --n-layer and --d-model are given, else the default ladder."""
+    """The CLI's `bench`: one shape when --n-layer and --d-model are given, else the default ladder;
+    with --depths and --fixed-n, latency against depth at that fixed N (`depth_latency`)."""
+    depths, fixed_n = getattr(args, "depths", None), getattr(args, "fixed_n", None)
+    if depths is not None or fixed_n is not None:
+        if depths is None or fixed_n is None:
+            raise ValueError("give --depths and --fixed-n together")
+        if args.n_layer is not None or args.d_model is not None:
+            raise ValueError("--depths and --fixed-n choose the shapes: leave out --n-layer and --d-model")
+        return depth_latency(fixed_n, _int_list(depths, "--depths"), head_size=args.head_size, count=args.count,
+                             vocab=args.vocab, n_ctx=args.n_ctx, batch_size=args.batch_size,
+                             dtype="fp32" if args.dtype == "both" else args.dtype, device=args.device,
+                             threads=args.threads, gen_tokens=args.gen_tokens,
+                             gen_batches=_int_list(args.gen_batches, "--gen-batches"), prompt=args.prompt,
+                             repeats=args.steps)
     if (args.n_layer is None) != (args.d_model is None):
         raise ValueError("give both --n-layer and --d-model, or neither (the ladder's shapes)")
     shapes = None if args.n_layer is None else [(args.n_layer, args.d_model)]

@@ -160,6 +160,12 @@ def _fit(args) -> int:
     return fit.cli(args)
 
 
+def _allocate(args) -> int:
+    from . import allocation
+
+    return allocation.cli(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m scaling_lib", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -210,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_runs)
 
-    p = sub.add_parser("bench", help="training throughput and the measured matmul peak, as JSON")
+    p = sub.add_parser("bench", help="training throughput and the measured matmul peak; with --depths and --fixed-n, "
+                       "training and generation latency against depth at a fixed N; as JSON")
     p.add_argument("--n-layer", type=int)
     p.add_argument("--d-model", type=int)
     p.add_argument("--vocab", type=int, default=4096)
@@ -219,6 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--dtype", choices=("fp32", "bf16", "both"), default="both")
+    g = p.add_argument_group("latency against depth (with --depths and --fixed-n; --steps repeats each timing, "
+                             "--dtype both means fp32)")
+    g.add_argument("--depths", metavar="L,L,...", help="depths to time at a fixed N, e.g. 1,2,4,8,16")
+    g.add_argument("--fixed-n", type=float, metavar="N", help="the parameter count every depth is sized to")
+    g.add_argument("--count", choices=("N", "N_total"), default="N", help="what --fixed-n counts (default N, "
+                   "non-embedding)")
+    g.add_argument("--head-size", type=int, default=32, help="d_model moves in steps of this (default 32)")
+    g.add_argument("--gen-tokens", type=int, default=32, help="tokens generated per timing (default 32)")
+    g.add_argument("--gen-batches", default="1,32", metavar="B,B,...", help="generation batch sizes (default 1,32)")
+    g.add_argument("--prompt", type=int, default=16, help="prompt tokens before generation (default 16)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.set_defaults(fn=_bench)
 
     p = sub.add_parser("book", help="execute every notebook with papermill and build the book")
@@ -252,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
 
     fit.add_cli_arguments(p)
     p.set_defaults(fn=_fit)
+
+    p = sub.add_parser("allocate", help="compute-optimal N_opt ∝ C^a, D_opt ∝ C^b from a CSV "
+                       "(Hoffmann et al.'s approach 1, 2 or 3), as JSON")
+    from . import allocation
+
+    allocation.add_cli_arguments(p)
+    p.set_defaults(fn=_allocate)
 
     args = ap.parse_args(argv)
     try:

@@ -507,6 +507,25 @@ def _chinchilla_objective(th, lN, lD, ly, delta=HUBER_DELTA):
     return f, -np.array([g0.sum(), g1.sum(), (dh * w2 / s).sum(), -(g0 @ lN), -(g1 @ lD)])
 
 
+CHINCHILLA_THETA = ("log_A", "log_B", "log_E", "alpha", "beta")  # the coordinates the fit searches in
+
+
+def chinchilla_jacobian(params: Mapping[str, float], N, D) -> np.ndarray:
+    """d log L / d theta at each point, theta = (log A, log B, log E, alpha, beta): (n, 5).
+
+    The Gauss-Newton matrix J^T J it gives is the curvature of a least-squares fit in log L, the
+    Huber fit's curvature inside its quadratic zone.
+    """
+    lN, lD = _log(N), _log(D)
+    c0 = math.log(params["A"]) - params["alpha"] * lN
+    c1 = math.log(params["B"]) - params["beta"] * lD
+    e = np.full_like(lN, math.log(params["E"]))
+    m = np.maximum(np.maximum(c0, c1), e)
+    w = np.column_stack([np.exp(c0 - m), np.exp(c1 - m), np.exp(e - m)])
+    w /= w.sum(axis=1, keepdims=True)  # each term's share of the loss
+    return np.column_stack([w[:, 0], w[:, 1], w[:, 2], -w[:, 0] * lN, -w[:, 1] * lD])
+
+
 def _fit_chinchilla(lN, lD, ly, starts):
     # theta = (a, b, e, alpha, beta) with A = exp(a), B = exp(b), E = exp(e)
     if starts:
@@ -725,29 +744,39 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", metavar="COL", help="resample whole groups of this column")
 
 
+def read_csv(path, columns: Sequence[str | None]) -> pd.DataFrame:
+    """A CSV file that has every named column (None entries are skipped); a FitError of one line otherwise."""
+    try:
+        df = pd.read_csv(path)
+    except Exception as exc:
+        raise FitError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    missing = [c for c in columns if c is not None and c not in df.columns]
+    if missing:
+        raise FitError(f"column(s) {', '.join(missing)} not in {path} (has {', '.join(map(str, df.columns))})")
+    return df
+
+
+def numeric_column(df: pd.DataFrame, col: str) -> np.ndarray:
+    """Column `col` as floats; a FitError naming the first value that is not a number."""
+    v = pd.to_numeric(df[col], errors="coerce")
+    text = v.isna() & df[col].notna()
+    if text.any():
+        raise FitError(
+            f"column {col} has {int(text.sum())} non-numeric value(s), first {df[col][text].iloc[0]!r} "
+            f"at row {int(np.argmax(text.to_numpy()))}"
+        )
+    return v.to_numpy(dtype=float)
+
+
 def cli(args: argparse.Namespace) -> int:
     """Run a fit from the command line: JSON on stdout, or one `error:` line on stderr and 2."""
     try:
-        try:
-            df = pd.read_csv(args.csv)
-        except Exception as exc:
-            raise FitError(f"cannot read {args.csv}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-        cols = [c for c in (args.x, args.x2, args.y, args.group) if c is not None]
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise FitError(f"column(s) {', '.join(missing)} not in {args.csv} (has {', '.join(map(str, df.columns))})")
+        df = read_csv(args.csv, (args.x, args.x2, args.y, args.group))
         if args.bootstrap < 0:
             raise FitError(f"--bootstrap must be >= 0, got {args.bootstrap}")
 
         def numeric(col):
-            v = pd.to_numeric(df[col], errors="coerce")
-            text = v.isna() & df[col].notna()
-            if text.any():
-                raise FitError(
-                    f"column {col} has {int(text.sum())} non-numeric value(s), first {df[col][text].iloc[0]!r} "
-                    f"at row {int(np.argmax(text.to_numpy()))}"
-                )
-            return v.to_numpy(dtype=float)
+            return numeric_column(df, col)
 
         result = fit(
             args.form,
