@@ -110,7 +110,7 @@ class EnvelopeFit:
     envelope: pd.DataFrame
     fitted: pd.DataFrame
     fit: Any  # fit.FitResult
-    block: int  # points in a bootstrap block: the median stretch that one run holds
+    block: int  # points in a bootstrap block: the mean stretch that one run holds, at least n^(1/3)
     stretches: int  # runs' stretches in the fitted part (consecutive points held by one run)
 
     def __iter__(self):  # env, env_fit, res = envelope_fit(...)
@@ -123,9 +123,9 @@ def envelope_fit(curves: pd.DataFrame, x: str = "C", *, bootstrap: int = 0, seed
 
     The start of training is skipped, where the smallest model holds the envelope only because every
     run is at its first steps. Neighbouring envelope points come from the same run and are not
-    independent: the interval is a moving-block bootstrap whose block is the median stretch that one
-    run holds, and there is none (bootstrap 0) when the fitted part has fewer than `min_stretches`
-    such stretches.
+    independent: the interval is a moving-block bootstrap whose block is the mean stretch that one run
+    holds, and at least n^(1/3) points; there is none (bootstrap 0) when the fitted part has fewer
+    than `min_stretches` such stretches.
     """
     from . import fit
 
@@ -134,7 +134,8 @@ def envelope_fit(curves: pd.DataFrame, x: str = "C", *, bootstrap: int = 0, seed
     fitted = env.loc[start[0]:] if len(start) and len(env) - start[0] >= 4 else env
     runs = (fitted["key"] != fitted["key"].shift()).cumsum()
     lengths = runs.value_counts()
-    block = max(1, int(np.median(lengths)))
+    # at least the mean stretch that one run holds, and at least n^(1/3) (Hall, Horowitz & Jing 1995)
+    block = int(max(math.ceil(lengths.mean()), math.ceil(len(fitted) ** (1 / 3))))
     enough = len(lengths) >= min_stretches and len(fitted) >= 2 * block
     res = fit.fit("power", fitted[x], fitted[y], bootstrap=bootstrap if enough else 0, seed=seed,
                   block=block if enough and bootstrap else None)
