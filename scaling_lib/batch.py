@@ -286,7 +286,8 @@ def noise_scale(g2_small, g2_big, B_small: float, B_big: float) -> NoiseScale:
     |G|^2 = (B_big |G_big|^2 - B_small |G_small|^2)/(B_big - B_small) and
     tr(Sigma) = (|G_small|^2 - |G_big|^2)/(1/B_small - 1/B_big), each unbiased. Several measurements
     (arrays) are averaged before the ratio is taken, as the paper advises: the ratio of means is far less
-    biased than the mean of ratios. B_simple is NaN where the estimate of |G|^2 is not positive.
+    biased than the mean of ratios. B_simple is NaN where the estimate of |G|^2 is not positive or that of
+    tr(Sigma) is negative (too few measurements).
     """
     g2_small, g2_big = np.atleast_1d(np.asarray(g2_small, float)), np.atleast_1d(np.asarray(g2_big, float))
     if not (0 < B_small < B_big):
@@ -298,7 +299,7 @@ def noise_scale(g2_small, g2_big, B_small: float, B_big: float) -> NoiseScale:
     s, b = float(g2_small.mean()), float(g2_big.mean())
     G2 = (B_big * b - B_small * s) / (B_big - B_small)
     trace = (s - b) / (1.0 / B_small - 1.0 / B_big)
-    return NoiseScale(G2=G2, trace_sigma=trace, B_simple=trace / G2 if G2 > 0 else math.nan,
+    return NoiseScale(G2=G2, trace_sigma=trace, B_simple=trace / G2 if G2 > 0 and trace >= 0 else math.nan,
                       B_small=float(B_small), B_big=float(B_big), n=int(g2_small.size))
 
 
