@@ -273,7 +273,8 @@ def numerical_optimum(law: Law, C: float, flops_per_token: float = FLOPS_PER_PAR
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of `plan` to a parser (values checked by `cli`, so a bad one is one error line)."""
     parser.add_argument("--compute", required=True, metavar="C", help="the training budget")
-    parser.add_argument("--unit", default="flops", metavar="UNIT", help=f"unit of C: {', '.join(UNITS)} (default flops)")
+    parser.add_argument("--unit", default="flops", metavar="UNIT",
+                        help=f"unit of C: {', '.join(UNITS)} (default flops)")
     parser.add_argument("--law", required=True, metavar="LAW", help=", ".join(LAWS))
 
 
