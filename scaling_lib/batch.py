@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .fit import FitError, FitResult, _json_float, _least_squares, _multistart, _one_blas_thread, resampler
+from .fit import (FitError, FitResult, _json_float, _least_squares, _multistart, _one_blas_thread, numeric_column,
+                  read_csv, resampler)
 
 MIN_BATCH_SIZES = 3  # two parameters: a third batch size is the least that tests the form
 DEFAULT_BOOTSTRAP = 1000
@@ -359,23 +360,15 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_points(args) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(args.csv)
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise FitError(f"cannot read {args.csv}: {first}") from None
-    cols = [c for c in (args.batch, args.steps, args.group) if c is not None]
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise FitError(f"column(s) {', '.join(missing)} not in {args.csv} (has {', '.join(map(str, df.columns))})")
+    df = read_csv(args.csv, (args.batch, args.steps, args.group))
     for col in (args.batch, args.steps):
-        v = pd.to_numeric(df[col], errors="coerce")
+        v = pd.Series(numeric_column(df, col))
         bad = v.isna() | ~np.isfinite(v) | (v <= 0)
         if bad.any():
             row = int(np.argmax(bad.to_numpy()))
             raise FitError(f"column {col} has {int(bad.sum())} value(s) that are not positive numbers, "
                            f"first {df[col].iloc[row]!r} at row {row}")
-        df[col] = v.astype(float)
+        df[col] = v.to_numpy()
     if args.group is not None and df[args.group].isna().any():
         raise FitError(f"column {args.group} has {int(df[args.group].isna().sum())} empty value(s)")
     if args.bootstrap < 0:

@@ -180,6 +180,7 @@ def points_csv(tmp_path) -> Path:
     (tmp_path / "points.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "two.csv").write_text("\n".join(rows + ["2.5,64,9000", "2.5,128,5000"]) + "\n")
     (tmp_path / "zero.csv").write_text("\n".join(rows + ["3.0,64,0"]) + "\n")
+    (tmp_path / "text.csv").write_text("\n".join(rows + ["3.0,sixty-four,100"]) + "\n")
     return tmp_path / "points.csv"
 
 
@@ -206,6 +207,7 @@ def test_bcrit_cli_prints_every_group_with_intervals(points_csv, capsys):
 @pytest.mark.parametrize("args, words", [
     (["--csv", "two.csv", "--group", "L"], ["group L=2.5", "2 batch size(s)", "at least 3"]),
     (["--csv", "zero.csv", "--group", "L"], ["column S", "not positive", "row 36"]),
+    (["--csv", "text.csv"], ["column B", "non-numeric", "'sixty-four' at row 36"]),
     (["--csv", "points.csv", "--group", "target"], ["target not in", "has L, B, S"]),
     (["--csv", "missing.csv"], ["cannot read", "missing.csv"]),
     (["--csv", "points.csv", "--bootstrap", "-1"], ["--bootstrap must be >= 0"]),
