@@ -278,6 +278,18 @@ def main(argv: list[str] | None = None) -> int:
     allocation.add_cli_arguments(p)
     p.set_defaults(fn=_allocate)
 
+    p = sub.add_parser("bcrit", help="fit the critical batch S = S_min (1 + B_crit/B) to a CSV, as JSON")
+    from . import batch
+
+    batch.add_cli_arguments(p)
+    p.set_defaults(fn=batch.cli)
+
+    p = sub.add_parser("plan", help="compute-optimal N, D (B, S, L) for a budget under a scaling law, as JSON")
+    from . import planner
+
+    planner.add_cli_arguments(p)
+    p.set_defaults(fn=planner.cli)
+
     args = ap.parse_args(argv)
     try:
         return args.fn(args)
