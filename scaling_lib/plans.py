@@ -49,7 +49,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         lr_grid=(1e-2, 3e-2), lr_tokens=20_480,
         data_model=(1, 16), data_budget=40_960, data_sizes=(32_768, 65_536, 0),
         shapes=(dict(n_layer=1, d_model=16), dict(n_layer=2, d_model=12)), shape_tokens=20_480,
-        shape_lr_tuned=(dict(n_layer=1, d_model=16),),
+        shape_lr_tuned=(),  # the smoke grids stay one run a shape (the tests count them)
         lstm_ladder=((1, 8), (1, 16), (2, 16)), lstm_tokens=40_960, lstm_lr_grid=(1e-2, 3e-2),
         tune_ladder=((1, 8), (1, 16)), tune_tokens=40_960, tune_budgets=(10_240, 20_480), tune_seeds=(0, 1),
         tune_eval_version=EVAL_VERSION,
