@@ -60,7 +60,10 @@ def _sweep(args) -> int:
                                      time_min=args.time, gpus=args.gpus, mem_gb=args.mem_gb, cpus=args.cpus).items()
                if v is not None}
     workers = args.workers or machine_workers(args.threads)
-    executor = None if args.dry_run else make_executor(args.executor, workers=workers, threads=args.threads, **cluster)
+    if args.runs_per_worker != 1 and args.executor != "local":
+        raise ValueError("--runs-per-worker is the local pool's: it needs --executor local")
+    executor = None if args.dry_run else make_executor(args.executor, workers=workers, threads=args.threads,
+                                                       runs_per_worker=args.runs_per_worker, **cluster)
     try:
         results = run_sweep(args.name, args.profile, store=store, workers=workers, threads=args.threads,
                             deadline_s=args.deadline, dry_run=args.dry_run, max_N=args.max_n,
@@ -192,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="cpu")
     p.add_argument("--workers", type=int, default=0, help="local pool size (default: as many as the cores allow)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--runs-per-worker", type=int, default=1, metavar="K",
+                   help="runs a local worker trains before a fresh process replaces it (default 1; 0: no limit, "
+                        "a few long-lived workers packed onto one GPU, see gpu-plan)")
     p.add_argument("--deadline", type=float, help="seconds after which the sweep stops (it resumes next time)")
     p.add_argument("--max-n", type=float, help="train only the sizes with at most this many non-embedding parameters")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
