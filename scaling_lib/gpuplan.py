@@ -404,9 +404,16 @@ def plan(works: Sequence[Work], rates: Mapping[str, Rate], *, processes: Sequenc
                 runs_per_worker=runs_per_worker)
 
 
+BEST_WITHIN = 0.01  # a pool no more than 1% slower than the fastest is as good, and fewer processes contend less
+
+
 def best(result: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The packing with the shortest predicted total (the fewest processes among equals)."""
-    return min(result["packings"], key=lambda p: (round(p["total_s"], 6), p["processes"]), default=None)
+    """The packing with the fewest processes whose predicted total is within BEST_WITHIN of the shortest."""
+    if not result["packings"]:
+        return None
+    shortest = min(p["total_s"] for p in result["packings"])
+    return min((p for p in result["packings"] if p["total_s"] <= shortest * (1 + BEST_WITHIN)),
+               key=lambda p: p["processes"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,14 +437,14 @@ def table(result: Mapping[str, Any]) -> str:
              f"measured ({m['when']}, {m['device_name']} on {m['host']}, {m['threads']} thread(s), median of "
              f"{m['steps']} step(s) after {m['warmup']}, processes at once {m['processes']}"
              + (f", load {m['loadavg_1min']:.1f}" if m.get("loadavg_1min") is not None else "") + "):",
-             f"  {'shape':<44} {'runs':>4} {'train tok/s':>12} {'eval tok/s':>12} {'setup':>7}  shared (k: tok/s each)"]
+             f"  {'shape':<50} {'runs':>4} {'train tok/s':>12} {'eval tok/s':>12} {'setup':>7}  shared (k: tok/s each)"]
     counts: dict[str, int] = {}
     for r in result["runs"]:
         counts[r["shape"]] = counts.get(r["shape"], 0) + 1
     for s, n in counts.items():
         r = m["rates"][s]
         shared = ", ".join(f"{k}: {v:,.0f}" for k, v in sorted((int(k), v) for k, v in r.get("shared", {}).items()))
-        lines.append(f"  {s:<44} {n:>4} {r['train_tokens_per_s']:>12,.0f} {r['eval_tokens_per_s']:>12,.0f} "
+        lines.append(f"  {s:<50} {n:>4} {r['train_tokens_per_s']:>12,.0f} {r['eval_tokens_per_s']:>12,.0f} "
                      f"{r['setup_s']:>6.1f}s  {shared or '-'}")
     said = []
     if a["speedup"] is not None:
@@ -456,7 +463,7 @@ def table(result: Mapping[str, Any]) -> str:
         lines.append(f"  {p['processes']:>3} {duration(p['total_s']):>9} {duration(max(p['busy_s'])):>9}  {p['sharing']}")
     b = best(result)
     if b is not None:
-        lines.append(f"runs at P = {b['processes']} (the shortest total):")
+        lines.append(f"runs at P = {b['processes']} (the fewest processes within {BEST_WITHIN:.0%} of the shortest total):")
         lines.append(f"  {'run':<50} {'key':<12} {'train':>8} {'scored':>8} {'alone':>8} {'start':>8} {'end':>8}")
         for r, s in zip(result["runs"], b["runs"]):
             lines.append(f"  {r['sweep'] + '/' + r['name']:<50} {r['key']:<12} {r['train_tokens'] / 1e6:>7.2f}M "

@@ -11,7 +11,7 @@ import pytest
 from scaling_lib import cli
 from scaling_lib import train as train_mod
 from scaling_lib.config import RunConfig
-from scaling_lib.gpuplan import Job, Rate, Work, corpus_splits, pack, plan, run_work, shape_of
+from scaling_lib.gpuplan import Job, Rate, Work, best, corpus_splits, pack, plan, run_work, shape_of
 from scaling_lib.store import Store
 from scaling_lib.sweep import configs
 
@@ -129,6 +129,11 @@ def test_plan_turns_work_into_seconds_at_the_rates_and_says_what_it_assumed():
     fresh = plan(works, rates, processes=(1,), startup_s=3.0, runs_per_worker=1)
     assert fresh["packings"][0]["total_s"] == pytest.approx(3 * 3 + sum(1 + 110 + 0 for _ in range(2)) + 2 + 400)
     assert fresh["assumed"]["speedup"] is None and fresh["assumed"]["contention"] is None  # nothing left to assume
+    # the pool to use: the fewest processes within 1% of the shortest total
+    totals = lambda *pt: dict(packings=[dict(processes=p, total_s=t) for p, t in pt])  # noqa: E731
+    assert best(totals((1, 100.0), (2, 60.0), (4, 59.7), (8, 40.0)))["processes"] == 8
+    assert best(totals((1, 100.0), (2, 60.0), (4, 59.7)))["processes"] == 2
+    assert best(totals()) is None
     with pytest.raises(LookupError, match="no measured rate for shape 'C'"):
         plan([Work("k", "s", "n", 1, "C", 1, 1)], rates)
     with pytest.raises(ValueError, match="speedup must be positive"):
