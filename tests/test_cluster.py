@@ -7,14 +7,17 @@ The sweep is the smoke profile's `shape` sweep cut to two tiny shapes (--set). T
 the test (the sweep and every job) import a `sitecustomize` of their own: a smaller final evaluation
 (train.FINAL_EVAL_TOKENS, as in test_sweep_robustness.py), and, with TEST_FAIL_ONCE=folder:key, a
 train() that raises the first time it is asked for that run (a marker file in the folder remembers,
-across processes, that it has failed once).
+across processes, that it has failed once); with TEST_HOLD=folder, a train() that waits for a file.
+A sweep sent SIGTERM stops waiting for its jobs and exits; the jobs run on and file their records.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,21 @@ OVERRIDES = dict(shapes=({"n_layer": 1, "d_model": 8}, {"n_layer": 1, "d_model":
 SITECUSTOMIZE = """
 import functools, importlib.abc, os, sys
 from pathlib import Path
+
+
+def _held(train, folder):
+    # TEST_HOLD=folder: train() says it has begun (folder/entered-<key>) and waits for folder/release
+    import time
+
+    @functools.wraps(train)
+    def wrapped(cfg, *args, **kwargs):
+        (Path(folder) / f"entered-{cfg.key}").touch()
+        t = time.monotonic()
+        while not (Path(folder) / "release").exists() and time.monotonic() - t < 120:
+            time.sleep(0.05)
+        return train(cfg, *args, **kwargs)
+
+    return wrapped
 
 
 def _fail_once(train, folder, key):
@@ -60,6 +78,8 @@ class _Hook(importlib.abc.MetaPathFinder):
             module.FINAL_EVAL_TOKENS = 8192
             if os.environ.get("TEST_FAIL_ONCE"):
                 module.train = _fail_once(module.train, *os.environ["TEST_FAIL_ONCE"].split(":"))
+            if os.environ.get("TEST_HOLD"):
+                module.train = _held(module.train, os.environ["TEST_HOLD"])
 
         spec.loader.exec_module = patched
         return spec
@@ -68,8 +88,8 @@ sys.meta_path.insert(0, _Hook())
 """
 
 
-def sweep_cmd(folder: Path) -> list[str]:
-    sets = [a for k, v in OVERRIDES.items() for a in ("--set", f"{k}={v!r}")]
+def sweep_cmd(folder: Path, overrides: dict = OVERRIDES) -> list[str]:
+    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v!r}")]
     return [sys.executable, "-m", "scaling_lib", "sweep", "shape", "--profile", "smoke", *sets,
             "--executor", "submitit", "--cluster", "local", "--cluster-folder", str(folder), "--time", "5"]
 
@@ -81,16 +101,22 @@ def job_result(folder: Path, key: str) -> tuple[str, object]:
         return job_id, pickle.load(f)
 
 
+def env_for(tmp_path: Path, cache: Path, runs: Path, **extra: str) -> dict[str, str]:
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = dict(os.environ, SCALING_LIB_CACHE=str(cache), SCALING_LIB_RUNS=str(runs), OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", **extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
 def test_a_sweep_of_submitit_jobs_files_records_and_a_resubmission_retries_only_the_failed_run(
         tmp_path, tiny_corpus, linked_cache):
-    runs, folder, site = tmp_path / "runs", tmp_path / "submitit", tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    runs, folder = tmp_path / "runs", tmp_path / "submitit"
     store = Store(runs)
     good, bad = configs("shape", "smoke", store, OVERRIDES)
-    env = dict(os.environ, SCALING_LIB_CACHE=str(linked_cache), SCALING_LIB_RUNS=str(runs), OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", TEST_FAIL_ONCE=f"{tmp_path / 'faults'}:{bad.key}")
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")])
+    env = env_for(tmp_path, linked_cache, runs, TEST_FAIL_ONCE=f"{tmp_path / 'faults'}:{bad.key}")
 
     first = subprocess.run(sweep_cmd(folder), cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     out = first.stdout + first.stderr
@@ -121,6 +147,39 @@ def test_a_sweep_of_submitit_jobs_files_records_and_a_resubmission_retries_only_
     assert store.has(bad) and store.load(bad)["status"] == "ok"
     assert store.failures("shape") == [] and store.path(good).read_bytes() == good_bytes
     assert not list((linked_cache / "checkpoints").glob("*.pt")), "a finished run left its checkpoint"
+
+
+def test_a_sweep_sent_sigterm_stops_waiting_and_exits_while_its_job_runs_on_and_files_its_record(
+        tmp_path, tiny_corpus, linked_cache):
+    runs, folder, hold = tmp_path / "runs", tmp_path / "submitit", tmp_path / "hold"
+    hold.mkdir()
+    one = dict(OVERRIDES, shapes=OVERRIDES["shapes"][:1])
+    (cfg,) = configs("shape", "smoke", Store(runs), one)
+    env = env_for(tmp_path, linked_cache, runs, TEST_HOLD=str(hold))
+    log = tmp_path / "sweep.log"
+    with open(log, "w") as f:
+        p = subprocess.Popen(sweep_cmd(folder, one), cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    try:
+        t = time.monotonic()
+        while not (hold / f"entered-{cfg.key}").exists():  # the job has begun its run
+            assert p.poll() is None and time.monotonic() - t < 120, log.read_text()[-3000:]
+            time.sleep(0.1)
+        p.send_signal(signal.SIGTERM)  # to the sweep alone, as `kill PID` on a login node
+        assert p.wait(timeout=60) == 0, log.read_text()[-3000:]
+        job_id = (folder / "keys" / cfg.key).read_text().strip()
+        assert f"job {job_id} runs on" in log.read_text(), log.read_text()[-3000:]
+        assert not Store(runs).has(cfg)
+        (hold / "release").touch()  # the job, which outlived the sweep, trains and files its record
+        t = time.monotonic()
+        while not Store(runs).has(cfg):
+            assert time.monotonic() - t < 120, "the job did not file its record after the sweep stopped"
+            time.sleep(0.2)
+        assert Store(runs).load(cfg)["status"] == "ok"
+    finally:
+        (hold / "release").touch()
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
 
 
 def test_a_slurm_sweep_where_there_is_no_sbatch_is_a_clear_error(tmp_path, monkeypatch):
