@@ -491,17 +491,18 @@ def sweep_plan(name: str, profile_name: str, *, store=None, overrides: dict | No
         raise LookupError(f"nothing to plan: the store {store.root} holds every run of {name}/{profile_name} "
                           "(--all plans them all)")
     target = cfgs[0].device
+    if rates is not None:
+        measured = dict(rates)
+        shape_rates = rates_of(measured)  # a file that is not a measurement fails here, before anything is counted
+    where = measured["device"] if rates is not None else measure_device(cfgs, device)
+    if speedup is None and where != target:  # said before measuring, which takes minutes
+        raise ValueError(f"the runs train on {target} but the rates {'were' if rates is not None else 'would be'} "
+                         f"measured on {where}: give --speedup S ({target} over {where}, an assumption) or "
+                         f"--rates FILE (a gpu-plan --json measured on {target})")
     if rates is None:
         measured = measure(cfgs, device=device, steps=steps, warmup=warmup, threads=threads,
                            processes=measure_processes, progress=progress)
-    else:
-        measured = dict(rates)
-    shape_rates = rates_of(measured)  # a file that is not a measurement fails here, before anything is counted
-    on_target = measured["device"] == target
-    if speedup is None and not on_target:
-        raise ValueError(f"the runs train on {target} but the rates were measured on {measured['device']}: give "
-                         f"--speedup S ({target} over {measured['device']}, an assumption) or --rates FILE "
-                         f"(a gpu-plan --json measured on {target})")
+        shape_rates = rates_of(measured)
     splits = {}
     works = []
     for c in cfgs:

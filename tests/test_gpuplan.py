@@ -177,6 +177,8 @@ def test_the_gpu_plan_command_measures_the_smoke_sweep_here_and_plans_it(tmp_pat
     rates = tmp_path / "rates.json"
     rates.write_text(out)
     rc, _, err = gpu_plan(capsys, "--set", "device=cuda", "--measure-device", "cpu", "--steps", "1", "--warmup", "0")
+    assert rc == 2 and "the runs train on cuda but the rates would be measured on cpu: give --speedup" in err
+    rc, _, err = gpu_plan(capsys, "--set", "device=cuda", "--rates", str(rates))
     assert rc == 2 and "the runs train on cuda but the rates were measured on cpu: give --speedup" in err
     rc, out, err = gpu_plan(capsys, "--set", "device=cuda", "--rates", str(rates), "--speedup", "10", "--json")
     assert rc == 0, err
