@@ -60,7 +60,10 @@ def _sweep(args) -> int:
                                      time_min=args.time, gpus=args.gpus, mem_gb=args.mem_gb, cpus=args.cpus).items()
                if v is not None}
     workers = args.workers or machine_workers(args.threads)
-    executor = None if args.dry_run else make_executor(args.executor, workers=workers, threads=args.threads, **cluster)
+    if args.runs_per_worker != 1 and args.executor != "local":
+        raise ValueError("--runs-per-worker is the local pool's: it needs --executor local")
+    executor = None if args.dry_run else make_executor(args.executor, workers=workers, threads=args.threads,
+                                                       runs_per_worker=args.runs_per_worker, **cluster)
     try:
         results = run_sweep(args.name, args.profile, store=store, workers=workers, threads=args.threads,
                             deadline_s=args.deadline, dry_run=args.dry_run, max_N=args.max_n,
@@ -111,6 +114,36 @@ def _bench(args) -> int:
 
     print(json.dumps(bench(args), indent=1))
     return 0
+
+
+def _gpu_plan(args) -> int:
+    from . import gpuplan
+    from .store import Store
+
+    rates = None
+    if args.rates:
+        try:
+            d = json.loads(Path(args.rates).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read rates {args.rates}: {e}") from e
+        rates = d.get("measured", d)
+    result = gpuplan.sweep_plan(
+        args.name, args.profile, store=Store(args.store) if args.store else Store(), max_N=args.max_n,
+        overrides=dict(_profile_entry(s) for s in args.set), every=args.all, processes=_ints(args.processes),
+        measure_processes=_ints(args.measure_processes) if args.measure_processes else (), device=args.measure_device,
+        rates=rates, speedup=args.speedup, contention=args.contention, startup_s=args.startup_s,
+        runs_per_worker=args.runs_per_worker, steps=args.steps, warmup=args.warmup, threads=args.threads,
+        progress=not args.quiet)
+    print(json.dumps(result, indent=1) if args.json else gpuplan.table(result))
+    return 0
+
+
+def _ints(text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"expected integers joined by commas (1,2,4), not {text!r}") from None
 
 
 def _book(args) -> int:
@@ -192,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="cpu")
     p.add_argument("--workers", type=int, default=0, help="local pool size (default: as many as the cores allow)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    p.add_argument("--runs-per-worker", type=int, default=1, metavar="K",
+                   help="runs a local worker trains before a fresh process replaces it (default 1; 0: no limit, "
+                        "a few long-lived workers packed onto one GPU, see gpu-plan)")
     p.add_argument("--deadline", type=float, help="seconds after which the sweep stops (it resumes next time)")
     p.add_argument("--max-n", type=float, help="train only the sizes with at most this many non-embedding parameters")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -238,6 +274,35 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--prompt", type=int, default=16, help="prompt tokens before generation (default 16)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.set_defaults(fn=_bench)
+
+    p = sub.add_parser("gpu-plan", help="measure a sweep's shapes here and predict its device time, packed "
+                       "into P processes on one device (a table, or --json)")
+    p.add_argument("name", help="a sweep, as for sweep (ladder, lr, data, ...; several joined by commas)")
+    p.add_argument("--profile", default="gpu")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="replace a profile entry, as for sweep")
+    p.add_argument("--max-n", type=float, help="plan only the sizes with at most this many non-embedding parameters")
+    p.add_argument("--all", action="store_true", help="plan every run of the sweep, not only what the store lacks")
+    p.add_argument("--store")
+    p.add_argument("--processes", default="1,2,4,8", help="the pool sizes P to plan (default 1,2,4,8)")
+    p.add_argument("--runs-per-worker", type=int, default=0, metavar="K",
+                   help="as for sweep: 0 (default) workers for the whole sweep, 1 a fresh process a run")
+    p.add_argument("--measure-processes", metavar="K,K", help="also time every shape in K processes at once "
+                   "(the device's sharing, measured), e.g. 4,8")
+    p.add_argument("--measure-device", choices=("cpu", "cuda"),
+                   help="where to measure (default: the runs' device if this machine has it, else the cpu)")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps a shape (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before them (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the measuring process (as sweep's)")
+    p.add_argument("--rates", metavar="FILE", help="measure nothing: the rates of a gpu-plan --json made on the device")
+    p.add_argument("--speedup", type=float, help="assumed: the runs' device over the measuring one, in tokens/s "
+                   "(needed when they differ)")
+    p.add_argument("--contention", type=float, default=1.0, help="assumed where sharing was not measured: each of "
+                   "P processes runs at 1/(1 + c (P-1)) of a lone one's speed (default 1: no gain, an upper bound)")
+    p.add_argument("--startup-s", type=float, default=5.0, help="assumed: seconds a fresh worker takes to start "
+                   "(imports, CUDA context; default 5)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(fn=_gpu_plan)
 
     p = sub.add_parser("book", help="execute every notebook with papermill and build the book")
     p.add_argument("--profile", default="book")

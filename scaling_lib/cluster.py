@@ -10,7 +10,8 @@ the same run (from two sweeps) from training it at once.
 
 Preemption: Slurm's SIGTERM, or the SIGUSR2 that submitit asks for `signal_delay_s` before the time
 limit, makes the run checkpoint and stop (`preempt`); on SIGUSR2 the job then hands the signal to
-submitit, which requeues it, and the requeued job resumes from the checkpoint.
+submitit, which requeues it, and the requeued job resumes from the checkpoint. SIGTERM to the sweep
+itself (on the login node) makes it stop waiting and exit: its jobs run on and file their records.
 """
 from __future__ import annotations
 
@@ -102,8 +103,11 @@ class SubmititExecutor:
         (keys / cfg.key).write_text(f"{job.job_id}\n")
         log.info("submitted %s/%s (%s) as job %s", cfg.sweep, cfg.name, cfg.key, job.job_id)
         fut: Future = Future()
+        # running from the sweep's point of view: a submitted job is not withdrawn by cancelling its
+        # future (a cancelled Future that no executor marks as such would never count as done in wait())
+        fut.set_running_or_notify_cancel()
         with self._lock:
-            self._jobs[fut] = job
+            self._jobs[fut] = (job, cfg)
         return fut
 
     def _watch(self) -> None:
@@ -111,11 +115,7 @@ class SubmititExecutor:
         while not self._closed.is_set():
             with self._lock:
                 items = list(self._jobs.items())
-            for fut, job in items:
-                if fut.cancelled():  # the sweep stopped waiting; the job runs on, and files its record
-                    with self._lock:
-                        self._jobs.pop(fut, None)
-                    continue
+            for fut, (job, _) in items:
                 if not job.done():
                     continue
                 with self._lock:
@@ -129,6 +129,16 @@ class SubmititExecutor:
                     if not fut.done():
                         fut.set_result(result)
             self._closed.wait(self.poll_s)
+
+    def stop(self) -> None:
+        """The sweep stops waiting (SIGTERM to it): each job not done yet runs on and files its record."""
+        with self._lock:
+            items = list(self._jobs.items())
+            self._jobs.clear()
+        for fut, (job, cfg) in items:
+            if not fut.done():
+                fut.set_result(RunResult(cfg.key, cfg.sweep, cfg.name, "stopped",
+                                         error=f"job {job.job_id} runs on: the sweep stopped waiting for it"))
 
     def shutdown(self) -> None:
         self._closed.set()

@@ -164,12 +164,24 @@ def _run_in_worker(cfg_dict: dict, root: str, threads: int, stop_at: float | Non
 
 
 class LocalExecutor:
-    """A pool of `workers` processes on this machine, `threads` torch threads each, a fresh process a run."""
+    """A pool of `workers` processes on this machine, `threads` torch threads each, taking the runs in turn.
 
-    def __init__(self, workers: int = 2, threads: int = 1):
+    `runs_per_worker` 1 (the default) starts a fresh process for every run; K > 1 lets a worker
+    train K runs one after the other before it is replaced, and 0 keeps each worker for the whole
+    sweep: what a GPU wants for small, launch-bound models, where a fresh process (imports, a CUDA
+    context) costs seconds a run and many processes sharing the device slow each other (`gpuplan`).
+    """
+
+    def __init__(self, workers: int = 2, threads: int = 1, runs_per_worker: int = 1):
+        if workers < 1 or threads < 1 or runs_per_worker < 0:
+            raise ValueError(f"workers and threads must be at least 1 and runs_per_worker at least 0 "
+                             f"(0: no limit), not {workers}, {threads}, {runs_per_worker}")
         self.threads = threads
-        self.description = f"{workers} worker(s) x {threads} thread(s)"
-        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), max_tasks_per_child=1)
+        each = {1: "a fresh process a run", 0: "each for the whole sweep"}.get(runs_per_worker,
+                                                                             f"{runs_per_worker} runs each")
+        self.description = f"{workers} worker(s) x {threads} thread(s), {each}"
+        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                        max_tasks_per_child=runs_per_worker or None)
 
     def submit(self, cfg: RunConfig, store: Store, stop_at: float | None) -> Future:
         return self.pool.submit(_run_in_worker, cfg.to_dict(), str(store.root), self.threads, stop_at)
@@ -256,10 +268,12 @@ def machine_workers(threads: int = 1) -> int:
     return max(1, cores // max(1, threads))
 
 
-def make_executor(kind: str = "local", *, workers: int = 0, threads: int = 1, **cluster: Any) -> Executor:
-    """An executor by name: 'local' (a process pool, `workers` 0 sizing it to the machine; one
-    worker runs inline), 'inline', or 'submitit' (a Slurm job a run: `cluster.SubmititExecutor`,
-    whose options `cluster` holds: partition, time_min, gpus, mem_gb, cpus, folder, cluster)."""
+def make_executor(kind: str = "local", *, workers: int = 0, threads: int = 1, runs_per_worker: int = 1,
+                  **cluster: Any) -> Executor:
+    """An executor by name: 'local' (a process pool, `workers` 0 sizing it to the machine, each
+    worker replaced after `runs_per_worker` runs, 0 never; one worker runs inline), 'inline', or
+    'submitit' (a Slurm job a run: `cluster.SubmititExecutor`, whose options `cluster` holds:
+    partition, time_min, gpus, mem_gb, cpus, folder, cluster)."""
     if kind not in EXECUTORS:
         raise ValueError(f"unknown executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
     if kind == "submitit":
@@ -271,4 +285,4 @@ def make_executor(kind: str = "local", *, workers: int = 0, threads: int = 1, **
     workers = workers or machine_workers(threads)
     if kind == "inline" or workers <= 1:
         return InlineExecutor(threads)
-    return LocalExecutor(workers, threads)
+    return LocalExecutor(workers, threads, runs_per_worker)
