@@ -66,7 +66,7 @@ def _sweep(args) -> int:
                                                        runs_per_worker=args.runs_per_worker, **cluster)
     try:
         results = run_sweep(args.name, args.profile, store=store, workers=workers, threads=args.threads,
-                            deadline_s=args.deadline, dry_run=args.dry_run, max_N=args.max_n,
+                            deadline_s=args.deadline, dry_run=args.dry_run, max_N=args.max_n, min_N=args.min_n,
                             overrides=dict(_profile_entry(s) for s in args.set), executor=executor)
     finally:
         if executor is not None:
@@ -128,7 +128,7 @@ def _gpu_plan(args) -> int:
             raise ValueError(f"cannot read rates {args.rates}: {e}") from e
         rates = d.get("measured", d)
     result = gpuplan.sweep_plan(
-        args.name, args.profile, store=Store(args.store) if args.store else Store(), max_N=args.max_n,
+        args.name, args.profile, store=Store(args.store) if args.store else Store(), max_N=args.max_n, min_N=args.min_n,
         overrides=dict(_profile_entry(s) for s in args.set), every=args.all, processes=_ints(args.processes),
         measure_processes=_ints(args.measure_processes) if args.measure_processes else (), device=args.measure_device,
         rates=rates, speedup=args.speedup, contention=args.contention, startup_s=args.startup_s,
@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                         "a few long-lived workers packed onto one GPU, see gpu-plan)")
     p.add_argument("--deadline", type=float, help="seconds after which the sweep stops (it resumes next time)")
     p.add_argument("--max-n", type=float, help="train only the sizes with at most this many non-embedding parameters")
+    p.add_argument("--min-n", type=float, help="train only the sizes with at least this many non-embedding parameters")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="replace a profile entry for this sweep, e.g. --set long_max_N=2_000_000 (repeatable)")
     p.add_argument("--store")
@@ -281,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="gpu")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="replace a profile entry, as for sweep")
     p.add_argument("--max-n", type=float, help="plan only the sizes with at most this many non-embedding parameters")
+    p.add_argument("--min-n", type=float, help="plan only the sizes with at least this many non-embedding parameters")
     p.add_argument("--all", action="store_true", help="plan every run of the sweep, not only what the store lacks")
     p.add_argument("--store")
     p.add_argument("--processes", default="1,2,4,8", help="the pool sizes P to plan (default 1,2,4,8)")

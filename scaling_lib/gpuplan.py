@@ -474,7 +474,7 @@ def table(result: Mapping[str, Any]) -> str:
 
 
 def sweep_plan(name: str, profile_name: str, *, store=None, overrides: dict | None = None, max_N: float | None = None,
-               every: bool = False, processes: Sequence[int] = (1, 2, 4, 8), measure_processes: Iterable[int] = (),
+               min_N: float | None = None, every: bool = False, processes: Sequence[int] = (1, 2, 4, 8), measure_processes: Iterable[int] = (),
                device: str | None = None, rates: Mapping[str, Any] | None = None, speedup: float | None = None,
                contention: float = CONTENTION, startup_s: float = STARTUP_S, runs_per_worker: int = 0,
                steps: int = STEPS, warmup: int = WARMUP, threads: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -482,10 +482,11 @@ def sweep_plan(name: str, profile_name: str, *, store=None, overrides: dict | No
     (or read from `rates`, the `measured` section of a plan made on the device), then planned."""
     from .plans import configs
     from .store import Store
+    from .sweep import in_range
 
     store = store or Store()
     cfgs = [c for c in dict.fromkeys(configs(name, profile_name, store, overrides))
-            if (every or not store.has(c)) and (not max_N or c.N <= max_N)]
+            if (every or not store.has(c)) and in_range(c.N, min_N, max_N)]
     which = "every run of the sweep" if every else "what the store lacks"
     if not cfgs:
         raise LookupError(f"nothing to plan: the store {store.root} holds every run of {name}/{profile_name} "

@@ -20,15 +20,21 @@ def _print_now(*args) -> None:
     print(*args, flush=True)
 
 
+def in_range(N: float, min_N: float | None = None, max_N: float | None = None) -> bool:
+    """Whether a size lies within the bounds a sweep was given (an unset bound admits everything)."""
+    return (not min_N or N >= min_N) and (not max_N or N <= max_N)
+
+
 def run_sweep(name: str, profile_name: str, *, store: Store | None = None, workers: int = 2, threads: int = 1,
               deadline_s: float | None = None, dry_run: bool = False, max_N: float | None = None,
-              overrides: dict | None = None, log=None, executor: Executor | None = None) -> list[RunResult]:
+              min_N: float | None = None, overrides: dict | None = None, log=None, executor: Executor | None = None) -> list[RunResult]:
     """Train what the store lacks of a sweep through an executor (a local pool by default); return
     what became of each run.
 
     Sweeps whose grid depends on earlier results (the learning-rate edges) are re-expanded until
     nothing new appears. With a deadline, runs under way when it passes checkpoint and stop (they
-    resume next time). max_N trains only the sizes up to N (what a machine affords).
+    resume next time). max_N trains only the sizes up to N (what a machine affords); min_N only those from N
+    up (a larger size first, when it is the one a result waits on).
     """
     store = store or Store()
     log = log or _print_now
@@ -41,7 +47,7 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
     try:
         for _ in range(4):
             todo = [c for c in configs(name, profile_name, store, overrides)
-                    if not store.has(c) and c.key not in tried and (not max_N or c.N <= max_N)]
+                    if not store.has(c) and c.key not in tried and in_range(c.N, min_N, max_N)]
             todo = list(dict.fromkeys(todo))
             if not todo:
                 break

@@ -212,6 +212,19 @@ def test_sweep_set_replaces_profile_entries(capsys, tmp_path):
     assert "--set takes KEY=VALUE" in _one_error_line(capsys.readouterr().err)
 
 
+def test_sweep_size_bounds_select_the_sizes_between_them(capsys, tmp_path):
+    from scaling_lib.sweep import configs
+
+    store = str(tmp_path / "s")
+    sizes = sorted({c.N for c in configs("ladder", "smoke", Store(store))})
+    assert len(sizes) >= 3
+    lo, hi = sizes[1], sizes[-2]
+    assert main(["sweep", "ladder", "--profile", "smoke", "--dry-run", "--store", store,
+                 "--min-n", str(lo), "--max-n", str(hi)]) == 0
+    listed = {int(ln.rsplit("N=", 1)[1]) for ln in capsys.readouterr().out.splitlines() if "N=" in ln}
+    assert listed == {n for n in sizes if lo <= n <= hi}
+
+
 def test_sweep_unknown_name_exits_2(capsys, tmp_path):
     assert main(["sweep", "nope", "--profile", "smoke", "--dry-run", "--store", str(tmp_path)]) == 2
     assert "unknown sweep 'nope'" in _one_error_line(capsys.readouterr().err)
