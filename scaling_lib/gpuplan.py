@@ -122,19 +122,22 @@ class Rate:
 
     def share(self, k: int, contention: float = CONTENTION) -> tuple[float, str]:
         """Each of k processes' speed as a fraction of a lone one's, and whether it was measured,
-        interpolated between measurements (of the k processes' total) or assumed (`contention`)."""
+        interpolated between measurements (of the k processes' total) or assumed (`contention`).
+
+        A process sharing the device is never faster than a lone one: a measured share above 1 is
+        timing noise (the lone measurement caught a slower moment), and counts as 1."""
         if k <= 1:
             return 1.0, "measured"
         if k in self.shared:
-            return self.shared[k] / self.train_tokens_per_s, "measured"
+            return min(1.0, self.shared[k] / self.train_tokens_per_s), "measured"
         if not self.shared:
             return 1.0 / (1.0 + contention * (k - 1)), "assumed"
         # the total of k processes, k x each one's share, linear between measured k; flat past the last
         pts = sorted({1: 1.0, **{j: j * v / self.train_tokens_per_s for j, v in self.shared.items()}}.items())
         if k >= pts[-1][0]:
-            return pts[-1][1] / k, "interpolated"
+            return min(1.0, pts[-1][1] / k), "interpolated"
         (k0, g0), (k1, g1) = next((a, b) for a, b in zip(pts, pts[1:]) if a[0] <= k <= b[0])
-        return (g0 + (g1 - g0) * (k - k0) / (k1 - k0)) / k, "interpolated"
+        return min(1.0, (g0 + (g1 - g0) * (k - k0) / (k1 - k0)) / k), "interpolated"
 
 
 def measure_device(cfgs: Sequence[RunConfig], device: str | None = None) -> str:
@@ -340,8 +343,9 @@ def pack(jobs: Sequence[Job], processes: int, *, share: Callable[[Job, int], flo
             break
         k = sum(1 for j in active if ready[j] <= 0)
         speed = {j: 1.0 if ready[j] > 0 else share(jobs[j], k) for j in active}
-        if any(not (0 < v <= 1) for v in speed.values()):
-            raise ValueError(f"a share must lie in (0, 1], not {min(speed.values())}")
+        bad = [v for v in speed.values() if not 0 < v <= 1]
+        if bad:
+            raise ValueError(f"a share must lie in (0, 1], not {bad[0]}")
         dt = min((ready[j] if ready[j] > 0 else compute[j] / speed[j]) for j in active)
         t += dt
         for i, j in enumerate(slots):

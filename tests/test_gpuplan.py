@@ -112,6 +112,17 @@ def test_a_shapes_share_of_the_device_is_measured_interpolated_or_assumed():
     assert lone.share(3, contention=0.5) == (pytest.approx(0.5), "assumed")
 
 
+def test_a_measured_share_above_one_is_noise_and_counts_as_one():
+    # CI met this: two processes timed at once each ran 3% faster than the lone one had
+    noisy = Rate("s", 1000.0, 4000.0, 0.5, shared={2: 1030.0, 3: 700.0})
+    assert noisy.share(2) == (1.0, "measured")
+    assert noisy.share(3) == (pytest.approx(0.7), "measured")
+    assert Rate("s", 1000.0, 4000.0, 0.5, shared={2: 1100.0}).share(4) == (pytest.approx(2.2 / 4), "interpolated")
+    assert Rate("s", 1000.0, 4000.0, 0.5, shared={3: 1100.0}).share(2) == (1.0, "interpolated")
+    p = pack([Job("a", 0.0, 10.0, "s"), Job("b", 0.0, 10.0, "s")], 2, share=lambda job, k: noisy.share(k)[0])
+    assert p.total_s == pytest.approx(10.0)
+
+
 def test_plan_turns_work_into_seconds_at_the_rates_and_says_what_it_assumed():
     works = [Work(f"k{i}", "ladder", f"run{i}", 100, "A", 1_000_000, 400_000) for i in range(2)]
     works.append(Work("k2", "ladder", "run2", 200, "B", 2_000_000, 0))
