@@ -230,6 +230,45 @@ def isoflop_optima(C, N, L, D=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def isoflop_slices(C, N, L, D=None, *, runs=None, levels=None, per_decade: int = 3,
+                   min_sizes: int = MIN_POINTS_PER_BUDGET) -> pd.DataFrame:
+    """IsoFLOP profiles cut from runs that were not trained at shared budgets: at each compute level,
+    every run's loss there, interpolated linearly in log C between the run's two nearest points.
+
+    A run is the points of one size (or of one `runs` label), e.g. the cooldown branches of a
+    warmup-stable-decay run, each an annealed loss at its own budget. A run gives a point at a level
+    only where its points bracket it (no extrapolation). `levels` defaults to `per_decade` log-spaced
+    compute values over the data's range; a level is kept where at least `min_sizes` distinct sizes
+    reach it. Returns rows C (the level), N, D (interpolated in log C likewise; C/(6N) where D is not
+    given), L and `run`, ready for `isoflop_optima`/`approach2`.
+    """
+    C, N, L, D = _arrays(C, N, L, D)
+    D = C / (6 * N) if D is None else D
+    labels = np.asarray(N if runs is None else runs)
+    if len(labels) != len(C):
+        raise FitError(f"runs has {len(labels)} labels for {len(C)} rows")
+    if levels is None:
+        lo, hi = math.log10(C.min()), math.log10(C.max())
+        levels = 10 ** (np.arange(math.ceil(lo * per_decade), math.floor(hi * per_decade) + 1) / per_decade)
+    levels = np.asarray(levels, float)
+    rows = []
+    for run in pd.unique(labels):
+        m = labels == run
+        order = np.argsort(C[m])
+        lc, ll, ld = np.log(C[m][order]), np.log(L[m][order]), np.log(D[m][order])
+        n = float(np.median(N[m]))
+        inside = (np.log(levels) >= lc[0]) & (np.log(levels) <= lc[-1])
+        for c in levels[inside]:
+            x = math.log(c)
+            rows.append(dict(C=float(c), N=n, D=float(np.exp(np.interp(x, lc, ld))),
+                             L=float(np.exp(np.interp(x, lc, ll))), run=run))
+    out = pd.DataFrame(rows, columns=["C", "N", "D", "L", "run"])
+    if out.empty:
+        return out
+    sizes = out.groupby("C")["N"].nunique()
+    return out[out["C"].isin(sizes[sizes >= min_sizes].index)].sort_values(["C", "N"]).reset_index(drop=True)
+
+
 def approach2(C, N, L, D=None, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Allocation:
     """a and b from the optima of IsoFLOP parabolas; the bootstrap resamples budgets (Hoffmann et al. 2022, §3.2)."""
     C, N, L, D = _arrays(C, N, L, D)
@@ -443,6 +482,10 @@ def approach3(C, N, L, D=None, *, runs=None, bootstrap: int = DEFAULT_BOOTSTRAP,
     D = C / (6 * N) if D_given is None else D_given
     res = fitting.fit("chinchilla", N, L, D, bootstrap=bootstrap, seed=seed, groups=runs, starts=starts)
     p = res.params
+    flat = [f"{k} = {p[k]:.3g}" for k in ("alpha", "A", "beta", "B") if not p[k] > 0]
+    if flat:
+        raise FitError(f"the parametric fit gives {', '.join(flat)} (not positive): the loss does not fall as a power "
+                       "of both N and D over these points, so there is no compute-optimal allocation to read off")
     a, b = p["beta"] / (p["alpha"] + p["beta"]), p["alpha"] / (p["alpha"] + p["beta"])
     log_G = (math.log(p["alpha"] * p["A"]) - math.log(p["beta"] * p["B"])) / (p["alpha"] + p["beta"])
     ci = dict(res.ci)
@@ -474,6 +517,67 @@ def allocate(approach: int, C, N, L, D=None, *, runs=None, bootstrap: int = DEFA
     if approach == 3:
         return approach3(C, N, L, D, runs=runs, bootstrap=bootstrap, seed=seed)
     raise FitError(f"unknown approach {approach!r}; expected 1, 2 or 3")
+
+
+# How N and C are counted (Porian et al. 2024, §3; Pearce & Song 2024): Kaplan counts the non-embedding
+# parameters and C = 6ND; Hoffmann et al. count every parameter, and their FLOPs include the
+# (de-)embedding and attention. `counting_variants` names the four combinations.
+COUNTINGS = {
+    "N without embeddings, C = 6ND (Kaplan)": ("N", "6ND"),
+    "N with embeddings, C = 6ND": ("N_total", "6ND"),
+    "N without embeddings, C exact": ("N", "C_exact"),
+    "N with embeddings, C exact (Chinchilla)": ("N_total", "C_exact"),
+}
+
+
+def counting_variants(t: pd.DataFrame, loss: str = "final_val_loss", run: str = "N") -> dict[str, pd.DataFrame]:
+    """The points of a runs table (`runs_table(..., budgets=True)`: N, N_total, tokens, C_exact) as
+    `compare` reads them, once for each way of counting N and C in COUNTINGS. C = 6ND uses the N of
+    the same row (so with embeddings it is 6 N_total D); the exact count is the run's own (it does not
+    depend on how N is counted)."""
+    out = {}
+    for name, (n_col, c_col) in COUNTINGS.items():
+        N = t[n_col].astype(float)
+        C = 6 * N * t["tokens"] if c_col == "6ND" else t[c_col].astype(float)
+        out[name] = pd.DataFrame({"C": C.to_numpy(), "N": N.to_numpy(), "L": t[loss].to_numpy(float),
+                                  "D": t["tokens"].to_numpy(float), "run": t[run].to_numpy()})
+    return out
+
+
+def compare(variants: Mapping[str, pd.DataFrame], approaches: Sequence[int] = APPROACHES, *,
+            bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, per_decade: int = 3,
+            min_sizes: int = MIN_POINTS_PER_BUDGET) -> pd.DataFrame:
+    """The exponent a (and b) of each approach on each variant of one set of runs, a row each.
+
+    A variant is a table of points with columns C, N, L, D and `run` (one label per learning curve
+    or per size): the same runs with N or C counted another way, or another set of runs. Approach 2
+    reads the variant's IsoFLOP slices (`isoflop_slices` with `per_decade` and `min_sizes`). A fit
+    that cannot be made gives a row with NaN and the reason under `error`, so that one failing
+    variant leaves the others' rows.
+    """
+    rows = []
+    for name, df in variants.items():
+        for approach in approaches:
+            row: dict[str, Any] = dict(variant=name, approach=approach)
+            try:
+                if approach == 2:
+                    sl = isoflop_slices(df["C"], df["N"], df["L"], df["D"], runs=df["run"], per_decade=per_decade,
+                                        min_sizes=min_sizes)
+                    if sl.empty:
+                        raise FitError(f"no compute level is reached by {min_sizes} sizes")
+                    res = approach2(sl["C"], sl["N"], sl["L"], sl["D"], bootstrap=bootstrap, seed=seed)
+                    row["edges"] = int(res.optima["edge"].sum())
+                else:
+                    res = allocate(approach, df["C"], df["N"], df["L"], df["D"], runs=df["run"],
+                                   bootstrap=bootstrap, seed=seed)
+                lo, hi = res.ci.get("a", (math.nan, math.nan))
+                row.update(a=res.a, a_lo=lo, a_hi=hi, b=res.b, points=res.n_points, units=res.n_units,
+                           warnings=len(res.warnings), error="")
+            except FitError as e:
+                row.update(a=math.nan, a_lo=math.nan, a_hi=math.nan, b=math.nan, error=str(e))
+            rows.append(row)
+    cols = ["variant", "approach", "a", "a_lo", "a_hi", "b", "points", "units", "edges", "warnings", "error"]
+    return pd.DataFrame(rows).reindex(columns=cols)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ KAPLAN = {
 # Hoffmann et al. 2022 (Approach 3) and Besiroglu et al. 2024 (the replication).
 CHINCHILLA = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 BESIROGLU = dict(E=1.82, A=482.0, B=2085.4, alpha=0.348, beta=0.366)
+# N_opt ∝ C^a: Kaplan et al. 2020, Eq. 6.1 (Table 6); Hoffmann et al. 2022, Table 2, by approach (1: the
+# training-curve envelope, 2: IsoFLOP profiles, 3: the parametric fit); Besiroglu et al. 2024's refit of 3.
+ALLOCATION_A = {"kaplan": 0.73, 1: 0.50, 2: 0.49, 3: 0.46, "besiroglu": 0.513}
 
 
 def lr_rule_kaplan(N: float) -> float:

@@ -282,3 +282,57 @@ def against_paper(rows: pd.DataFrame, *, ax=None) -> Figure:
         ax.axvline(1.0, color="grey", ls="--", lw=1)
         ax.set(xlabel="book's value / paper's value (1 = the paper's)")
     return fig
+
+
+def isoflop_profiles(slices: pd.DataFrame, optima: pd.DataFrame | None = None, *, ax=None) -> Figure:
+    """IsoFLOP profiles (cf. Hoffmann et al. 2022, Fig. 3): at each compute level C the loss against N,
+    one colour per level, with the parabola in log N fitted to it and its vertex (hollow where the
+    vertex is at the edge of the level's sizes, `allocation.isoflop_optima`'s `edge`)."""
+    with _style():
+        fig, ax = _axes(ax)
+        norm = _log_norm(slices["C"])
+        cmap = mpl.colormaps[CMAP]
+        for C, g in slices.groupby("C"):
+            color = cmap(norm(C))
+            ax.plot(g["N"], g["L"], "o", color=color, ms=4)
+            x = np.log(g["N"].to_numpy(float))
+            if len(g) >= 3:
+                coef = np.polyfit(x, g["L"].to_numpy(float), 2)
+                xs = np.linspace(x.min(), x.max(), 100)
+                ax.plot(np.exp(xs), np.polyval(coef, xs), color=color, lw=1)
+        if optima is not None:
+            for _, r in optima[optima["convex"]].iterrows():
+                color = cmap(norm(r["C"]))
+                ax.scatter([r["N_opt"]], [r["L_opt"]], marker="D", s=36, zorder=4, edgecolors=[color],
+                           facecolors="none" if r["edge"] else [color])
+        ax.scatter([], [], marker="D", color="grey", s=36, label="vertex inside the sizes")
+        ax.scatter([], [], marker="D", facecolors="none", edgecolors="grey", s=36, label="vertex at an edge")
+        ax.set(xscale="log", xlabel=AXIS_LABELS["N"], ylabel="validation loss (nats/token)")
+        ax.legend(fontsize="small")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="compute C (FLOPs)")
+    return fig
+
+
+def compute_optimal_sizes(optima: dict, *, ax=None, reference: dict | None = None) -> Figure:
+    """N_opt against C for several approaches, {label: (table with C and N_opt, a, intercept k_N)}, each
+    its points and its line N_opt = k_N C^a; `reference` adds {label: a} as lines of that slope through
+    the first approach's middle point (a slope to compare, not a fit)."""
+    with _style():
+        fig, ax = _axes(ax)
+        mid = None
+        for i, (label, (df, a, k)) in enumerate(optima.items()):
+            ax.scatter(df["C"], df["N_opt"], color=f"C{i}", s=22, zorder=3, label=f"{label}: a = {a:.2f}")
+            Cs = np.geomspace(df["C"].min(), df["C"].max(), 50)
+            ax.plot(Cs, k * Cs ** a, color=f"C{i}", lw=1.2)
+            if mid is None and len(df):
+                mid = (float(np.exp(np.log(df["C"]).mean())), float(np.exp(np.log(df["N_opt"]).mean())),
+                       float(df["C"].min()), float(df["C"].max()))
+        if mid is not None:
+            c0, n0, lo, hi = mid
+            Cs = np.geomspace(lo, hi, 50)
+            for j, (label, a) in enumerate((reference or {}).items()):
+                ax.plot(Cs, n0 * (Cs / c0) ** a, color="grey", ls=("--", ":", "-.")[j % 3], lw=1,
+                        label=f"slope {a:g} ({label})")
+        ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="compute-optimal size N_opt")
+        ax.legend(fontsize="small")
+    return fig

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .laws import CHINCHILLA, KAPLAN
+from .laws import ALLOCATION_A, CHINCHILLA, KAPLAN
 
 RESULTS_ENV = "SCALING_LIB_RESULTS"
 SIGNIFICANT = 6  # digits kept in the JSON: enough to quote, few enough to be stable across reruns
@@ -55,6 +55,9 @@ PAPER: dict[str, PaperValue] = {
                                    "Hoffmann et al. 2022, Approach 3 (Eq. 10)"),
     "chinchilla_beta": PaperValue("β", "E + A/N^α + B/D^β", CHINCHILLA["beta"],
                                   "Hoffmann et al. 2022, Approach 3 (Eq. 10)"),
+    "a_kaplan": PaperValue("a", "N_opt ∝ C^a", ALLOCATION_A["kaplan"], "Kaplan et al. 2020, Eq. 6.1, Table 6"),
+    **{f"a_approach{k}": PaperValue("a", f"N_opt ∝ C^a, approach {k}", ALLOCATION_A[k],
+                                    f"Hoffmann et al. 2022, Table 2 (approach {k})") for k in (1, 2, 3)},
     "transfer_slope": PaperValue("slope", "L_other(L_val)", 1.0,
                                  "Kaplan et al. 2020, §3.2.2, Fig. 8 (a constant offset: slope 1)"),
 }

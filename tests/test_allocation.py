@@ -160,6 +160,17 @@ def test_alpha_and_beta_not_identified_from_two_nearby_budgets():
     assert "spans a factor" in w or "standard error" in w or "near-singular" in w
 
 
+def test_approach3_refuses_a_loss_that_grows_with_N():
+    # the smoke chapter met this: a fit with alpha <= 0 has no optimum (and log(alpha A) no value)
+    rng = np.random.default_rng(0)
+    N, D = np.repeat(np.logspace(4, 6, 5), 4), np.tile(np.logspace(6, 7.5, 4), 5)
+    L = 4.0 + 0.05 * np.log(N / 1e4) + 300 / D**0.4 + rng.normal(0, 0.002, N.size)
+    with pytest.raises(FitError, match="alpha = -[0-9.]+ .*not positive"):
+        al.approach3(6 * N * D, N, L, D, bootstrap=10)
+    rows = al.compare({"grows": pd.DataFrame(dict(C=6 * N * D, N=N, L=L, D=D, run=N))}, approaches=(3,), bootstrap=10)
+    assert math.isnan(rows.iloc[0]["a"]) and "not positive" in rows.iloc[0]["error"]
+
+
 def test_bootstrap_is_seeded(iso):
     r1, r2 = (al.approach2(iso.C, iso.N, iso.L, bootstrap=50, seed=7) for _ in range(2))
     assert r1.ci == r2.ci
@@ -339,3 +350,68 @@ def test_cli_subprocess_on_the_published_runs():
     bad = subprocess.run(cmd[:5] + ["/nonexistent.csv"] + cmd[6:], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and bad.stdout == "" and "cannot read" in _one_error_line(bad.stderr)
+
+
+# --- IsoFLOP profiles cut from runs at their own budgets (cooldown branches) ---------------------
+
+def _branches(budgets=2.0 ** np.arange(18, 25), sizes=np.logspace(6.5, 9.5, 10)) -> pd.DataFrame:
+    """Each size annealed at budgets a factor 2 apart, as the tuned ladder's cooldown branches are."""
+    return pd.DataFrame([dict(N=N, D=D * 1e3, C=6 * N * D * 1e3, L=float(chinchilla(N, D * 1e3, **LAW)))
+                         for N in sizes for D in budgets])
+
+
+def test_isoflop_slices_interpolate_within_each_run_and_never_beyond():
+    df = _branches()
+    sl = al.isoflop_slices(df["C"], df["N"], df["L"], df["D"], per_decade=4)
+    assert sl["C"].nunique() >= 5 and (sl.groupby("C")["N"].nunique() >= al.MIN_POINTS_PER_BUDGET).all()
+    for _, r in sl.iterrows():  # on the run's own C range only
+        run = df[df["N"] == r["N"]]
+        assert run["C"].min() <= r["C"] * (1 + 1e-12) and r["C"] <= run["C"].max() * (1 + 1e-12)
+    # C = 6ND holds at every interpolated point, and a factor-2 log-linear step misses the law by little
+    assert np.allclose(sl["C"], 6 * sl["N"] * sl["D"], rtol=1e-9)
+    exact = chinchilla(sl["N"].to_numpy(), sl["D"].to_numpy(), **LAW)
+    assert np.max(np.abs(sl["L"] / exact - 1)) < 2e-3
+
+
+def test_isoflop_slices_recover_the_exponent_through_approach2():
+    df = _branches()
+    sl = al.isoflop_slices(df["C"], df["N"], df["L"], df["D"], per_decade=3, min_sizes=5)
+    r = al.approach2(sl["C"], sl["N"], sl["L"], bootstrap=50)
+    assert r.a == pytest.approx(A_TRUE, abs=0.03)
+
+
+def test_isoflop_slices_keep_only_levels_that_enough_sizes_reach():
+    df = _branches(sizes=np.logspace(6.5, 9.5, 4))
+    sl = al.isoflop_slices(df["C"], df["N"], df["L"], df["D"], levels=[df["C"].min(), 1e18], min_sizes=2)
+    assert set(sl["C"]) <= {1e18}  # the smallest C is one run's alone
+    assert al.isoflop_slices(df["C"], df["N"], df["L"], levels=[1e40]).empty
+    with pytest.raises(FitError, match="labels"):
+        al.isoflop_slices(df["C"], df["N"], df["L"], runs=[1, 2])
+
+
+def test_compare_fits_every_variant_and_keeps_a_failing_one_as_a_row():
+    df = _branches().assign(run=lambda t: t["N"])
+    tilted = df.assign(C=df["C"] * (df["N"] / df["N"].min()) ** 0.5)  # C counted another way: a moves
+    few = df[df["N"] == df["N"].min()]  # one size: no approach can fit it
+    t = al.compare({"law": df, "tilted": tilted, "one size": few}, approaches=(2, 3), bootstrap=20)
+    assert list(t["variant"]) == ["law", "law", "tilted", "tilted", "one size", "one size"]
+    law2 = t[(t["variant"] == "law") & (t["approach"] == 2)].iloc[0]
+    assert law2["a"] == pytest.approx(A_TRUE, abs=0.03) and law2["a_lo"] <= law2["a"] <= law2["a_hi"]
+    assert law2["error"] == ""
+    tilt2 = t[(t["variant"] == "tilted") & (t["approach"] == 2)].iloc[0]
+    assert tilt2["a"] < law2["a"] - 0.05  # N_opt grows more slowly against a C that grows faster with N
+    bad = t[t["variant"] == "one size"]
+    assert bad["a"].isna().all() and (bad["error"].str.len() > 0).all()
+
+
+def test_counting_variants_count_N_and_C_four_ways():
+    t = pd.DataFrame(dict(N=[100, 400], N_total=[1100, 1800], tokens=[1e6, 2e6], C_exact=[5e9, 9e9],
+                          final_val_loss=[5.0, 4.0]))
+    v = al.counting_variants(t)
+    assert list(v) == list(al.COUNTINGS)
+    kaplan, total, exact, chin = v.values()
+    assert list(kaplan["C"]) == [6 * 100 * 1e6, 6 * 400 * 2e6] and list(kaplan["N"]) == [100, 400]
+    assert list(total["C"]) == [6 * 1100 * 1e6, 6 * 1800 * 2e6] and list(total["N"]) == [1100, 400 + 1400]
+    assert list(exact["C"]) == [5e9, 9e9] and list(exact["N"]) == [100, 400]
+    assert list(chin["C"]) == [5e9, 9e9] and list(chin["N"]) == [1100, 1800]
+    assert all(list(x["L"]) == [5.0, 4.0] and list(x["D"]) == [1e6, 2e6] for x in v.values())
