@@ -120,6 +120,12 @@ class KaplanLaw:
         "B ~ B_crit, S = 2 S_min steps at that batch (Eq. 5.4), so B S ~ D_opt and about 2 C_min is spent",
         "L is in nats per token on WebText2 with a 50,257-token BPE: not comparable with other tokenizers",
     )
+    # what a plan that reads loss(N, D) as a law of tokens trained (scaling_lib.lifetime) must say
+    loss_caveats: tuple[str, ...] = (
+        "loss(N, D) is Kaplan et al.'s Eq. 1.5, the early-stopped loss of a model trained on a dataset of D tokens "
+        "(to convergence, over several passes where needed); read as the loss after D tokens of training it is "
+        "optimistic, so D here is a lower bound and the FLOPs undercount training",
+    )
 
     @property
     def sources(self) -> dict[str, str]:
@@ -276,13 +282,59 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit", default="flops", metavar="UNIT",
                         help=f"unit of C: {', '.join(UNITS)} (default flops)")
     parser.add_argument("--law", required=True, metavar="LAW", help=", ".join(LAWS))
+    g = parser.add_argument_group(
+        "training and serving (scaling_lib.lifetime; any of these adds a 'lifetime' plan: the model that reaches "
+        "the target loss at the least cost of training plus serving)")
+    g.add_argument("--target-loss", type=float, metavar="L",
+                   help="the loss to reach (default: the loss the compute buys under the law's compute-optimal plan)")
+    g.add_argument("--inference-tokens", type=float, metavar="T", help="tokens the model will serve over its life")
+    g.add_argument("--throughput", type=float, metavar="FLOP/S",
+                   help="achieved FLOP/s of the device, training and serving alike ('bench' reports it as flops)")
+    g.add_argument("--price-per-hour", type=float, metavar="P", help="dollars per device-hour")
+    g.add_argument("--spot-discount", type=float, default=0.0, metavar="F",
+                   help="fraction off the price for training (interruptible); serving pays full price")
+    g.add_argument("--max-latency-ms", type=float, metavar="M", help="a bound on a token's latency at batch 1")
+    g.add_argument("--latency-ms-per-layer", type=float, metavar="MS",
+                   help="with --max-latency-ms: milliseconds a layer adds to a token (the slope of latency on depth)")
+    g.add_argument("--latency-ms-base", type=float, default=0.0, metavar="MS",
+                   help="with --max-latency-ms: the latency's part that does not grow with depth (default 0)")
+    g.add_argument("--aspect-ratio", type=float, metavar="R",
+                   help="with --max-latency-ms: d_model / n_layer, which sets the depth of a size (default 64)")
+
+
+LIFETIME_OPTIONS = ("target_loss", "inference_tokens", "throughput", "price_per_hour", "max_latency_ms",
+                    "latency_ms_per_layer", "aspect_ratio")
 
 
 def cli(args: argparse.Namespace) -> int:
     """`plan`: the law's allocation as JSON on stdout; a budget outside its range also warns on stderr."""
     law = get_law(args.law)
     p = plan(law, to_flops(args.compute, args.unit))
+    out = p.to_dict()
+    if any(getattr(args, k, None) is not None for k in LIFETIME_OPTIONS):
+        out["lifetime"] = _lifetime(args, law, p)
     for w in p.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(json.dumps(p.to_dict(), indent=1))
+    print(json.dumps(out, indent=1))
     return 0
+
+
+def _lifetime(args: argparse.Namespace, law: Law, p: Plan) -> dict[str, Any]:
+    """The 'lifetime' part of `plan`'s answer, from its options (scaling_lib.lifetime)."""
+    from . import lifetime
+
+    latency_parts = ("latency_ms_per_layer", "aspect_ratio")
+    if args.max_latency_ms is None and any(getattr(args, k) is not None for k in latency_parts):
+        raise ValueError("--latency-ms-per-layer and --aspect-ratio describe the latency of --max-latency-ms: give it")
+    latency = None
+    if args.max_latency_ms is not None:
+        if args.latency_ms_per_layer is None:
+            raise ValueError("--max-latency-ms needs --latency-ms-per-layer (the slope of a token's latency on depth)")
+        latency = lifetime.Latency(args.max_latency_ms, args.latency_ms_per_layer, args.latency_ms_base,
+                                   args.aspect_ratio if args.aspect_ratio is not None else lifetime.ASPECT)
+    prices = lifetime.Prices(args.throughput, args.price_per_hour, args.spot_discount)
+    target = args.target_loss if args.target_loss is not None else p.allocation["L"]
+    out = lifetime.lifetime_plan(law, target, args.inference_tokens or 0.0, prices, latency)
+    out["target_from"] = ("--target-loss" if args.target_loss is not None else
+                          f"the loss the compute-optimal plan for C = {p.C:.3g} FLOPs reaches")
+    return out
