@@ -163,6 +163,7 @@ class RunConfig:
         extra += f"-r{self.n_recur}" if self.n_recur != 1 else ""
         extra += f"-drop{self.dropout:g}" if self.dropout else ""
         extra += f"-ctx{self.n_ctx}" if self.n_ctx != 128 else ""  # every stored run has 128
+        extra += f"-b{self.batch_size}" if self.batch_size != 32 else ""  # and 32 sequences a step
         return f"{self.arch}-L{self.n_layer}-d{self.d_model}{extra}-T{_short(self.tokens)}-lr{self.lr:.3g}-s{self.seed}"
 
     def replace(self, **changes: Any) -> "RunConfig":

@@ -98,6 +98,7 @@ def test_name_shows_the_shape_and_run():
     assert "-h12-" in RunConfig(n_layer=4, d_model=96, n_head=12).name
     assert "-D65.54k-" in RunConfig(data_tokens=65_536).name
     assert "-drop0.1-" in RunConfig(dropout=0.1).name and "drop" not in RunConfig().name
+    assert "-b128-" in RunConfig(batch_size=128).name and "-b" not in RunConfig().name
 
 
 # --- validation ------------------------------------------------------------------------------
