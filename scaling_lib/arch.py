@@ -68,7 +68,7 @@ def C_train(cfg, tokens: float) -> float:
 def _gpt_build(cfg):
     from .model import GPT
 
-    return GPT(cfg.vocab, cfg.n_ctx, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff)
+    return GPT(cfg.vocab, cfg.n_ctx, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff, cfg.dropout)
 
 
 register(Arch(
@@ -84,7 +84,7 @@ register(Arch(
 def _ut_build(cfg):
     from .model import RecurrentGPT
 
-    return RecurrentGPT(cfg.vocab, cfg.n_ctx, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff, cfg.n_recur)
+    return RecurrentGPT(cfg.vocab, cfg.n_ctx, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff, cfg.n_recur, cfg.dropout)
 
 
 def unrolled_shape(cfg) -> flops.Shape:

@@ -30,6 +30,7 @@ INTRODUCED: dict[str, Any] = {
     "eval_version": 1,
     "n_recur": 1,
     "eval_per_position": False,
+    "dropout": 0.0,
 }
 
 
@@ -52,6 +53,7 @@ class RunConfig:
     budgets: tuple[int, ...] = ()  # wsd only: shorter budgets, each a cooldown branched off the stable phase
     data_tokens: int = 0  # 0: the whole training split; else only its first data_tokens tokens (L(D))
     early_stop: bool = False  # report the best validation loss seen, and stop once it is well past
+    dropout: float = 0.0  # transformers: share of activations dropped in training only (Kaplan §4 uses 0.1)
     schedule: str = "cosine"
     lr: float = 3e-3  # peak learning rate
     warmup_tokens: int = -1  # -1: max(N tokens, 1% of the budget), capped at 10% (Porian et al. 2024)
@@ -79,6 +81,10 @@ class RunConfig:
         _check(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, not {self.lr}")
         for name in ("n_head", "d_ff", "data_tokens"):
             _check(getattr(self, name) >= 0, f"{name} must be positive (or 0 for the default), not {getattr(self, name)}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be at least 0 and below 1, not {self.dropout}")
+        _check(self.dropout == 0.0 or self.arch in ("gpt", "ut"),
+               f"dropout applies to the transformers (arch 'gpt' or 'ut'), not to arch {self.arch!r}")
+        object.__setattr__(self, "dropout", float(self.dropout))
         _check(self.eval_version in (1, 2), f"eval_version must be 1 or 2, not {self.eval_version}")
         _check(self.n_recur >= 1, f"n_recur must be at least 1, not {self.n_recur}")
         _check(self.n_recur == 1 or arch_registry.get(self.arch).reuse is not None,
@@ -155,7 +161,9 @@ class RunConfig:
             f"-D{_short(self.data_tokens)}" if self.data_tokens else "",
         ]) if self.arch in ("gpt", "ut") else ""
         extra += f"-r{self.n_recur}" if self.n_recur != 1 else ""
+        extra += f"-drop{self.dropout:g}" if self.dropout else ""
         extra += f"-ctx{self.n_ctx}" if self.n_ctx != 128 else ""  # every stored run has 128
+        extra += f"-b{self.batch_size}" if self.batch_size != 32 else ""  # and 32 sequences a step
         return f"{self.arch}-L{self.n_layer}-d{self.d_model}{extra}-T{_short(self.tokens)}-lr{self.lr:.3g}-s{self.seed}"
 
     def replace(self, **changes: Any) -> "RunConfig":

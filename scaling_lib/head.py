@@ -115,7 +115,8 @@ def time_heads(model: LanguageModel, cfg: RunConfig, device: torch.device | str 
     x, y = batch[:, :-1], batch[:, 1:]
     params = list(model.parameters())
     saved = dict(head=model.head, training=model.training, grads=[p.grad for p in params],
-                 rng=torch.get_rng_state())
+                 rng=torch.get_rng_state(),
+                 cuda_rng=torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
 
     def autocast():
         if cfg.dtype == "bf16":
@@ -153,6 +154,8 @@ def time_heads(model: LanguageModel, cfg: RunConfig, device: torch.device | str 
         for p, grad in zip(params, saved["grads"]):
             p.grad = grad
         torch.set_rng_state(saved["rng"])
+        if saved["cuda_rng"] is not None:  # what dropout draws from on a GPU
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
     return times
 
 

@@ -1,7 +1,10 @@
 """The models: a pre-LN decoder-only transformer (GPT), its recurrent variant (RecurrentGPT, Kaplan
 App. D.2) and an LSTM language model (Kaplan §3.2.1).
 
-None knows anything of data, training or the store. Both take token ids (B, T) and return the
+None knows anything of data, training or the store. The transformers drop activations (`dropout`,
+as GPT-2: after the embeddings, on the attention weights, and on each block's two outputs to the
+residual stream) in training mode only; at dropout 0 they compute exactly what they did before it
+existed, and draw nothing from torch's random state. Both take token ids (B, T) and return the
 mean next-token cross-entropy, or the per-position losses. At our small widths the vocab-sized
 output layer outweighs all the blocks, and how its cross-entropy is computed under autograd (the
 model's `head`, one of HEADS) decides the speed of a training step:
@@ -35,27 +38,30 @@ DEFAULT_HEAD = "chunked"  # of a model that nobody chose a head for
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_head: int):
+    def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
         super().__init__()
         self.n_head = n_head
+        self.dropout = dropout
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
+        self.drop = nn.Dropout(dropout)  # on the output, before it joins the residual stream
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # (B, T, C) each
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, h, T, c)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
 class Block(nn.Module):
-    def __init__(self, d_model: int, n_head: int, d_ff: int):
+    def __init__(self, d_model: int, n_head: int, d_ff: int, dropout: float = 0.0):
         super().__init__()
         self.ln_1 = nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, n_head)
+        self.attn = CausalSelfAttention(d_model, n_head, dropout)
         self.ln_2 = nn.LayerNorm(d_model)
-        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+        # the dropout last, so that the weights keep their names (ff.0, ff.2) and the init finds them
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -116,14 +122,16 @@ def _is_counted_weight(name: str, p: torch.Tensor) -> bool:
 
 
 class GPT(LanguageModel):
-    """Pre-LN decoder-only transformer; learned positions; tied de-embedding (as GPT-2)."""
+    """Pre-LN decoder-only transformer; learned positions; tied de-embedding; dropout (as GPT-2)."""
 
-    def __init__(self, vocab: int, n_ctx: int, n_layer: int, d_model: int, n_head: int, d_ff: int):
+    def __init__(self, vocab: int, n_ctx: int, n_layer: int, d_model: int, n_head: int, d_ff: int,
+                 dropout: float = 0.0):
         super().__init__()
         self.n_ctx = n_ctx
         self.wte = nn.Embedding(vocab, d_model)
         self.wpe = nn.Embedding(n_ctx, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_head, d_ff) for _ in range(n_layer))
+        self.drop = nn.Dropout(dropout)  # on the embeddings
+        self.blocks = nn.ModuleList(Block(d_model, n_head, d_ff, dropout) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d_model)
         self.apply(_init)
         # scale the residual projections by depth (GPT-2)
@@ -135,7 +143,7 @@ class GPT(LanguageModel):
         B, T = idx.shape
         if T > self.n_ctx:
             raise ValueError(f"sequence of {T} tokens is longer than n_ctx {self.n_ctx}")
-        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # (B, T, C)
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))  # (B, T, C)
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
@@ -147,8 +155,9 @@ class RecurrentGPT(GPT):
     halting; Kaplan et al. 2020, App. D.2, Fig. 17). n_recur = 1 is the GPT itself, parameter for
     parameter under the same seed."""
 
-    def __init__(self, vocab: int, n_ctx: int, n_layer: int, d_model: int, n_head: int, d_ff: int, n_recur: int):
-        super().__init__(vocab, n_ctx, n_layer, d_model, n_head, d_ff)
+    def __init__(self, vocab: int, n_ctx: int, n_layer: int, d_model: int, n_head: int, d_ff: int, n_recur: int,
+                 dropout: float = 0.0):
+        super().__init__(vocab, n_ctx, n_layer, d_model, n_head, d_ff, dropout)
         self.n_recur = n_recur
         # the residual projections scaled by the depth the stream goes through, n_layer n_recur (as
         # GPT-2 scales by n_layer); rescaled rather than drawn again, so the seed draws what the GPT draws
@@ -161,7 +170,7 @@ class RecurrentGPT(GPT):
         B, T = idx.shape
         if T > self.n_ctx:
             raise ValueError(f"sequence of {T} tokens is longer than n_ctx {self.n_ctx}")
-        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # (B, T, C)
+        x = self.drop(self.wte(idx) + self.wpe(torch.arange(T, device=idx.device)))  # (B, T, C)
         for _ in range(self.n_recur):
             for block in self.blocks:
                 x = block(x)

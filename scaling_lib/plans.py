@@ -55,6 +55,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         tune_eval_version=EVAL_VERSION,
         context_ladder=((1, 8), (1, 16), (2, 16)), context_n_ctx=(16, 64), context_tokens=20_480,
         recur_ladder=((1, 8), (1, 16), (2, 8), (2, 16)), recur_counts=(1, 2), recur_tokens=20_480,
+        overfit_ladder=((1, 8), (1, 16)), overfit_data_sizes=(16_384, 32_768, 0), overfit_tokens=40_960,
+        overfit_dropout=0.1,
+        batch_ladder=((1, 8), (1, 16)), batch_sizes=(2, 4, 8, 16), batch_tokens=20_480, batch_lr_factors=(0.5, 1, 2),
+        batch_evals_per_decade=16,
         lr_rule_file="",  # the smoke store holds no fitted rule: the pilot's rule instead
         train_missing=True, eval_version=EVAL_VERSION,
     ),
@@ -83,6 +87,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         # at the rate of the rule fitted to the tuned ladder (lr_rule_file, under the store's root)
         context_ladder=((2, 24), (3, 64), (4, 128)), context_n_ctx=(32, 128), context_tokens=4_000_000,
         recur_ladder=((1, 16), (2, 24), (2, 48), (3, 64)), recur_counts=(1, 2, 4), recur_tokens=4_000_000,
+        # overfitting (Kaplan §4, Fig. 9): four tuned-ladder sizes (3k to 442k) on six nested subsets in
+        # x2 steps from 0.26M tokens to the whole split (9.0M), 10% dropout, early-stopped within 8M
+        # tokens (0.9 epochs of the whole split, 31 of the smallest subset)
+        overfit_ladder=((1, 16), (2, 32), (3, 64), (4, 96)), overfit_data_sizes=(2**18, 2**19, 2**20, 2**21, 2**22, 0),
+        overfit_tokens=8_000_000, overfit_dropout=0.1,
+        # batch-size scans (Kaplan §5.1, Fig. 10, 18): three sizes at six batches in x2 steps (1k to 32k
+        # tokens a step), each at three rates, one token budget
+        batch_ladder=((1, 16), (2, 32), (3, 64)), batch_sizes=(8, 16, 32, 64, 128, 256), batch_tokens=4_000_000,
+        batch_lr_factors=(0.5, 1, 2), batch_evals_per_decade=16,
         lr_rule_file=RULE_FILE,
         train_missing=False,
         # the stored sweeps were evaluated the first way (config.EVAL_VERSION); --set eval_version=2 re-runs them
@@ -127,13 +140,17 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr_rule_file": (lambda v: isinstance(v, str), "a path under the store's root, or '' for the pilot's rule"),
     **{k: (_int, "an integer") for k in ("batch_size", "n_ctx", "eval_tokens", "tokens", "long_max_N", "long_tokens",
                                           "lr_tokens", "data_budget", "shape_tokens", "lstm_tokens", "tune_tokens",
-                                          "eval_version", "tune_eval_version", "context_tokens", "recur_tokens")},
+                                          "eval_version", "tune_eval_version", "context_tokens", "recur_tokens",
+                                          "overfit_tokens", "batch_tokens", "batch_evals_per_decade")},
     **{k: (_ints, "a tuple of integers") for k in ("budgets", "seeds", "long_budgets", "data_sizes", "tune_budgets",
-                                                    "tune_seeds", "data_model", "context_n_ctx", "recur_counts")},
+                                                    "tune_seeds", "data_model", "context_n_ctx", "recur_counts",
+                                                    "overfit_data_sizes", "batch_sizes")},
     **{k: (_sizes, "a tuple of (n_layer, d_model) pairs") for k in ("ladder", "seed_sizes", "lstm_ladder",
                                                                      "tune_ladder", "context_ladder",
-                                                                     "recur_ladder")},
-    **{k: (_floats, "a tuple of positive rates") for k in ("lr_grid", "lstm_lr_grid")},
+                                                                     "recur_ladder", "overfit_ladder", "batch_ladder")},
+    **{k: (_floats, "a tuple of positive rates") for k in ("lr_grid", "lstm_lr_grid", "batch_lr_factors")},
+    "overfit_dropout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+                        "a share of at least 0 and below 1"),
     **{k: (_shapes, "a tuple of shape dicts") for k in ("shapes", "shape_lr_tuned")},
     "train_missing": (lambda v: isinstance(v, bool), "True or False"),
 }
@@ -395,6 +412,53 @@ def sweep_recur(p: dict, store: Store) -> list[RunConfig]:
             cfgs.append(base.replace(lr=rule_lr(p, store, base.N, base.tokens, "recur")))
     return sorted(cfgs, key=lambda c: -cost([c]))  # the longest first
 
+
+
+@sweep
+def sweep_overfit(p: dict, store: Store) -> list[RunConfig]:
+    """Overfitting (Kaplan §4, Fig. 9, Eq. 1.5): every size of `overfit_ladder` on every nested subset
+    of the training split in `overfit_data_sizes` (0: the whole split), with 10% dropout as in the
+    paper, early-stopped on the validation loss within `overfit_tokens`; D is the subset's size, not
+    the tokens processed. The rate is the rule's at (N, overfit_tokens), the budget each run is
+    planned to, as for every sweep after the tuned ladder; evaluated the new way, so that an
+    early-stopped run reports the test loss of the model it selected."""
+    cfgs = []
+    for n_layer, d_model in p["overfit_ladder"]:
+        base = _base(p, "overfit", n_layer=n_layer, d_model=d_model, tokens=p["overfit_tokens"], schedule="cosine",
+                     early_stop=True, dropout=p["overfit_dropout"]).replace(eval_version=EVAL_VERSION)
+        base = base.replace(lr=rule_lr(p, store, base.N, base.tokens, "overfit"))
+        cfgs += [base.replace(data_tokens=d) for d in p["overfit_data_sizes"]]
+    # the largest subsets and sizes first: they run longest (the smaller subsets stop early)
+    return sorted(cfgs, key=lambda c: (-(c.data_tokens or math.inf), -c.N))
+
+
+@sweep
+def sweep_batch(p: dict, store: Store) -> list[RunConfig]:
+    """Batch-size scans (Kaplan §5.1, Fig. 10 and 18; McCandlish et al. 2018): each size of
+    `batch_ladder` at every batch of `batch_sizes` (sequences a step), all to one token budget
+    (`batch_tokens`) at a constant rate after the warmup, so that the steps S and examples E to reach a
+    loss are read off the curve (`batch.steps_to_reach`, between evaluations that come
+    `batch_evals_per_decade` times a decade of steps, 16 in the profiles: twice the default).
+
+    The rate is re-tuned at every batch, as McCandlish et al. do: `batch_lr_factors` (half, once and
+    twice) times a centre, the grid growing past an edge that wins at the budget (`_lr_grid`). The
+    centre is the rule's rate, fitted at the profile's batch B0, times sqrt(B/B0): the square-root
+    rule under which Adam's updates keep their noise as the batch changes (Malladi et al. 2022), a
+    middle way between a fixed rate (right far above the critical batch) and the linear rule (right
+    far below it), so that the x4 grid reaches the best rate at both ends of the scan. The centre
+    is put on the rule's lattice of quarter octaves, so a batch twice another's is half an octave
+    apart and shares rates with it."""
+    cfgs = []
+    B0 = p["batch_size"]
+    for n_layer, d_model in p["batch_ladder"]:
+        for B in p["batch_sizes"]:
+            base = _base(p, "batch", n_layer=n_layer, d_model=d_model, tokens=p["batch_tokens"], schedule="constant")
+            base = base.replace(batch_size=B, evals_per_decade=p["batch_evals_per_decade"], eval_version=EVAL_VERSION)
+            centre = rule_lr(p, store, base.N, base.tokens, "batch") * math.sqrt(B / B0)
+            centre = lattice_lr(round(4 * math.log2(centre / LR_LATTICE)) / 4)
+            cfgs += _lr_grid(base, [float(f"{centre * f:.6g}") for f in p["batch_lr_factors"]], store)
+    # the smallest batches first within a size: the most steps, the longest runs
+    return sorted(cfgs, key=lambda c: (-cost([c]), c.batch_size, c.lr))
 
 def configs(name: str, profile_name: str, store: Store | None = None,
             overrides: dict | None = None) -> list[RunConfig]:

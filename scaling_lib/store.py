@@ -180,6 +180,7 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False, mixe
         base = {k: c.get(k) for k in _CONFIG_COLUMNS}
         base["eval_version"] = eval_version(r)
         base["n_recur"] = c.get("n_recur", INTRODUCED["n_recur"])
+        base["dropout"] = c.get("dropout", INTRODUCED["dropout"])
         base.update(
             schema=r.get("schema", 1), path=r.get("path"), key=r["key"], name=r["name"], sweep=r["sweep"],
             status=r["status"], N=r["N"],

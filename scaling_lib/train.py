@@ -551,11 +551,12 @@ def _checkpoint_path(cfg: RunConfig, checkpoint_dir: Path | None) -> Path:
 
 
 def _save_checkpoint(path: Path, state, model, opt, rng, world: World = World()) -> None:
-    """Rank 0 saves the model, the optimizer and every rank's data order (gathered from them)."""
+    """Rank 0 saves the model, the optimizer, every rank's data order (gathered from them) and
+    torch's random state (what dropout draws from: a resumed run drops what it would have)."""
     rngs = distributed.gather(world, rng.bit_generator.state)
     if not world.main:
         return
-    ck = dict(state=state, model=model.state_dict(), opt=opt.state_dict(), rng=rngs[0])
+    ck = dict(state=state, model=model.state_dict(), opt=opt.state_dict(), rng=rngs[0], torch_rng=_torch_rng(model))
     if world.distributed:
         ck.update(ranks=world.size, rngs=rngs)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # a name of its own, should two writers meet
@@ -583,4 +584,22 @@ def _load_checkpoint(path: Path, model, opt, rng, device, world: World = World()
     model.load_state_dict(ck["model"])
     opt.load_state_dict(ck["opt"])
     rng.bit_generator.state = ck["rngs"][world.rank] if world.distributed else ck["rng"]
+    if "torch_rng" in ck:  # checkpoints written before dropout existed have none (and needed none)
+        _set_torch_rng(model, ck["torch_rng"])
     return ck["state"]
+
+
+def _torch_rng(model) -> dict[str, torch.Tensor]:
+    """Torch's random state on the CPU and, for a model on a GPU, on its device."""
+    device = next(model.parameters()).device
+    out = dict(cpu=torch.get_rng_state())
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _set_torch_rng(model, state: dict[str, torch.Tensor]) -> None:
+    device = next(model.parameters()).device
+    torch.set_rng_state(state["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)

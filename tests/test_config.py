@@ -52,7 +52,7 @@ def test_key_is_a_hash_of_the_resolved_config_without_sweep():
     for k, v in INTRODUCED.items():  # a field at the value it was introduced with stays out
         if d[k] == v:
             del d[k]
-    assert "n_recur" not in d and "eval_per_position" not in d and d["eval_version"] == 2
+    assert "n_recur" not in d and "eval_per_position" not in d and "dropout" not in d and d["eval_version"] == 2
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     assert cfg.key == hashlib.sha256(blob.encode()).hexdigest()[:12]
     # the key names resolved values: spelling a default out gives the same run
@@ -97,6 +97,8 @@ def test_name_shows_the_shape_and_run():
     assert "-ff96-" in RunConfig(n_layer=4, d_model=96, d_ff=96).name
     assert "-h12-" in RunConfig(n_layer=4, d_model=96, n_head=12).name
     assert "-D65.54k-" in RunConfig(data_tokens=65_536).name
+    assert "-drop0.1-" in RunConfig(dropout=0.1).name and "drop" not in RunConfig().name
+    assert "-b128-" in RunConfig(batch_size=128).name and "-b" not in RunConfig().name
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -127,6 +129,33 @@ def test_invalid_configs_raise_a_clear_value_error(kw, words):
         RunConfig(**kw)
     for w in words:
         assert w in str(e.value), (w, str(e.value))
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(dropout=-0.1), ["dropout", "-0.1", "below 1"]),
+    (dict(dropout=1.0), ["dropout", "1.0", "below 1"]),
+    (dict(dropout=1.5), ["dropout", "1.5"]),
+    (dict(dropout=math.nan), ["dropout", "nan"]),
+    (dict(arch="lstm", dropout=0.1), ["dropout", "lstm", "gpt"]),
+])
+def test_a_bad_dropout_is_a_clear_error_at_creation(kw, words):
+    with pytest.raises(ValueError) as e:
+        RunConfig(**kw)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_dropout_enters_the_key_only_when_set():
+    base = RunConfig()
+    assert RunConfig(dropout=0.0).key == RunConfig(dropout=0).key == base.key  # the value every stored run had
+    assert base.replace(dropout=0.1).key != base.key != base.replace(dropout=0.2).key
+    assert base.replace(dropout=0.1).key != base.replace(dropout=0.2).key
+    assert RunConfig(dropout=0).dropout == 0.0 and isinstance(RunConfig(dropout=0).dropout, float)
+    assert RunConfig(arch="ut", n_recur=2, dropout=0.1).dropout == 0.1  # the recurrent transformer takes it too
+    d = base.replace(dropout=0.1).to_dict()
+    assert RunConfig.from_stored(json.loads(json.dumps(d))) == base.replace(dropout=0.1)
+    del d["dropout"]  # a record filed before the field existed ran without dropout
+    assert RunConfig.from_stored(d).dropout == 0.0
 
 
 @pytest.mark.parametrize("kw", [dict(n_head=-2), dict(d_ff=-8), dict(data_tokens=-5)])
@@ -183,8 +212,8 @@ def test_to_dict_from_dict_round_trip_through_json():
 
 def test_from_dict_rejects_unknown_fields():
     d = RunConfig().to_dict()
-    d.update(dropout=0.1, heads=4)
-    with pytest.raises(ValueError, match="unknown config field.*dropout, heads"):
+    d.update(attn_pdrop=0.1, heads=4)
+    with pytest.raises(ValueError, match="unknown config field.*attn_pdrop, heads"):
         RunConfig.from_dict(d)
 
 

@@ -139,3 +139,46 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch():
         m(idx, tgt).backward()
         opt.step()
     assert float(m(idx, tgt).detach()) < before - 0.5
+
+
+# --- dropout (Kaplan §4: 10%) ----------------------------------------------------------------
+@pytest.mark.parametrize("arch_kw", [dict(), dict(arch="ut", n_recur=2)])
+def test_without_dropout_training_mode_computes_what_evaluation_does_and_draws_nothing(arch_kw):
+    """At dropout 0 (every stored run) the model is the one before dropout existed: the training
+    mode is the evaluation mode bit for bit, and no random numbers are drawn (the run's trajectory
+    depends on torch's random state through nothing else)."""
+    cfg, m = _gpt(n_ctx=32, **arch_kw)
+    idx, tgt = _tokens(2, 32, cfg.vocab), _tokens(2, 32, cfg.vocab, 1)
+    rng = torch.get_rng_state()
+    m.train()
+    loss_train = m(idx, tgt)
+    g_train = torch.autograd.grad(loss_train, list(m.parameters()))
+    assert torch.equal(torch.get_rng_state(), rng)
+    m.eval()
+    loss_eval = m(idx, tgt)
+    g_eval = torch.autograd.grad(loss_eval, list(m.parameters()))
+    assert torch.equal(loss_train, loss_eval) and all(torch.equal(a, b) for a, b in zip(g_train, g_eval))
+
+
+@pytest.mark.parametrize("arch_kw", [dict(), dict(arch="ut", n_recur=2)])
+def test_dropout_acts_in_training_mode_only(arch_kw):
+    cfg0, m0 = _gpt(n_ctx=32, **arch_kw)
+    cfg, m = _gpt(n_ctx=32, dropout=0.1, **arch_kw)
+    # the same parameters under the same seed, with the same names: dropout adds no weights
+    assert list(m.state_dict()) == list(m0.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m0.state_dict().values()))
+    assert m.n_params() == m0.n_params() == cfg.N
+    idx, tgt = _tokens(2, 32, cfg.vocab), _tokens(2, 32, cfg.vocab, 1)
+    m.train()
+    a, b = m(idx, tgt), m(idx, tgt)
+    assert not torch.equal(a, b)  # a new mask at every call
+    torch.manual_seed(5)
+    c = m(idx, tgt)
+    torch.manual_seed(5)
+    assert torch.equal(c, m(idx, tgt))  # drawn from torch's random state: a seed repeats it
+    m.eval()
+    m0.eval()
+    with torch.no_grad():
+        e1, e2, e0 = m(idx, tgt), m(idx, tgt), m0(idx, tgt)
+        logits, logits0 = m(idx), m0(idx)
+    assert torch.equal(e1, e2) and torch.equal(e1, e0) and torch.equal(logits, logits0)

@@ -198,6 +198,20 @@ def test_the_same_config_trains_to_the_same_loss(tiny_cfg, tmp_path):
     assert c["final"]["val_loss"] != a["final"]["val_loss"]
 
 
+
+def test_a_dropout_run_repeats_itself_and_evaluates_without_dropout(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tokens=2_048, lr=1e-2, dropout=0.1, early_stop=True, eval_version=2)
+    a = train(cfg, progress=False, checkpoint_dir=tmp_path / "a")
+    b = train(cfg, progress=False, checkpoint_dir=tmp_path / "b")
+    assert [p["val_loss"] for p in a["curve"]] == [p["val_loss"] for p in b["curve"]]  # the same masks, by the seed
+    plain = train(cfg.replace(dropout=0.0), progress=False, checkpoint_dir=tmp_path / "c")
+    # the same model at step 0 scores the same: the evaluation drops nothing
+    assert a["curve"][0]["val_loss"] == plain["curve"][0]["val_loss"]
+    assert a["curve"][1]["train_loss"] != plain["curve"][1]["train_loss"]  # training does
+    assert a["config"]["dropout"] == 0.1 and "-drop0.1-" in a["name"]
+    assert list(runs_table([a, plain])["dropout"]) == [0.1, 0.0]
+
+
 # --- divergence ------------------------------------------------------------------------------
 def test_a_huge_learning_rate_diverges_into_a_record(tiny_cfg, tmp_path):
     cfg = tiny_cfg(tokens=4_096, lr=1e4, grad_clip=1e12, warmup_tokens=0)
@@ -254,9 +268,10 @@ class Interrupted(Exception):
     pass
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_cfg, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("dropout", [0.0, 0.1])  # with dropout, the checkpoint carries torch's random state
+def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_cfg, tmp_path, monkeypatch, capsys, dropout):
     monkeypatch.setattr(train_mod, "CHECKPOINT_SECONDS", 0.0)  # checkpoint after every step
-    cfg = tiny_cfg(tokens=5_120, schedule="wsd", budgets=(2_560,))  # 40 steps; branch of 20 steps from 16
+    cfg = tiny_cfg(tokens=5_120, schedule="wsd", budgets=(2_560,), dropout=dropout)  # 40 steps; branch of 20 from 16
     reference = train(cfg, progress=False, checkpoint_dir=tmp_path / "ref")
 
     real = train_mod._train_step
