@@ -22,6 +22,7 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "08_shape": (("shape", None), ("ladder", None)),
     "09_lstm": (("lstm", None), ("ladder", {"long_max_N": 0}), ("lr", None)),
     "10_kaplan_chinchilla": (("tune", None), ("ladder", None)),
+    "11_budget": (),
 }
 
 
