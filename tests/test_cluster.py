@@ -24,15 +24,15 @@ import pytest
 
 from scaling_lib.store import Store
 from scaling_lib.sweep import configs
+from train_patch import REPO, child_env
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = dict(shapes=({"n_layer": 1, "d_model": 8}, {"n_layer": 1, "d_model": 12}), shape_tokens=4096,
                  shape_lr_tuned=())
 
-SITECUSTOMIZE = """
-import functools, importlib.abc, os, sys
+PATCH = """
+import functools, os
 from pathlib import Path
 
 
@@ -64,27 +64,12 @@ def _fail_once(train, folder, key):
     return wrapped
 
 
-class _Hook(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "scaling_lib.train":
-            return None
-        sys.meta_path.remove(self)
-        import importlib.util
-        spec = importlib.util.find_spec(name)
-        exec_module = spec.loader.exec_module
 
-        def patched(module):
-            exec_module(module)
-            module.FINAL_EVAL_TOKENS = 8192
-            if os.environ.get("TEST_FAIL_ONCE"):
-                module.train = _fail_once(module.train, *os.environ["TEST_FAIL_ONCE"].split(":"))
-            if os.environ.get("TEST_HOLD"):
-                module.train = _held(module.train, os.environ["TEST_HOLD"])
-
-        spec.loader.exec_module = patched
-        return spec
-
-sys.meta_path.insert(0, _Hook())
+def patch(module):
+    if os.environ.get("TEST_FAIL_ONCE"):
+        module.train = _fail_once(module.train, *os.environ["TEST_FAIL_ONCE"].split(":"))
+    if os.environ.get("TEST_HOLD"):
+        module.train = _held(module.train, os.environ["TEST_HOLD"])
 """
 
 
@@ -102,13 +87,7 @@ def job_result(folder: Path, key: str) -> tuple[str, object]:
 
 
 def env_for(tmp_path: Path, cache: Path, runs: Path, **extra: str) -> dict[str, str]:
-    site = tmp_path / "site"
-    site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = dict(os.environ, SCALING_LIB_CACHE=str(cache), SCALING_LIB_RUNS=str(runs), OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", **extra)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")])
-    return env
+    return child_env(tmp_path / "site", cache, runs, patch=PATCH, **extra)
 
 
 def test_a_sweep_of_submitit_jobs_files_records_and_a_resubmission_retries_only_the_failed_run(

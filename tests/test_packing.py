@@ -2,7 +2,7 @@
 take the runs in turn, a fresh process a run by default, or each worker for the whole sweep.
 
 The sweep test runs the smoke `shape` sweep cut to three tiny shapes through two workers that are
-never replaced; a `sitecustomize` of its own (as in test_sweep_robustness.py) cuts the final
+never replaced; a `sitecustomize` (tests/train_patch.py) cuts the final
 evaluation and, with TEST_TRAIN_PIDS=folder, notes in the folder which process entered train() for
 which run.
 """
@@ -11,50 +11,33 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from scaling_lib.runner import LocalExecutor, make_executor
 from scaling_lib.store import Store
 from scaling_lib.sweep import configs
-
-REPO = Path(__file__).resolve().parents[1]
+from train_patch import REPO, child_env
 OVERRIDES = dict(shapes=tuple({"n_layer": 1, "d_model": d} for d in (8, 12, 16)), shape_tokens=4096,
                  shape_lr_tuned=())
 
-SITECUSTOMIZE = """
-import functools, importlib.abc, os, sys
+# each run notes the process that trains it (TEST_TRAIN_PIDS/<pid>-<key>)
+PATCH = """
+import functools, os
 from pathlib import Path
 
 
-class _Hook(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "scaling_lib.train":
-            return None
-        sys.meta_path.remove(self)
-        import importlib.util
-        spec = importlib.util.find_spec(name)
-        exec_module = spec.loader.exec_module
+def patch(module):
+    folder, train = os.environ.get("TEST_TRAIN_PIDS"), module.train
 
-        def patched(module):
-            exec_module(module)
-            module.FINAL_EVAL_TOKENS = 8192
-            folder, train = os.environ.get("TEST_TRAIN_PIDS"), module.train
+    @functools.wraps(train)
+    def noted(cfg, *args, **kwargs):
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / f"{os.getpid()}-{cfg.key}").touch()
+        return train(cfg, *args, **kwargs)
 
-            @functools.wraps(train)
-            def noted(cfg, *args, **kwargs):
-                if folder:
-                    Path(folder).mkdir(parents=True, exist_ok=True)
-                    (Path(folder) / f"{os.getpid()}-{cfg.key}").touch()
-                return train(cfg, *args, **kwargs)
-
-            module.train = noted
-
-        spec.loader.exec_module = patched
-        return spec
-
-sys.meta_path.insert(0, _Hook())
+    module.train = noted
 """
 
 
@@ -82,12 +65,8 @@ def test_bad_pool_sizes_are_clear_errors():
 
 @pytest.mark.slow
 def test_a_sweep_packed_into_two_long_lived_workers_trains_every_run_in_them(tmp_path, tiny_corpus, linked_cache):
-    runs, pids, site = tmp_path / "runs", tmp_path / "pids", tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = dict(os.environ, SCALING_LIB_CACHE=str(linked_cache), SCALING_LIB_RUNS=str(runs), OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", TEST_TRAIN_PIDS=str(pids))
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), env.get("PYTHONPATH", "")])
+    runs, pids = tmp_path / "runs", tmp_path / "pids"
+    env = child_env(tmp_path / "site", linked_cache, runs, patch=PATCH, TEST_TRAIN_PIDS=str(pids))
     sets = [a for k, v in OVERRIDES.items() for a in ("--set", f"{k}={v!r}")]
     cmd = [sys.executable, "-m", "scaling_lib", "sweep", "shape", "--profile", "smoke", *sets, "--workers", "2",
            "--runs-per-worker", "0"]

@@ -23,6 +23,8 @@ from scaling_lib import train as train_mod
 from scaling_lib.runner import InlineExecutor, run_all, run_one
 from scaling_lib.store import Store
 
+import train_patch
+
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,44 +115,29 @@ def test_a_run_that_raises_leaves_a_failed_record_that_a_retry_replaces(tiny_cfg
     assert [r.status for r in run_all([cfg], store, InlineExecutor(1), report=lambda *a: None)] == ["stored"]
 
 
-# The sweep's processes import this (PYTHONPATH): a smaller final evaluation, and each run, at its
+# The sweep's processes run this (tests/train_patch.py: with a smaller final evaluation): each run, at its
 # step TEST_HOLD_STEP, waits until its process has been asked to stop (60 s at most), having said so
 # in TEST_HOLD_DIR: the test sends SIGTERM once every worker is there.
-SITECUSTOMIZE = """
-import importlib.abc, os, sys, time
+PATCH = """
+import os, time
 from pathlib import Path
 
-class _Hook(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "scaling_lib.train":
-            return None
-        sys.meta_path.remove(self)
-        import importlib.util
-        spec = importlib.util.find_spec(name)
-        exec_module = spec.loader.exec_module
 
-        def patched(module):
-            exec_module(module)
-            module.FINAL_EVAL_TOKENS = 8192
-            real, calls = module._train_step, [0]
-            folder, at = Path(os.environ["TEST_HOLD_DIR"]), int(os.environ["TEST_HOLD_STEP"])
+def patch(module):
+    real, calls = module._train_step, [0]
+    folder, at = Path(os.environ["TEST_HOLD_DIR"]), int(os.environ["TEST_HOLD_STEP"])
 
-            def held(*a, **kw):
-                calls[0] += 1
-                if calls[0] == at:
-                    from scaling_lib import preempt
-                    (folder / f"{os.getpid()}.at").touch()
-                    t = time.monotonic()
-                    while preempt.requested() is None and time.monotonic() - t < 60:
-                        time.sleep(0.05)
-                return real(*a, **kw)
+    def held(*a, **kw):
+        calls[0] += 1
+        if calls[0] == at:
+            from scaling_lib import preempt
+            (folder / f"{os.getpid()}.at").touch()
+            t = time.monotonic()
+            while preempt.requested() is None and time.monotonic() - t < 60:
+                time.sleep(0.05)
+        return real(*a, **kw)
 
-            module._train_step = held
-
-        spec.loader.exec_module = patched
-        return spec
-
-sys.meta_path.insert(0, _Hook())
+    module._train_step = held
 """
 
 
@@ -159,12 +146,9 @@ def test_a_sweep_sent_sigterm_stops_its_workers_runs_and_exits_0_then_resumes(tm
 
     overrides = dict(shapes=({"n_layer": 1, "d_model": 8}, {"n_layer": 1, "d_model": 12}), shape_tokens=8_192)
     runs, hold = tmp_path / "runs", tmp_path / "hold"
-    site = tmp_path / "site"
     hold.mkdir()
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = dict(child_env(linked_cache), SCALING_LIB_RUNS=str(runs), TEST_HOLD_DIR=str(hold), TEST_HOLD_STEP="5")
-    env["PYTHONPATH"] = os.pathsep.join([str(site), env["PYTHONPATH"]])
+    env = train_patch.child_env(tmp_path / "site", linked_cache, runs, patch=PATCH, TEST_HOLD_DIR=str(hold),
+                                TEST_HOLD_STEP="5")
     sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v!r}")]
     cmd = [sys.executable, "-m", "scaling_lib", "sweep", "shape", "--profile", "smoke", *sets, "--workers", "2"]
     log = tmp_path / "sweep.log"

@@ -24,18 +24,18 @@ import pytest
 from scaling_lib.config import RunConfig
 from scaling_lib.store import Store, load_record
 from scaling_lib.sweep import configs
+from train_patch import REPO, child_env
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 SHAPES = ({"n_layer": 1, "d_model": 8}, {"n_layer": 1, "d_model": 12})
 OVERRIDES = dict(shapes=SHAPES, shape_tokens=4096)
 
 
-# Imported by every Python process of these tests at startup (PYTHONPATH): once scaling_lib.train is
-# imported, a smaller final evaluation. Harmless if the constant is renamed (the runs are slower).
-SITECUSTOMIZE = """
-import functools, importlib.abc, os, sys, time
+# Run on scaling_lib.train in every process of these tests (tests/train_patch.py, which also gives
+# the runs a smaller final evaluation).
+PATCH = """
+import functools, os, time
 from pathlib import Path
 
 
@@ -57,26 +57,10 @@ def _barrier(train, folder, parties, timeout=90):
 
     return wrapped
 
-class _CutFinalEval(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "scaling_lib.train":
-            return None
-        sys.meta_path.remove(self)
-        import importlib.util
-        spec = importlib.util.find_spec(name)
-        exec_module = spec.loader.exec_module
 
-        def patched(module):
-            exec_module(module)
-            if hasattr(module, "FINAL_EVAL_TOKENS"):
-                module.FINAL_EVAL_TOKENS = 8192
-            if os.environ.get("TEST_TRAIN_BARRIER"):
-                module.train = _barrier(module.train, *os.environ["TEST_TRAIN_BARRIER"].split(":"))
-
-        spec.loader.exec_module = patched
-        return spec
-
-sys.meta_path.insert(0, _CutFinalEval())
+def patch(module):
+    if os.environ.get("TEST_TRAIN_BARRIER"):
+        module.train = _barrier(module.train, *os.environ["TEST_TRAIN_BARRIER"].split(":"))
 """
 
 
@@ -86,13 +70,7 @@ def expected(root: Path, overrides: dict = OVERRIDES) -> list[RunConfig]:
 
 
 def env_for(cache: Path, runs: Path) -> dict[str, str]:
-    site = runs.parent / "site"
-    site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    e = dict(os.environ, SCALING_LIB_CACHE=str(cache), SCALING_LIB_RUNS=str(runs), OMP_NUM_THREADS="1",
-             MKL_NUM_THREADS="1", RAYON_NUM_THREADS="1")
-    e["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO), e.get("PYTHONPATH", "")])
-    return e
+    return child_env(runs.parent / "site", cache, runs, patch=PATCH, RAYON_NUM_THREADS="1")
 
 
 def start_sweep(env: dict[str, str], *extra: str, log: Path, overrides: dict = OVERRIDES) -> subprocess.Popen:
