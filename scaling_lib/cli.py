@@ -177,6 +177,31 @@ def _predict(args) -> int:
     return 0
 
 
+def _rule(args) -> int:
+    from . import tuning
+    from .plans import configs
+    from .store import Store, runs_table
+
+    store = Store(args.store) if args.store else Store()
+    path = store.root / tuning.RULE_FILE
+    if path.exists() and not (args.replace or args.dry_run):
+        raise ValueError(f"{path} exists; --replace refits it (the sweeps planned from it keep their keys where "
+                         "their rates stay on the same quarter-octave), --dry-run shows the refit")
+    recs = [r for r in store.records(args.sweep) if r["status"] in ("ok", "early_stopped", "diverged")]
+    if not recs:
+        raise ValueError(f"no stored run of the {args.sweep!r} sweep under {store.root}")
+    table = runs_table(recs, budgets=True)
+    grid_seed = int(table["seed"].min())
+    missing = [c.N for c in configs(args.sweep, args.profile, store) if c.seed == grid_seed and not store.has(c)]
+    rule = tuning.fit_rule_on_complete(table, missing, max_n=args.max_n, bootstrap=args.bootstrap, seed=args.seed)
+    out = rule.to_dict()
+    out["sources"] = len(rule.sources)  # the keys are in the file; their count is enough here
+    if not args.dry_run:
+        out["path"] = str(rule.save(path))
+    print(json.dumps(out, indent=1))
+    return 0
+
+
 def _reference(args) -> int:
     from .data import load_corpus
     from .ngram import reference_entropies, store_reference
@@ -325,6 +350,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score", metavar="NAME", help="score a filed prediction against the stored runs")
     p.add_argument("--store")
     p.set_defaults(fn=_predict)
+
+    p = sub.add_parser("rule", help="fit the learning-rate rule LR*(N, D) to a tuned sweep's finished grids and "
+                       "file it (runs/rules/lr.json), where the sweeps planned after it read their rates")
+    p.add_argument("sweep", nargs="?", default="tune", help="the tuned sweep (default tune)")
+    p.add_argument("--profile", default="cpu", help="the profile whose planned grid runs count as unfinished")
+    p.add_argument("--max-n", type=float, help="fit only the sizes with at most this many non-embedding parameters")
+    p.add_argument("--bootstrap", type=int, default=500, help="size resamples for the intervals (default 500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replace", action="store_true", help="refit a rule that is already filed")
+    p.add_argument("--dry-run", action="store_true", help="print the rule without filing it")
+    p.add_argument("--store")
+    p.set_defaults(fn=_rule)
 
     p = sub.add_parser("reference", help="the n-gram reference lines of a corpus, filed under runs/reference/")
     p.add_argument("--corpus", default="books")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,8 @@ class LRRule:
     n_boot: int = 0
     n_boot_ok: int = 0
     sources: tuple[str, ...] = ()  # config keys of the runs the rule was fitted to
+    sizes_used: tuple[int, ...] = ()  # the sizes N it was fitted on (where known)
+    note: str = ""  # how it was chosen: which sizes were left out, and why
 
     def __call__(self, N, D):
         return self.A * np.asarray(N, float) ** self.a * np.asarray(D, float) ** self.b
@@ -112,6 +114,7 @@ class LRRule:
         d = asdict(self)
         d["ci"] = {k: list(v) for k, v in self.ci.items()}
         d["sources"] = list(self.sources)
+        d["sizes_used"] = list(self.sizes_used)
         return d
 
     @classmethod
@@ -119,6 +122,7 @@ class LRRule:
         d = dict(d)
         d["ci"] = {k: tuple(v) for k, v in d.get("ci", {}).items()}
         d["sources"] = tuple(d.get("sources", ()))
+        d["sizes_used"] = tuple(int(n) for n in d.get("sizes_used", ()))
         return cls(**d)
 
     def save(self, path: str | Path) -> Path:
@@ -182,3 +186,45 @@ def fit_rule(best: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0, sources=(
                   sizes=int(sizes), left_out=int((~best["inside"]).sum()),
                   rmse_log=float(np.sqrt(np.mean(resid**2))), n_boot=bootstrap, n_boot_ok=len(draws),
                   sources=tuple(sorted(sources)))
+
+
+def complete_sizes(best: pd.DataFrame, grid_missing=()) -> tuple[list[int], dict[int, str]]:
+    """The sizes whose grid is finished: every budget's best rate lies inside the grid, and no grid run of
+    that size is still planned (`grid_missing`: the N of the planned grid runs not yet stored). Returns
+    them, and for every other size why it is not."""
+    waiting = {int(n) for n in grid_missing}
+    done, why = [], {}
+    for N, g in best.groupby("N"):
+        N = int(N)
+        edges = int((~g["inside"]).sum())
+        if N in waiting:
+            why[N] = "grid runs still planned"
+        elif edges:
+            why[N] = f"{edges} of {len(g)} budgets have their best rate at an edge of the grid"
+        else:
+            done.append(N)
+    for N in sorted(waiting - set(best["N"].astype(int))):
+        why[N] = "no grid run stored"
+    return done, dict(sorted(why.items()))
+
+
+def fit_rule_on_complete(table: pd.DataFrame, grid_missing=(), *, max_n: float | None = None,
+                         bootstrap: int = 500, seed: int = 0) -> LRRule:
+    """The rule fitted to the finished grids only (`complete_sizes`), up to `max_n` parameters; the rule
+    says which sizes it used and why each other was left out. A grid still growing would move its
+    size's best rate, so it waits; a rule fitted before every size is finished is a choice, and `note`
+    says so."""
+    best = best_rates(table)
+    done, why = complete_sizes(best, grid_missing)
+    if max_n is not None:
+        why.update({N: f"above --max-n {max_n:g}" for N in done if N > max_n})
+        done = [N for N in done if N <= max_n]
+    if len(done) < 2:
+        raise RuleError(f"{len(done)} size(s) have a finished grid ({', '.join(map(str, done)) or 'none'}); a rule "
+                        "needs 2: " + "; ".join(f"N = {N:,}: {w}" for N, w in why.items()))
+    keys = set(table.loc[table["N"].isin(done), "key"]) if "key" in table.columns else set()
+    rule = fit_rule(best[best["N"].isin(done)], bootstrap=bootstrap, seed=seed, sources=tuple(keys))
+    note = ("fitted on every size of the grid" if not why else
+            "fitted on the finished grids; left out: " + "; ".join(f"N = {N:,} ({w})" for N, w in why.items()))
+    return replace(rule, sizes_used=tuple(sorted(done)), note=note)
+

@@ -87,3 +87,58 @@ def test_the_optimum_of_one_size_is_the_parabola_through_the_grid_and_flags_an_e
     assert o["n_lr"] == 5 and o["loss_at_best"] == pytest.approx(4 + 0.3 * math.log(0.005 / 0.007) ** 2)
     edge = tuning.optimum(g.assign(final_val_loss=g["lr"]))  # lower is better all the way down
     assert edge["at_edge"] and edge["lr_grid_best"] == 0.0025
+
+
+def test_only_finished_grids_enter_the_rule_and_the_rule_says_which():
+    t = grid_table()
+    edge = grid_table(Ns=(256e3,), steps=(1, 2, 3))  # a size whose best is at the grid's low edge
+    t = pd.concat([t, edge], ignore_index=True)
+    best = tuning.best_rates(t)
+    done, why = tuning.complete_sizes(best, grid_missing=[16_000, 1_000_000])
+    assert done == [1000, 4000, 64000]
+    assert why[16000] == "grid runs still planned" and "edge of the grid" in why[256000]
+    assert why[1_000_000] == "no grid run stored"
+    rule = tuning.fit_rule_on_complete(t, grid_missing=[16_000], bootstrap=20)
+    assert rule.sizes_used == (1000, 4000, 64000) and rule.a == pytest.approx(-0.4, abs=1e-6)
+    assert "N = 16,000 (grid runs still planned)" in rule.note and "N = 256,000" in rule.note
+    capped = tuning.fit_rule_on_complete(t, max_n=5000)
+    assert capped.sizes_used == (1000, 4000) and "above --max-n" in capped.note
+    with pytest.raises(tuning.RuleError, match="1 size"):
+        tuning.fit_rule_on_complete(t, grid_missing=[4000, 16_000, 64_000])
+
+
+def test_a_rule_filed_before_these_fields_existed_still_loads(tmp_path):
+    old = {"A": 0.5, "a": -0.4, "b": 0.0, "ci": {}, "points": 3, "sizes": 2, "left_out": 0, "rmse_log": 0.1,
+           "n_boot": 0, "n_boot_ok": 0, "sources": ["k"]}
+    rule = tuning.LRRule.from_dict(old)
+    assert rule.sizes_used == () and rule.note == "" and rule(1e4, 1e6) == pytest.approx(0.5 * 1e4**-0.4)
+
+
+def test_the_rule_command_fits_the_finished_grids_of_stored_runs_and_files_them(tmp_path, capsys):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from scaling_lib.cli import main
+    from scaling_lib.store import Store
+
+    stored = Path(__file__).resolve().parents[1] / "runs" / "tune"
+    (tmp_path / "tune").mkdir()
+    for f in stored.glob("gpt-L[12]-d*-T16M-*.json"):  # the grids of 768 to 55k, finished and stored
+        if f.name.startswith(("gpt-L1-d8-", "gpt-L1-d16-", "gpt-L2-d24-")):
+            shutil.copy(f, tmp_path / "tune" / f.name)
+    args = ["rule", "tune", "--store", str(tmp_path), "--bootstrap", "20"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sizes_used"] == [768, 3072, 13824] and "N = 24,576 (no grid run stored)" in out["note"]
+    rule = tuning.LRRule.load(tmp_path / tuning.RULE_FILE)
+    assert out["path"] == str(tmp_path / tuning.RULE_FILE) and rule.a == pytest.approx(out["a"])
+    assert len(rule.sources) == out["sources"] > 0
+    assert main(args) == 2  # filed already: refitting is asked for
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--replace" in err[0]
+    assert main([*args, "--replace", "--max-n", "5000"]) == 0
+    assert tuning.LRRule.load(tmp_path / tuning.RULE_FILE).sizes_used == (768, 3072)
+    assert main(["rule", "tune", "--store", str(tmp_path / "empty")]) == 2
+    assert "no stored run" in capsys.readouterr().err
+    assert len(Store(tmp_path).records("tune")) == len(list((tmp_path / "tune").glob("*.json")))  # rules/ is no sweep
