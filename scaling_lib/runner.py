@@ -14,10 +14,13 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 from . import preempt
@@ -154,12 +157,15 @@ class InlineExecutor:
         pass
 
 
-def _run_in_worker(cfg_dict: dict, root: str, threads: int, stop_at: float | None) -> RunResult:
+def _run_in_worker(cfg_dict: dict, root: str, threads: int, stop_at: float | None,
+                   stop_file: str | None = None) -> RunResult:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     preempt.install()  # a SIGTERM before training begins stops the run, not the worker
     cfg = RunConfig.from_dict(cfg_dict)
     if stop_at is not None and time.time() > stop_at:
         return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped")
+    if stop_file is not None and os.path.exists(stop_file):  # the pool was stopped before this run reached a worker
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", error="asked to stop before it began")
     return run_one(cfg, Store(root), threads=threads, stop_at=stop_at)
 
 
@@ -182,18 +188,26 @@ class LocalExecutor:
         self.description = f"{workers} worker(s) x {threads} thread(s), {each}"
         self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                         max_tasks_per_child=runs_per_worker or None)
+        # Told to every run: once it exists, a run that reaches a worker does not start. The pool hands
+        # a few runs to its call queue ahead of time, where cancel() cannot reach them, and replaces a
+        # stopped worker with a fresh one, which knows nothing of the SIGTERM its predecessor had.
+        self._stop_file = Path(tempfile.mkdtemp(prefix="scaling_lib-pool-")) / "stop"
 
     def submit(self, cfg: RunConfig, store: Store, stop_at: float | None) -> Future:
-        return self.pool.submit(_run_in_worker, cfg.to_dict(), str(store.root), self.threads, stop_at)
+        return self.pool.submit(_run_in_worker, cfg.to_dict(), str(store.root), self.threads, stop_at,
+                                str(self._stop_file))
 
     def stop(self) -> None:
-        """Pass a preemption on: SIGTERM to every worker (each checkpoints its run and returns)."""
+        """Pass a preemption on: no run starts any more, and SIGTERM to every worker (each checkpoints
+        its run and returns)."""
+        self._stop_file.touch()
         for p in list(getattr(self.pool, "_processes", {}).values()):  # the pool has no public list
             if p.is_alive():
                 p.terminate()
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._stop_file.parent, ignore_errors=True)
 
 
 def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop_at: float | None = None,

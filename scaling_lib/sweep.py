@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from . import preempt
 from .config import RunConfig
 from .plans import configs, cost, ladder_lr, profile as get_profile  # noqa: F401 (configs, ladder_lr: the chapters')
 from .runner import Executor, RunResult, make_executor, run_all
@@ -62,6 +63,9 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
             results += run_all(todo, store, executor, stop_at=stop_at, report=log)
             if stop_at and time.time() > stop_at:
                 log("[sweep] deadline reached: what is unfinished resumes next time")
+                break
+            if preempt.requested():  # SIGTERM: no next round (the grid's new edges and seeds wait too)
+                log("[sweep] stopped: what is unfinished resumes next time")
                 break
     finally:
         if own:

@@ -85,3 +85,18 @@ def test_a_sweep_packed_into_two_long_lived_workers_trains_every_run_in_them(tmp
     r = subprocess.run([*cmd, "--executor", "inline"], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "--runs-per-worker is the local pool's" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_run_that_reaches_a_fresh_worker_after_stop_does_not_start(tmp_path):
+    # the pool replaces a stopped worker and hands it what was queued: the stop must reach it too
+    from scaling_lib.config import RunConfig
+
+    ex = LocalExecutor(1, 1, 1)
+    try:
+        ex.stop()
+        cfg = RunConfig(sweep="shape", n_layer=1, d_model=8, tokens=4096, corpus="tiny")
+        res = ex.submit(cfg, Store(tmp_path), None).result(timeout=120)
+    finally:
+        ex.shutdown()
+    assert res.status == "stopped" and res.error == "asked to stop before it began"
+    assert Store(tmp_path).paths() == [] and not ex._stop_file.parent.exists()

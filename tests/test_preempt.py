@@ -144,7 +144,10 @@ def patch(module):
 def test_a_sweep_sent_sigterm_stops_its_workers_runs_and_exits_0_then_resumes(tmp_path, tiny_corpus, linked_cache):
     from scaling_lib.sweep import configs
 
-    overrides = dict(shapes=({"n_layer": 1, "d_model": 8}, {"n_layer": 1, "d_model": 12}), shape_tokens=8_192)
+    # four runs for two workers: two train, two wait in the pool's queue (where cancel() cannot reach
+    # them, and a fresh worker would take them) and must not start once the sweep is asked to stop
+    overrides = dict(shapes=tuple({"n_layer": 1, "d_model": d} for d in (8, 12, 16, 20)), shape_tokens=8_192,
+                     shape_lr_tuned=())
     runs, hold = tmp_path / "runs", tmp_path / "hold"
     hold.mkdir()
     env = train_patch.child_env(tmp_path / "site", linked_cache, runs, patch=PATCH, TEST_HOLD_DIR=str(hold),
@@ -169,10 +172,14 @@ def test_a_sweep_sent_sigterm_stops_its_workers_runs_and_exits_0_then_resumes(tm
     assert rc == 0, log.read_text()[-3000:]
     cfgs = configs("shape", "smoke", Store(runs), overrides)
     ckpts = Path(linked_cache) / "checkpoints"
-    for c in cfgs:
+    held = [c for c in cfgs if (ckpts / f"{c.key}.pt").exists()]
+    assert len(held) == 2, log.read_text()[-3000:]
+    for c in held:
         assert torch.load(ckpts / f"{c.key}.pt", weights_only=False)["state"]["step"] == 5, c.name
     assert Store(runs).paths() == [] and Store(runs).failures() == []
-    assert log.read_text().count("stopped (") == 2, log.read_text()[-3000:]
+    text = log.read_text()
+    assert text.count("stopped (") == 4 and text.count("asked to stop before it began") == 2, text[-3000:]
+    assert text.count("run(s) to train") == 1, text[-3000:]  # no second round after the stop
 
     env["TEST_HOLD_STEP"] = "0"  # no hold: the same command finishes both runs from their checkpoints
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
