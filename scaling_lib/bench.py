@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import flops
+from .flops import HEAD_SIZE, shapes_at_fixed_N  # noqa: F401 (its callers import them from here)
 from .config import RunConfig
 from .plans import LADDER_CPU
 from .data import sample_batch
@@ -321,51 +322,11 @@ def bench_shapes(shapes: Iterable[tuple[int, int]] | None = None, *, vocab: int 
 # ---------------------------------------------------------------------------------------------
 # Latency against depth at a fixed parameter count (Petty et al. 2024: deeper is slower)
 # ---------------------------------------------------------------------------------------------
-HEAD_SIZE = 32  # channels a head: RunConfig's default, so that its n_head is the one chosen here
 GEN_TOKENS = 32  # tokens generated per timed repeat
 GEN_BATCHES = (1, 32)  # one sequence (latency), and a batch (throughput per sequence)
 GEN_PROMPT = 16  # prompt tokens before the generated ones
 LATENCY_REPEATS = 5
-COUNTS = ("N", "N_total")
 MAX_REL_ERROR = 0.1  # a shape further than this from the fixed N is warned about
-
-
-def shapes_at_fixed_N(N: float, depths: Iterable[int], *, head_size: int = HEAD_SIZE, n_ctx: int = 128,
-                      vocab: int = 4096, count: str = "N") -> list[dict[str, Any]]:
-    """For each depth, the (n_layer, d_model, n_head) whose parameter count is nearest N, d_model a multiple of head_size.
-
-    `count` "N": the non-embedding count of flops.N (12 n_layer d_model^2 at d_ff = 4 d_model;
-    Kaplan et al. 2020, Table 1); "N_total": with the embeddings (flops.N_total, as Petty et al.
-    2024 hold their models' sizes). Each shape reports the count it reaches, N and N_total, and the
-    relative miss (`rel_error`): d_model moves in steps of head_size, so a deep model at a small N
-    can miss by tens of percent.
-    """
-    if count not in COUNTS:
-        raise ValueError(f"count must be one of {COUNTS}, not {count!r}")
-    if not (N > 0 and math.isfinite(N)):
-        raise ValueError(f"the fixed N must be positive, not {N}")
-    if head_size < 1:
-        raise ValueError(f"head_size must be positive, not {head_size}")
-    depths = list(depths)
-    if not depths:
-        raise ValueError("no depths given")
-    out = []
-    for n_layer in depths:
-        if int(n_layer) != n_layer or n_layer < 1:
-            raise ValueError(f"depths must be positive integers, not {n_layer!r}")
-        n_layer = int(n_layer)
-        k_max = int(math.sqrt(N / (12 * n_layer)) / head_size) + 2  # one step past the non-embedding solution
-        best = None
-        for k in range(1, k_max + 1):
-            s = flops.Shape(n_layer, k * head_size, n_ctx, vocab)
-            got = flops.N(s) if count == "N" else flops.N_total(s)
-            if best is None or abs(got - N) < abs(best[1] - N):
-                best = (s, got)
-        s, got = best
-        out.append(dict(n_layer=n_layer, d_model=s.d_model, n_head=s.d_model // head_size, head_size=head_size,
-                        N=flops.N(s), N_total=flops.N_total(s), target=float(N), count=count,
-                        rel_error=got / N - 1))
-    return out
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,7 +4,9 @@ Pure arithmetic on the shape: no torch here, so the analysis chapters can count 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import Any, Iterable
 
 PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day
 
@@ -121,3 +123,49 @@ def measured_forward_flops(cfg, batch_size: int = 1) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         m(idx)  # logits (B, T, V): the de-embedding is counted
     return counter.get_total_flops() / (batch_size * cfg.n_ctx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes at a fixed size
+# ---------------------------------------------------------------------------------------------
+HEAD_SIZE = 32  # channels a head: RunConfig's default, so that its n_head is the one chosen here
+COUNTS = ("N", "N_total")
+_non_embedding = N  # the count N(shape), for the function below whose argument is also called N
+
+
+def shapes_at_fixed_N(N: float, depths: Iterable[int], *, head_size: int = HEAD_SIZE, n_ctx: int = 128,
+                      vocab: int = 4096, count: str = "N") -> list[dict[str, Any]]:
+    """For each depth, the (n_layer, d_model, n_head) whose parameter count is nearest N, d_model a multiple of head_size.
+
+    `count` "N": the non-embedding count of flops.N (12 n_layer d_model^2 at d_ff = 4 d_model;
+    Kaplan et al. 2020, Table 1); "N_total": with the embeddings (flops.N_total, as Petty et al.
+    2024 hold their models' sizes). Each shape reports the count it reaches, N and N_total, and the
+    relative miss (`rel_error`): d_model moves in steps of head_size, so a deep model at a small N
+    can miss by tens of percent.
+    """
+    if count not in COUNTS:
+        raise ValueError(f"count must be one of {COUNTS}, not {count!r}")
+    if not (N > 0 and math.isfinite(N)):
+        raise ValueError(f"the fixed N must be positive, not {N}")
+    if head_size < 1:
+        raise ValueError(f"head_size must be positive, not {head_size}")
+    depths = list(depths)
+    if not depths:
+        raise ValueError("no depths given")
+    out = []
+    for n_layer in depths:
+        if int(n_layer) != n_layer or n_layer < 1:
+            raise ValueError(f"depths must be positive integers, not {n_layer!r}")
+        n_layer = int(n_layer)
+        k_max = int(math.sqrt(N / (12 * n_layer)) / head_size) + 2  # one step past the non-embedding solution
+        best = None
+        for k in range(1, k_max + 1):
+            s = Shape(n_layer, k * head_size, n_ctx, vocab)
+            got = _non_embedding(s) if count == "N" else N_total(s)
+            if best is None or abs(got - N) < abs(best[1] - N):
+                best = (s, got)
+        s, got = best
+        out.append(dict(n_layer=n_layer, d_model=s.d_model, n_head=s.d_model // head_size, head_size=head_size,
+                        N=_non_embedding(s), N_total=N_total(s), target=float(N), count=count,
+                        rel_error=got / N - 1))
+    return out

@@ -11,6 +11,7 @@ import math
 from typing import Any, Callable
 
 from . import arch
+from .flops import shapes_at_fixed_N
 from .config import EVAL_VERSION, RunConfig
 from .store import Store
 from .tuning import RULE_FILE, LRRule
@@ -55,6 +56,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         tune_eval_version=EVAL_VERSION,
         context_ladder=((1, 8), (1, 16), (2, 16)), context_n_ctx=(16, 64), context_tokens=20_480,
         recur_ladder=((1, 8), (1, 16), (2, 8), (2, 16)), recur_counts=(1, 2), recur_tokens=20_480,
+        depth_sizes=(3_000,), depth_layers=(1, 2, 3), depth_seeds=(0, 1), depth_tokens=20_480, depth_head_size=4,
         overfit_ladder=((1, 8), (1, 16)), overfit_data_sizes=(16_384, 32_768, 0), overfit_tokens=40_960,
         overfit_dropout=0.1,
         batch_ladder=((1, 8), (1, 16)), batch_sizes=(2, 4, 8, 16), batch_tokens=20_480, batch_lr_factors=(0.5, 1, 2),
@@ -87,6 +89,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         # at the rate of the rule fitted to the tuned ladder (lr_rule_file, under the store's root)
         context_ladder=((2, 24), (3, 64), (4, 128)), context_n_ctx=(32, 128), context_tokens=4_000_000,
         recur_ladder=((1, 16), (2, 24), (2, 48), (3, 64)), recur_counts=(1, 2, 4), recur_tokens=4_000_000,
+        # depth at a fixed size (the depth-versus-latency rebuttal's Fig. 2): five depths from 1 to 16 layers at
+        # N near 50k and 300k (d_model in steps of 8 channels, heads of 8), five seeds each, at the rule's
+        # rate, to the shape sweep's 4M tokens
+        depth_sizes=(50_000, 300_000), depth_layers=(1, 2, 4, 8, 16), depth_seeds=(0, 1, 2, 3, 4),
+        depth_tokens=4_000_000, depth_head_size=8,
         # overfitting (Kaplan §4, Fig. 9): four tuned-ladder sizes (3k to 442k) on six nested subsets in
         # x2 steps from 0.26M tokens to the whole split (9.0M), 10% dropout, early-stopped within 8M
         # tokens (0.9 epochs of the whole split, 31 of the smallest subset)
@@ -141,10 +148,12 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{k: (_int, "an integer") for k in ("batch_size", "n_ctx", "eval_tokens", "tokens", "long_max_N", "long_tokens",
                                           "lr_tokens", "data_budget", "shape_tokens", "lstm_tokens", "tune_tokens",
                                           "eval_version", "tune_eval_version", "context_tokens", "recur_tokens",
-                                          "overfit_tokens", "batch_tokens", "batch_evals_per_decade")},
+                                          "overfit_tokens", "batch_tokens", "batch_evals_per_decade",
+                                          "depth_tokens", "depth_head_size")},
     **{k: (_ints, "a tuple of integers") for k in ("budgets", "seeds", "long_budgets", "data_sizes", "tune_budgets",
                                                     "tune_seeds", "data_model", "context_n_ctx", "recur_counts",
-                                                    "overfit_data_sizes", "batch_sizes")},
+                                                    "overfit_data_sizes", "batch_sizes", "depth_sizes",
+                                                    "depth_layers", "depth_seeds")},
     **{k: (_sizes, "a tuple of (n_layer, d_model) pairs") for k in ("ladder", "seed_sizes", "lstm_ladder",
                                                                      "tune_ladder", "context_ladder",
                                                                      "recur_ladder", "overfit_ladder", "batch_ladder")},
@@ -459,6 +468,22 @@ def sweep_batch(p: dict, store: Store) -> list[RunConfig]:
             cfgs += _lr_grid(base, [float(f"{centre * f:.6g}") for f in p["batch_lr_factors"]], store)
     # the smallest batches first within a size: the most steps, the longest runs
     return sorted(cfgs, key=lambda c: (-cost([c]), c.batch_size, c.lr))
+
+@sweep
+def sweep_depth(p: dict, store: Store) -> list[RunConfig]:
+    """Depth at a fixed size (the depth-versus-latency rebuttal, seeds/000, Fig. 2; 'Depth costs time'):
+    at each N of `depth_sizes`, the shape of each depth of `depth_layers` whose non-embedding N is
+    nearest (`flops.shapes_at_fixed_N`, d_model in steps of `depth_head_size`, heads of that size),
+    with every seed of `depth_seeds`, at the rule's rate for the shape's own N, to `depth_tokens`."""
+    cfgs = []
+    for N in p["depth_sizes"]:
+        for s in shapes_at_fixed_N(N, p["depth_layers"], head_size=p["depth_head_size"], n_ctx=p["n_ctx"]):
+            base = _base(p, "depth", n_layer=s["n_layer"], d_model=s["d_model"], n_head=s["n_head"],
+                         tokens=p["depth_tokens"], schedule="wsd").replace(eval_version=EVAL_VERSION)
+            lr = rule_lr(p, store, base.N, base.tokens, "depth")
+            cfgs += [base.replace(lr=lr, seed=seed) for seed in p["depth_seeds"]]
+    return sorted(cfgs, key=lambda c: (c.seed, -cost([c])))  # every shape's first seed before any second
+
 
 def configs(name: str, profile_name: str, store: Store | None = None,
             overrides: dict | None = None) -> list[RunConfig]:

@@ -26,7 +26,7 @@ def fake_record(cfg: RunConfig, val_loss: float, status: str = "ok") -> dict:
 
 # --- grids -----------------------------------------------------------------------------------
 def test_the_named_sweeps():
-    assert set(SWEEPS) == {"lr", "ladder", "tune", "data", "shape", "lstm", "context", "recur", "overfit", "batch"}
+    assert set(SWEEPS) == {"lr", "ladder", "tune", "data", "shape", "lstm", "context", "recur", "overfit", "batch", "depth"}
 
 
 def test_smoke_grids(tmp_path):
@@ -56,9 +56,10 @@ def test_smoke_grids(tmp_path):
     assert len(tune) == 3 * len(p["tune_ladder"]) and all(c.eval_version == 2 and c.schedule == "wsd" for c in tune)
     context, recur = configs("context", "smoke", s), configs("recur", "smoke", s)
     overfit, batch = configs("overfit", "smoke", s), configs("batch", "smoke", s)
+    depth = configs("depth", "smoke", s)
     everything = configs("all", "smoke", s)
     assert len(everything) == len(lr) + len(ladder) + len(data) + len(shape) + len(lstm) + len(tune) + len(context) + \
-        len(recur) + len(overfit) + len(batch)
+        len(recur) + len(overfit) + len(batch) + len(depth)
     assert len({c.key for c in everything}) == len(everything)
 
 
