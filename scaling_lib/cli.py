@@ -168,6 +168,8 @@ def _predict(args) -> int:
         return 0
     if args.min_n is None or not args.name:
         raise ValueError("predict needs --name and --min-n (or --score NAME)")
+    if args.source_max_n is not None:  # fit only on these sizes (e.g. the finished grids: see `rule --dry-run`)
+        table = table[table["N"] <= args.source_max_n]
     targets = predictions.targets_of(configs(args.sweep, args.profile, store), args.min_n)
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent).stdout.strip() or None
@@ -344,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="the prediction's name (a file that exists is never overwritten)")
     p.add_argument("--min-n", type=float, help="predict the planned sizes with at least this many parameters, "
                    "from the stored sizes below them")
+    p.add_argument("--source-max-n", type=float, help="fit only on the stored sizes with at most this many "
+                   "parameters (default: every stored size below the targets)")
     p.add_argument("--bootstrap", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dry-run", action="store_true", help="print the prediction without filing it")

@@ -118,3 +118,24 @@ def test_the_command_scores_a_filed_prediction_and_asks_for_what_it_lacks(tmp_pa
     assert capsys.readouterr().err.strip() == "error: predict needs --name and --min-n (or --score NAME)"
     assert main(["predict", "tune", "--score", "nothing", "--store", str(tmp_path)]) == 2
     assert "no prediction 'nothing'" in capsys.readouterr().err
+
+
+def test_the_command_fits_only_the_sizes_it_is_given(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    from scaling_lib.cli import main
+
+    (tmp_path / "tune").mkdir()
+    for f in (Path(__file__).resolve().parents[1] / "runs" / "tune").glob("gpt-L*-T16M-*.json"):
+        if f.name.startswith(("gpt-L1-d8-", "gpt-L1-d16-", "gpt-L2-d24-", "gpt-L2-d32-")):
+            shutil.copy(f, tmp_path / "tune" / f.name)
+    args = ["predict", "tune", "--store", str(tmp_path), "--min-n", "500000", "--name", "p", "--bootstrap", "0",
+            "--dry-run"]
+    assert main([*args, "--source-max-n", "20000"]) == 0
+    assert json.loads(capsys.readouterr().out)["source_sizes"] == [768, 3072, 13824]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["source_sizes"] == [768, 3072, 13824, 24576]
+    assert main([*args, "--source-max-n", "5000"]) == 2
+    assert "a prediction needs at least 3" in capsys.readouterr().err
+    assert not predictions.path("p", Store(tmp_path)).exists()  # a dry run files nothing
