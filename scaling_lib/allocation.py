@@ -129,20 +129,8 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 def _arrays(C, N, L, D=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     out = {}
     for name, v in (("compute", C), ("N", N), ("loss", L), ("D", D)):
-        if v is None:
-            continue
-        try:
-            a = np.asarray(v, dtype=float)
-        except (TypeError, ValueError):
-            raise FitError(f"{name} is not numeric") from None
-        if a.ndim != 1:
-            raise FitError(f"{name} must be one-dimensional, got shape {a.shape}")
-        bad = ~np.isfinite(a)
-        if bad.any():
-            raise FitError(f"{name} has {bad.sum()} NaN or infinite value(s), first at row {np.argmax(bad)}")
-        if (a <= 0).any():
-            raise FitError(f"{name} must be positive; {(a <= 0).sum()} value(s) <= 0, first at row {np.argmax(a <= 0)}")
-        out[name] = a
+        if v is not None:
+            out[name] = fitting.check_positive(name, fitting.numeric_array(name, v), where="row")
     lengths = {k: len(v) for k, v in out.items()}
     if len(set(lengths.values())) > 1:
         raise FitError("arrays of different lengths: " + ", ".join(f"{k} {n}" for k, n in lengths.items()))

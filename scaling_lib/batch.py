@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .fit import (FitError, FitResult, _json_float, _least_squares, _multistart, _one_blas_thread, numeric_column,
-                  read_csv, resampler)
+from .fit import (FitError, FitResult, _json_float, _least_squares, _multistart, _one_blas_thread, check_positive,
+                  numeric_array, numeric_column, read_csv, resampler)
 
 MIN_BATCH_SIZES = 3  # two parameters: a third batch size is the least that tests the form
 DEFAULT_BOOTSTRAP = 1000
@@ -91,21 +91,7 @@ def _fit_critical_once(lB, lS, starts=None) -> tuple[dict[str, float], bool]:
 
 
 def _validate_critical(B, S) -> tuple[np.ndarray, np.ndarray]:
-    out = []
-    for name, v in (("B", B), ("S", S)):
-        try:
-            a = np.asarray(v, dtype=float)
-        except (TypeError, ValueError):
-            raise FitError(f"{name} is not numeric") from None
-        if a.ndim != 1:
-            raise FitError(f"{name} must be one-dimensional, got shape {a.shape}")
-        bad = ~np.isfinite(a)
-        if bad.any():
-            raise FitError(f"{name} has {bad.sum()} NaN or infinite value(s), first at index {np.argmax(bad)}")
-        if (a <= 0).any():
-            i = int(np.argmax(a <= 0))
-            raise FitError(f"{name} must be positive; {(a <= 0).sum()} value(s) <= 0, first {a[i]:g} at index {i}")
-        out.append(a)
+    out = [check_positive(name, numeric_array(name, v)) for name, v in (("B", B), ("S", S))]
     if len(out[0]) != len(out[1]):
         raise FitError(f"arrays of different lengths: B {len(out[0])}, S {len(out[1])}")
     sizes = np.unique(out[0])

@@ -60,6 +60,19 @@ _TORCH_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # ---------------------------------------------------------------------------------------------
 # The matmul peak
 # ---------------------------------------------------------------------------------------------
+
+def _random_tokens(vocab: int, n_ctx: int) -> np.ndarray:
+    """Random token ids to time on (seeded): what the model sees does not change its speed."""
+    return np.random.default_rng(0).integers(0, vocab, size=max(RANDOM_TOKENS, 4 * (n_ctx + 1)), dtype=np.uint16)
+
+
+def _sayer(progress: bool) -> Callable[[str], None]:
+    """A function that prints 'bench: msg' on stderr when `progress`, and does nothing otherwise."""
+    def say(msg: str) -> None:
+        if progress:
+            print(f"bench: {msg}", file=sys.stderr, flush=True)
+    return say
+
 def matmul_peak(dtype: str = "fp32", *, sizes: Sequence[int] = PEAK_SIZES, reps: int = PEAK_REPS) -> float:
     """The best FLOP/s of square torch.mm over the given sizes and repetitions, 2 n^3 / t."""
     best = 0.0
@@ -257,12 +270,7 @@ def bench_shapes(shapes: Iterable[tuple[int, int]] | None = None, *, vocab: int 
         raise ValueError(f"steps must be positive and warmup non-negative, not {steps} and {warmup}")
     configs = [{d: _config(L, dm, vocab=vocab, n_ctx=n_ctx, batch_size=batch_size, dtype=d) for d in DTYPES}
                for L, dm in shapes]  # validate every shape before spending minutes on the first
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, vocab, size=max(RANDOM_TOKENS, 4 * (n_ctx + 1)), dtype=np.uint16)
-
-    def say(msg: str) -> None:
-        if progress:
-            print(f"bench: {msg}", file=sys.stderr, flush=True)
+    tokens, say = _random_tokens(vocab, n_ctx), _sayer(progress)
 
     with _num_threads(threads) as n_threads:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -435,12 +443,7 @@ def latency(shapes: Iterable[Sequence[int] | dict[str, int]], *, vocab: int = 40
         raise ValueError("no shapes to time")
     cfgs = {f"L{L}-d{dm}-h{h}": _config(L, dm, vocab=vocab, n_ctx=n_ctx, batch_size=batch_size, dtype=dtype,
                                       n_head=h, device=device) for L, dm, h in specs}
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, vocab, size=max(RANDOM_TOKENS, 4 * (n_ctx + 1)), dtype=np.uint16)
-
-    def say(msg: str) -> None:
-        if progress:
-            print(f"bench: {msg}", file=sys.stderr, flush=True)
+    tokens, say = _random_tokens(vocab, n_ctx), _sayer(progress)
 
     with _num_threads(threads) as n_threads:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

@@ -267,6 +267,28 @@ def _json_float(v: float) -> float | None:
 # Validation
 
 
+def numeric_array(name: str, v) -> np.ndarray:
+    """`v` as a one-dimensional float array, or a FitError that names it."""
+    try:
+        a = np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        raise FitError(f"{name} is not numeric") from None
+    if a.ndim != 1:
+        raise FitError(f"{name} must be one-dimensional, got shape {a.shape}")
+    return a
+
+
+def check_positive(name: str, a: np.ndarray, where: str = "index") -> np.ndarray:
+    """`a` itself, or a FitError naming `name` and its first NaN, infinite or non-positive entry."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise FitError(f"{name} has {bad.sum()} NaN or infinite value(s), first at {where} {np.argmax(bad)}")
+    if (a <= 0).any():
+        i = int(np.argmax(a <= 0))
+        raise FitError(f"{name} must be positive; {(a <= 0).sum()} value(s) <= 0, first {a[i]:g} at {where} {i}")
+    return a
+
+
 def _validate(form: str, x, y, x2, groups=None, within=None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     if form not in FORMS:
         raise FitError(f"unknown form {form!r}; expected one of {', '.join(FORMS)}")
@@ -275,15 +297,7 @@ def _validate(form: str, x, y, x2, groups=None, within=None) -> tuple[np.ndarray
     if form not in TWO_VARIABLE and x2 is not None:
         raise FitError(f"form {form!r} takes one variable, but x2 was given")
     arrays = {"x": x, "y": y} if x2 is None else {"x": x, "x2": x2, "y": y}
-    out = {}
-    for name, v in arrays.items():
-        try:
-            a = np.asarray(v, dtype=float)
-        except (TypeError, ValueError):
-            raise FitError(f"{name} is not numeric") from None
-        if a.ndim != 1:
-            raise FitError(f"{name} must be one-dimensional, got shape {a.shape}")
-        out[name] = a
+    out = {name: numeric_array(name, v) for name, v in arrays.items()}
     lengths = {name: len(a) for name, a in out.items()}
     for name, labels in (("groups", groups), ("within", within)):
         if labels is not None:
@@ -291,11 +305,7 @@ def _validate(form: str, x, y, x2, groups=None, within=None) -> tuple[np.ndarray
     if len(set(lengths.values())) > 1:
         raise FitError("arrays of different lengths: " + ", ".join(f"{k} {n}" for k, n in lengths.items()))
     for name, a in out.items():
-        bad = ~np.isfinite(a)
-        if bad.any():
-            raise FitError(f"{name} has {bad.sum()} NaN or infinite value(s), first at index {np.argmax(bad)}")
-        if (a <= 0).any():
-            raise FitError(f"{name} must be positive; {(a <= 0).sum()} value(s) <= 0, first at index {np.argmax(a <= 0)}")
+        check_positive(name, a)
     n_params = len(PARAMS[form]) - (form == "power")  # log_X_c is X_c again, not a free parameter
     if len(out["y"]) < n_params + 1:
         raise FitError(
