@@ -89,7 +89,9 @@ class Result:
     def ci_text(self) -> str:
         if self.lo is None or self.hi is None:
             return f"n/a ({self.ci_missing})" if self.ci_missing else "n/a"
-        return f"{self.lo:{self.fmt}}–{self.hi:{self.fmt}}"
+        from .fit import interval_text  # '-0.45 to -0.22' where a bound is negative, which a dash would garble
+
+        return interval_text(self.lo, self.hi, self.fmt)
 
 
 _RECORDED: dict[str, dict[str, Result]] = {}  # this process's records, by chapter, in call order
