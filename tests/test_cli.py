@@ -132,9 +132,9 @@ def test_train_errors_exit_2(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "missing.json"), "--store", str(tmp_path)]) == 2
     assert "cannot read config" in _one_error_line(capsys.readouterr().err)
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"config": {"n_layer": 1, "dropout": 0.1}}))
+    bad.write_text(json.dumps({"config": {"n_layer": 1, "attn_pdrop": 0.1}}))  # not a field (dropout is one now)
     assert main(["train", "--config", str(bad), "--store", str(tmp_path)]) == 2
-    assert "unknown config field(s): dropout" in _one_error_line(capsys.readouterr().err)
+    assert "unknown config field(s): attn_pdrop" in _one_error_line(capsys.readouterr().err)
     bad.write_text(json.dumps({"arch": "transformer"}))
     assert main(["train", "--config", str(bad), "--store", str(tmp_path)]) == 2
     assert "arch" in _one_error_line(capsys.readouterr().err)
