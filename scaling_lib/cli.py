@@ -112,7 +112,14 @@ def _runs(args) -> int:
 def _bench(args) -> int:
     from .bench import bench
 
-    print(json.dumps(bench(args), indent=1))
+    if getattr(args, "save", False) and args.depths is None:
+        raise ValueError("--save files a latency-against-depth result: give it with --depths and --fixed-n")
+    result = bench(args)
+    if getattr(args, "save", False):
+        from .depth import save_latency
+
+        print(f"bench: filed {save_latency(result, args.store)}", file=sys.stderr, flush=True)
+    print(json.dumps(result, indent=1))
     return 0
 
 
@@ -301,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--gen-batches", default="1,32", metavar="B,B,...", help="generation batch sizes (default 1,32)")
     g.add_argument("--prompt", type=int, default=16, help="prompt tokens before generation (default 16)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    g.add_argument("--save", action="store_true", help="also file the result under <runs>/latency/ (one file per "
+                   "device, N, head size and threads), where the depth chapter reads it")
+    g.add_argument("--store", help="the runs root to file under (default $SCALING_LIB_RUNS or runs/)")
     p.set_defaults(fn=_bench)
 
     p = sub.add_parser("gpu-plan", help="measure a sweep's shapes here and predict its device time, packed "

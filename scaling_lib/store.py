@@ -33,7 +33,8 @@ from .config import INTRODUCED, RunConfig, vocab_size
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "runs"
 SCHEMA_VERSION = 2  # 2: `schema` and `config.eval_version` in every record, budgets with standard errors
 FAILED = ".failed"  # under the root: the failed records, out of the way of the records
-NOT_RUNS = ("predictions", "rules", "reference")  # other records under the root: predictions, fitted rules, n-gram lines
+NOT_RUNS = ("predictions", "rules", "reference", "latency")  # other records under the root: predictions, fitted
+# rules, n-gram lines, timings of depth against latency
 
 
 def default_root() -> Path:
