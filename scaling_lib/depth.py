@@ -53,7 +53,7 @@ def save_latency(result: dict[str, Any], root: str | Path | None = None) -> Path
 
 
 def load_latency(root: str | Path | None = None) -> list[dict[str, Any]]:
-    """Every filed latency result, sorted by file name (none: an empty list)."""
+    """Every filed latency result, by device, threads and size (none: an empty list)."""
     folder = Path(root if root is not None else default_root()) / LATENCY
     out = []
     for p in sorted(folder.glob("*.json")):
@@ -65,7 +65,33 @@ def load_latency(root: str | Path | None = None) -> list[dict[str, Any]]:
             raise ValueError(f"{p} is not readable JSON: {e}") from e
         latency_name(rec)  # a clear error for a file that is not one
         out.append({**rec, "path": str(p)})
-    return out
+    return sorted(out, key=lambda r: (r["device"], r["threads"], r["fixed_N"], r["head_size"]))
+
+
+def ensure_latency(profile_name: str, root: str | Path | None = None, *, repeats: int = 10,
+                   progress: bool = False) -> list[dict[str, Any]]:
+    """The filed latency results under `root`; a profile that trains what it lacks (`train_missing`:
+    cpu, smoke) first times and files each size of its depth sweep that has no timing on this device
+    at one thread (the sweep's workers' count), the sweep's shapes and head size."""
+    import torch
+
+    from .bench import depth_latency
+    from .config import RunConfig
+    from .plans import profile
+    from .train import _device_name
+
+    p = profile(profile_name)
+    if p.get("train_missing"):
+        have = {(r["device"], r["fixed_N"], r["head_size"], r["threads"]) for r in load_latency(root)}
+        device = _device_name(torch.device(p.get("device", "cpu")))
+        for N in p["depth_sizes"]:
+            if (device, float(N), p["depth_head_size"], 1) in have:
+                continue
+            result = depth_latency(N, p["depth_layers"], head_size=p["depth_head_size"], n_ctx=p["n_ctx"],
+                                   vocab=RunConfig(n_ctx=p["n_ctx"]).vocab, batch_size=p["batch_size"],
+                                   device=p.get("device", "cpu"), threads=1, repeats=repeats, progress=progress)
+            save_latency(result, root)
+    return load_latency(root)
 
 
 def latency_table(results: Iterable[dict[str, Any]]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "10_kaplan_chinchilla": (("tune", None), ("ladder", None)),
     "11_budget": (),
     "12_context_recurrence": (("ladder", None), ("context", None), ("recur", None)),
+    "13_depth": (("depth", None),),
 }
 
 

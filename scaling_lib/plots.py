@@ -336,3 +336,51 @@ def compute_optimal_sizes(optima: dict, *, ax=None, reference: dict | None = Non
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="compute-optimal size N_opt")
         ax.legend(fontsize="small")
     return fig
+
+
+def depth_latency(timings: pd.DataFrame, fits: pd.DataFrame | None = None, *, measures=None, axes=None) -> Figure:
+    """Seconds against n_layer at a fixed N, one panel per measure and one line per fixed N
+    (`depth.latency_table`), the quartiles over repeats as error bars and, with `fits`
+    (`depth.fit_table`), the linear fit in depth dashed (Petty et al. 2024, Fig. 1)."""
+    measures = list(measures or dict.fromkeys(timings["measure"]))
+    with _style():
+        if axes is None:
+            fig, axes = _axes(None, ncols=len(measures), size=(4.2, 3.8))
+        axes = np.atleast_1d(axes)
+        fig = axes[0].figure
+        norm = _log_norm(timings["fixed_N"])
+        cmap = mpl.colormaps[CMAP]
+        for ax, measure in zip(axes, measures):
+            for N, g in timings[timings["measure"] == measure].groupby("fixed_N"):
+                g = g.sort_values("n_layer")
+                ms = 1e3 * g["median_s"]
+                err = 1e3 * np.vstack([g["median_s"] - g["q25_s"], g["q75_s"] - g["median_s"]])
+                colour = cmap(norm(N))
+                ax.errorbar(g["n_layer"], ms, yerr=err, fmt="o", color=colour, capsize=2, label=f"N ≈ {N:,.0f}")
+                if fits is not None:
+                    f = fits[(fits["fixed_N"] == N) & (fits["measure"] == measure)]
+                    if len(f):
+                        L = np.linspace(g["n_layer"].min(), g["n_layer"].max(), 50)
+                        ax.plot(L, 1e3 * (f["intercept_s"].iloc[0] + f["slope_s"].iloc[0] * L), "--", color=colour,
+                                lw=1)
+            ax.set(xlabel="layers n_layer (N fixed)", ylabel="milliseconds", title=measure, ylim=(0, None))
+            ax.legend(fontsize="small")
+    return fig
+
+
+def loss_by_depth(summary: pd.DataFrame, *, y: str = "ppl_mean", err: str = "ppl_sd", ax=None) -> Figure:
+    """Validation perplexity (or loss) against n_layer at each fixed size, the mean over seeds with
+    its standard deviation as error bars (`depth.by_depth`; Petty et al. 2024, Fig. 2)."""
+    with _style():
+        fig, ax = _axes(ax)
+        norm = _log_norm(summary["size"])
+        cmap = mpl.colormaps[CMAP]
+        for size, g in summary.groupby("size"):
+            g = g.sort_values("n_layer")
+            ax.errorbar(g["n_layer"], g[y], yerr=g[err].fillna(0), fmt="o-", color=cmap(norm(size)), capsize=3,
+                        label=f"N ≈ {size:,.0f}")
+        ax.set(xscale="log", xlabel="layers n_layer (N fixed)",
+               ylabel="validation perplexity" if y.startswith("ppl") else "validation loss (nats/token)")
+        ax.set_xticks(sorted(summary["n_layer"].unique()), labels=[str(int(v)) for v in sorted(summary["n_layer"].unique())])
+        ax.legend(fontsize="small")
+    return fig

@@ -126,3 +126,27 @@ def test_bench_save_files_what_it_prints(tmp_path):
     assert len(filed) == 1 and "filed" in r.stderr
     printed = json.loads(r.stdout)
     assert filed[0]["shapes"] == printed["shapes"] and "generate_batch_1_s_per_token" in filed[0]["fits"]
+
+
+def test_the_depth_figures_draw_one_series_per_size():
+    from scaling_lib import plots
+
+    results = [_result(300_000.0), _result(50_000.0, per_layer=0.0005)]
+    fig = plots.depth_latency(depth.latency_table(results), depth.fit_table(results),
+                              measures=["generation, batch 1"])
+    ax = fig.axes[0]
+    assert len(ax.containers) == 2 and len(ax.get_lines()) >= 2  # points with error bars, and the fits
+    runs = pd.concat([_runs({1: 5.1, 2: 5.0}, size=300_000), _runs({1: 5.3, 2: 5.2}, size=50_000)])
+    fig = plots.loss_by_depth(depth.by_depth(runs, [50_000, 300_000]))
+    assert len(fig.axes[0].containers) == 2 and fig.axes[0].get_ylabel() == "validation perplexity"
+
+
+def test_a_profile_that_trains_what_it_lacks_times_its_depth_sizes_once(tmp_path):
+    first = depth.ensure_latency("smoke", tmp_path, repeats=1)
+    assert [r["fixed_N"] for r in first] == [3000.0]
+    assert [s["n_layer"] for s in first[0]["shapes"]] == [1, 2, 3]
+    mtime = (tmp_path / "latency").stat().st_mtime_ns, [p.stat().st_mtime_ns for p in (tmp_path / "latency").iterdir()]
+    again = depth.ensure_latency("smoke", tmp_path, repeats=1)
+    assert len(again) == 1
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "latency").iterdir()] == mtime[1]  # not measured twice
+    assert depth.ensure_latency("book", tmp_path / "empty") == []  # the book profile only reads
