@@ -384,3 +384,41 @@ def loss_by_depth(summary: pd.DataFrame, *, y: str = "ppl_mean", err: str = "ppl
         ax.set_xticks(sorted(summary["n_layer"].unique()), labels=[str(int(v)) for v in sorted(summary["n_layer"].unique())])
         ax.legend(fontsize="small")
     return fig
+
+
+def overfit_by_size(t: pd.DataFrame, nd=None, *, ax=None) -> Figure:
+    """The loss at the early-stopping step against N, one line per dataset size D (`overfit.table`),
+    with Eq. 1.5's fit (`overfit.NDFit`) dashed at each D (Kaplan et al. Fig. 9, left)."""
+    with _style():
+        fig, ax = _axes(ax)
+        norm = _log_norm(t["D"])
+        cmap = mpl.colormaps[CMAP]
+        grid = np.geomspace(t["N"].min(), t["N"].max(), 50)
+        for D, g in t.groupby("D"):
+            g = g.sort_values("N")
+            colour = cmap(norm(D))
+            ax.plot(g["N"], g["L"], "o", color=colour)
+            if nd is not None:
+                ax.plot(grid, nd.loss(grid, D), "--", color=colour, lw=1)
+        ax.set(xscale="log", xlabel="non-embedding parameters N", ylabel="test loss at the stop (nats/token)")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="dataset size D (tokens)")
+    return fig
+
+
+def overfit_collapse(t: pd.DataFrame, x: np.ndarray, delta: np.ndarray, nd, *, ax=None) -> Figure:
+    """Overfitting δL = L(N, D)/L(N, ∞) − 1 against x = N^(α_N/α_D)/D, coloured by N, with Eq. 4.3's
+    curve (Kaplan et al. Fig. 9, right); `x` and `delta` from `overfit.collapse_x` and `overfit.delta_L`."""
+    from .overfit import delta_L_law
+
+    with _style():
+        fig, ax = _axes(ax)
+        norm = _log_norm(t["N"])
+        cmap = mpl.colormaps[CMAP]
+        ax.scatter(x, delta, c=[cmap(norm(n)) for n in t["N"]], s=30, zorder=3)
+        grid = np.geomspace(np.min(x), np.max(x), 100)
+        ax.plot(grid, delta_L_law(grid, nd), "--", color="grey", label="Eq. 4.3 with the fitted constants")
+        ax.set(xscale="log", xlabel=f"N^{nd.ratio:.2f} / D", ylabel="δL = L(N, D) / L(N, ∞) − 1")
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.legend(fontsize="small")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="non-embedding parameters N")
+    return fig

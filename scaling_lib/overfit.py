@@ -1,0 +1,131 @@
+"""Overfitting (Kaplan et al. 2020, §4): the loss of N parameters trained on D tokens of data.
+
+The `overfit` sweep trains several sizes on nested subsets of the training split (D is the size of
+the subset, not the tokens processed), with 10% dropout, stopped early on the validation loss; the
+test loss at the early-stopping step is the measurement (`table`). From it:
+
+- `fit_nd` fits Eq. 1.5, L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D (Table 2), with a bootstrap
+  that resamples model sizes;
+- `delta_L` is the overfitting of Eq. 4.2, δL = L(N, D)/L(N, ∞) − 1, against the variable that
+  collapses it in Fig. 9 (right), N^(α_N/α_D)/D (`collapse_x`); `delta_L_law` is Eq. 4.3's curve;
+- `data_needed` inverts it (Eq. 4.4): the data that keeps δL below a tolerance, D ≥ k N^(α_N/α_D),
+  which Kaplan et al. state as D ≳ 5×10³ N^0.74 for δL < 2%, the seed-to-seed spread of their runs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from . import fit as fitting
+from .store import runs_table
+
+DELTA = 0.02  # Kaplan et al.'s tolerance for overfitting: about the seed-to-seed spread of their losses (§4.2)
+
+
+def table(records: Iterable[dict[str, Any]], *, loss: str = "test_loss") -> pd.DataFrame:
+    """One row per run: N, D (the tokens of data it could see: the subset's size, or the whole split),
+    whether it saw the whole split, the measured loss (`loss`: the test loss at the early-stopping
+    step by default, or 'early_stopped_loss', the lowest validation loss), where it stopped, and the
+    epochs of data it had taken by then."""
+    records = list(records)
+    t = runs_table(records)
+    cols = ["N", "D", "whole_split", "L", "val_at_stop", "stop_tokens", "stop_epochs", "tokens", "seed", "lr", "dropout",
+            "key"]
+    if t.empty:
+        return pd.DataFrame(columns=cols)
+    if loss not in t.columns:
+        raise KeyError(f"no column {loss!r} in the runs table")
+    out = pd.DataFrame({
+        "N": t["N"], "D": t["data_tokens"].astype(float), "whole_split": [r["config"]["data_tokens"] == 0 for r in records],
+        "L": t[loss].astype(float), "val_at_stop": t["early_stopped_loss"], "stop_tokens": t["early_stopped_tokens"],
+        "tokens": t["tokens"], "seed": t["seed"], "lr": t["lr"], "dropout": t["dropout"], "key": t["key"]})
+    out["stop_epochs"] = out["stop_tokens"] / out["D"]
+    return out[cols].sort_values(["N", "D"]).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class NDFit:
+    """Eq. 1.5 fitted, with the quantities §4 derives from it."""
+
+    result: fitting.FitResult
+
+    @property
+    def params(self) -> dict[str, float]:
+        return self.result.params
+
+    @property
+    def ratio(self) -> float:
+        """α_N/α_D: the power of N in the data needed (Kaplan et al.: 0.74)."""
+        return self.params["alpha_N"] / self.params["alpha_D"]
+
+    def ratio_ci(self) -> tuple[float, float]:
+        boot = self.result.boot_params
+        if boot is None or len(boot) < 2:
+            return (math.nan, math.nan)
+        r = boot["alpha_N"] / boot["alpha_D"]
+        return float(r.quantile(0.025)), float(r.quantile(0.975))
+
+    def loss(self, N, D) -> np.ndarray:
+        p = self.params
+        return fitting.kaplan_nd(N, D, p["alpha_N"], p["alpha_D"], p["N_c"], p["D_c"])
+
+    def loss_infinite_data(self, N) -> np.ndarray:
+        """L(N, ∞) = (N_c/N)^α_N: the D → ∞ limit of Eq. 1.5."""
+        p = self.params
+        return (p["N_c"] / np.asarray(N, float)) ** p["alpha_N"]
+
+
+def fit_nd(t: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> NDFit:
+    """Eq. 1.5 to the table's (N, D, L); the bootstrap resamples model sizes (a size's runs share
+    its shape and rate, so they are not independent)."""
+    if t["N"].nunique() < 2 or t["D"].nunique() < 2:
+        raise fitting.FitError(f"L(N, D) needs at least 2 sizes and 2 data sizes, not {t['N'].nunique()} and "
+                               f"{t['D'].nunique()}")
+    return NDFit(fitting.fit("kaplan-nd", t["N"], t["L"], t["D"], bootstrap=bootstrap, seed=seed, groups=t["N"]))
+
+
+def collapse_x(N, D, ratio: float) -> np.ndarray:
+    """N^(α_N/α_D)/D, the variable on which Eq. 4.3 makes δL of every size fall on one curve (Fig. 9, right)."""
+    return np.asarray(N, float) ** ratio / np.asarray(D, float)
+
+
+def delta_L(t: pd.DataFrame, nd: NDFit) -> np.ndarray:
+    """Measured overfitting, δL = L(N, D)/L(N, ∞) − 1 (Eq. 4.2), with L(N, ∞) from the fit."""
+    return t["L"].to_numpy(float) / nd.loss_infinite_data(t["N"]) - 1.0
+
+
+def delta_L_law(x, nd: NDFit) -> np.ndarray:
+    """Eq. 4.3 as a function of x = N^(α_N/α_D)/D: (1 + x D_c/N_c^(α_N/α_D))^α_D − 1."""
+    p = nd.params
+    return (1.0 + np.asarray(x, float) * p["D_c"] / p["N_c"] ** nd.ratio) ** p["alpha_D"] - 1.0
+
+
+def data_needed(N, nd: NDFit, delta: float = DELTA) -> np.ndarray:
+    """The fewest tokens of data that keep δL at or below `delta` (Eq. 4.4): D = k N^(α_N/α_D) with
+    k = D_c / (N_c^(α_N/α_D) ((1 + δ)^(1/α_D) − 1))."""
+    if not 0 < delta:
+        raise ValueError(f"the tolerance δL must be positive, not {delta}")
+    return data_needed_coefficient(nd, delta) * np.asarray(N, float) ** nd.ratio
+
+
+def _coefficient(p, delta: float) -> float:
+    ratio = p["alpha_N"] / p["alpha_D"]
+    return float(p["D_c"] / (p["N_c"] ** ratio * ((1.0 + delta) ** (1.0 / p["alpha_D"]) - 1.0)))
+
+
+def data_needed_coefficient(nd: NDFit, delta: float = DELTA) -> float:
+    """k of `data_needed`'s D = k N^(α_N/α_D) (Kaplan et al.: about 5×10³ with N^0.74)."""
+    return _coefficient(nd.params, delta)
+
+
+def data_needed_coefficient_ci(nd: NDFit, delta: float = DELTA) -> tuple[float, float]:
+    """The 95% interval of k over the fit's bootstrap resamples (NaN without a bootstrap)."""
+    boot = nd.result.boot_params
+    if boot is None or len(boot) < 2:
+        return (math.nan, math.nan)
+    ks = np.array([_coefficient(row, delta) for _, row in boot.iterrows()])
+    return float(np.quantile(ks, 0.025)), float(np.quantile(ks, 0.975))

@@ -1,0 +1,94 @@
+"""Overfitting (Kaplan §4): the runs table, Eq. 1.5 recovered, δL and its collapse, the data needed (Eq. 4.4)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling_lib import fit, overfit
+from scaling_lib.config import RunConfig
+
+TRUE = dict(alpha_N=0.08, alpha_D=0.10, N_c=5e10, D_c=2e11)
+SIZES = [(1, 16), (2, 32), (3, 64), (4, 96)]
+DATA = [2**18, 2**19, 2**20, 2**21, 2**22, 0]
+WHOLE = 9_000_000
+
+
+def _record(n_layer: int, d_model: int, data_tokens: int, noise: float = 0.0, rng=None) -> dict:
+    cfg = RunConfig(sweep="overfit", corpus="tiny", n_layer=n_layer, d_model=d_model, tokens=8_000_000,
+                    data_tokens=data_tokens, early_stop=True, dropout=0.1, schedule="cosine")
+    D = data_tokens or WHOLE
+    L = float(fit.kaplan_nd(cfg.N, D, **TRUE)) * (1 + (noise * rng.standard_normal() if noise else 0.0))
+    stop = min(8_000_000, 4 * D)
+    return dict(key=cfg.key, name=cfg.name, sweep="overfit", config=cfg.to_dict(), status="early_stopped",
+                diverged_at_step=None, N=cfg.N, params_counted=cfg.N, N_total=cfg.N + 1000, tokens=stop, steps=10,
+                data_tokens=D, epochs=stop / D, C=6.0 * cfg.N * stop, C_exact=7.0 * cfg.N * stop,
+                curve=[dict(step=0, tokens=0, val_loss=8.0), dict(step=5, tokens=stop, val_loss=L - 0.01),
+                       dict(step=10, tokens=2 * stop, val_loss=L + 0.05)],
+                budgets=[], final=dict(val_loss=L - 0.01, test_loss=L, best_val_loss=L - 0.01, other={}),
+                provenance=dict(wall_time_s=1.0, device="cpu:test"))
+
+
+def _grid(noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return [_record(L, d, D, noise, rng) for L, d in SIZES for D in DATA]
+
+
+def test_the_table_reads_the_test_loss_at_the_stop_and_the_data_size():
+    t = overfit.table(_grid())
+    assert len(t) == 24 and t["whole_split"].sum() == 4
+    assert set(t.loc[t["whole_split"], "D"]) == {WHOLE}
+    row = t[(t["N"] == t["N"].min()) & (t["D"] == 2**18)].iloc[0]
+    assert row["stop_epochs"] == pytest.approx(4.0)
+    assert row["L"] == pytest.approx(row["val_at_stop"] + 0.01)  # the test loss, not the validation loss
+    assert overfit.table([]).empty
+
+
+def test_eq_1_5_is_recovered_and_delta_L_collapses_on_one_curve():
+    t = overfit.table(_grid())
+    nd = overfit.fit_nd(t)
+    assert nd.params["alpha_N"] == pytest.approx(TRUE["alpha_N"], rel=1e-3)
+    assert nd.params["alpha_D"] == pytest.approx(TRUE["alpha_D"], rel=1e-3)
+    assert nd.ratio == pytest.approx(0.8, rel=1e-3)
+    x = overfit.collapse_x(t["N"], t["D"], nd.ratio)
+    assert np.allclose(overfit.delta_L(t, nd), overfit.delta_L_law(x, nd), rtol=1e-6, atol=1e-9)
+    assert np.all(overfit.delta_L(t, nd) > 0)
+
+
+def test_the_data_needed_keeps_delta_L_at_the_tolerance():
+    nd = overfit.fit_nd(overfit.table(_grid()))
+    N = np.array([1e4, 1e6, 1e8])
+    D = overfit.data_needed(N, nd, delta=0.02)
+    assert np.allclose(overfit.delta_L_law(overfit.collapse_x(N, D, nd.ratio), nd), 0.02)
+    assert D[1] / D[0] == pytest.approx(100**nd.ratio)  # D ∝ N^(α_N/α_D)
+    with pytest.raises(ValueError, match="positive"):
+        overfit.data_needed(N, nd, delta=0)
+
+
+def test_the_bootstrap_resamples_sizes_and_gives_an_interval_for_the_ratio():
+    nd = overfit.fit_nd(overfit.table(_grid(noise=0.005, seed=1)), bootstrap=40, seed=0)
+    lo, hi = nd.ratio_ci()
+    assert lo < nd.ratio < hi and nd.result.resampling == "groups"
+
+
+def test_one_size_or_one_data_size_is_too_few():
+    t = overfit.table(_grid())
+    with pytest.raises(fit.FitError, match="at least 2 sizes"):
+        overfit.fit_nd(t[t["N"] == t["N"].min()])
+
+
+def test_the_two_panels_of_fig_9_draw():
+    from scaling_lib import plots
+
+    t = overfit.table(_grid())
+    nd = overfit.fit_nd(t)
+    fig = plots.overfit_by_size(t, nd)
+    assert len(fig.axes[0].get_lines()) == 2 * t["D"].nunique()  # points and the fit at each D
+    x = overfit.collapse_x(t["N"], t["D"], nd.ratio)
+    fig = plots.overfit_collapse(t, x, overfit.delta_L(t, nd), nd)
+    assert len(fig.axes[0].collections) == 1 and len(fig.axes[0].collections[0].get_offsets()) == len(t)
+
+
+def test_the_data_coefficient_has_an_interval_from_the_bootstrap():
+    nd = overfit.fit_nd(overfit.table(_grid(noise=0.005, seed=1)), bootstrap=40, seed=0)
+    lo, hi = overfit.data_needed_coefficient_ci(nd)
+    assert lo <= overfit.data_needed_coefficient(nd) <= hi
+    assert np.isnan(overfit.data_needed_coefficient_ci(overfit.fit_nd(overfit.table(_grid())))[0])
