@@ -1,0 +1,117 @@
+"""From the `batch` sweep's learning curves to the critical batch at a ladder of loss targets.
+
+Kaplan et al. (2020, §5.1, App. D.3, Figs. 10 and 18) read, for each model size and loss target,
+the steps S that each batch size B needs to reach the target, fit S = S_min (1 + B_crit/B)
+(`batch.fit_critical_batch`), and fit B_crit against the loss (`batch.fit_bcrit_loss`). This module
+does the reading on the stored runs:
+
+- `steps_table`: the steps and examples (E = B S) each run needs to reach each target, with the
+  rate re-tuned per batch size (McCandlish et al. 2018): at each (N, B, target) the rate of the
+  sweep's grid that gets there in the fewest steps (`best_rate_steps`);
+- `loss_targets`: a size's targets, from the loss that the batch sizes' early curves have left
+  behind down to the loss that every batch size reaches (a choice, shown as one in the chapter);
+- `critical_by_target`: the critical-batch fit at each (N, target), B_crit in tokens.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .batch import fit_critical_batch, steps_to_reach
+from .fit import FitError
+
+N_TARGETS = 6
+EARLY = 0.1  # the share of the token budget after which the highest target must still lie ahead of every run
+MARGIN = 0.01  # nats: the lowest target lies this far above the worst batch size's best loss
+
+
+def _curves(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for r in records:
+        c = r["config"]
+        for p in r["curve"]:
+            if p.get("val_loss") is None or not math.isfinite(p["val_loss"]) or p["step"] <= 0:
+                continue
+            rows.append(dict(key=r["key"], N=r["N"], batch_size=c["batch_size"], n_ctx=c["n_ctx"], lr=c["lr"],
+                             step=p["step"], tokens=p["tokens"], val_loss=p["val_loss"], budget=r["tokens"]))
+    return pd.DataFrame(rows, columns=["key", "N", "batch_size", "n_ctx", "lr", "step", "tokens", "val_loss", "budget"])
+
+
+def loss_targets(records: Iterable[dict[str, Any]], n: int = N_TARGETS, *, early: float = EARLY,
+                 margin: float = MARGIN) -> dict[int, np.ndarray]:
+    """At each size, `n` loss targets evenly spaced from the highest to the lowest:
+
+    - the lowest is `margin` above the worst batch size's best loss (every batch size reaches it);
+    - the highest is the lowest loss any batch size had reached by `early` of the token budget, so
+      that every run still has it ahead after its first steps (the warmup and the initial drop,
+      where the steps count the schedule more than the batch)."""
+    if n < 2:
+        raise ValueError(f"at least two targets, not {n}")
+    curves = _curves(records)
+    out = {}
+    for N, g in curves.groupby("N"):
+        best_by_batch = g.groupby("batch_size")["val_loss"].min()
+        low = float(best_by_batch.max()) + margin
+        early_pts = g[g["tokens"] <= early * g["budget"]]
+        high = float(early_pts["val_loss"].min()) if len(early_pts) else float(g["val_loss"].max())
+        if not high > low:
+            continue
+        out[int(N)] = np.linspace(high, low, n)
+    return out
+
+
+def steps_table(records: Iterable[dict[str, Any]], targets: dict[int, Iterable[float]]) -> pd.DataFrame:
+    """One row per (run, target): the steps S to reach the target (NaN if it never does), the
+    examples E = B S in sequences, and the tokens B S n_ctx."""
+    curves = _curves(records)
+    rows = []
+    for (key, N), g in curves.groupby(["key", "N"]):
+        g = g.sort_values("step")
+        for L in targets.get(int(N), ()):
+            S = steps_to_reach(g["step"], g["val_loss"], float(L))
+            B = int(g["batch_size"].iloc[0])
+            rows.append(dict(key=key, N=int(N), batch_size=B, n_ctx=int(g["n_ctx"].iloc[0]), lr=g["lr"].iloc[0],
+                             target=float(L), S=S, E=B * S, tokens=B * S * g["n_ctx"].iloc[0]))
+    return pd.DataFrame(rows, columns=["key", "N", "batch_size", "n_ctx", "lr", "target", "S", "E", "tokens"])
+
+
+def best_rate_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """At each (N, batch size, target), the rate of the grid that reaches the target in the fewest
+    steps (the rate re-tuned per batch size), with whether that rate is at an edge of the grid
+    (a better rate may lie outside it). Targets no rate reaches are left out."""
+    rows = []
+    for (N, B, L), g in steps.groupby(["N", "batch_size", "target"]):
+        reached = g.dropna(subset=["S"])
+        if reached.empty:
+            continue
+        best = reached.loc[reached["S"].idxmin()]
+        rates = sorted(g["lr"].unique())
+        rows.append(dict(N=N, batch_size=B, target=L, n_ctx=best["n_ctx"], lr=best["lr"], S=best["S"], E=best["E"],
+                         rates=len(rates), lr_at_edge=len(rates) > 1 and best["lr"] in (rates[0], rates[-1])))
+    return pd.DataFrame(rows, columns=["N", "batch_size", "target", "n_ctx", "lr", "S", "E", "rates", "lr_at_edge"])
+
+
+def critical_by_target(best: pd.DataFrame, *, bootstrap: int = 200, seed: int = 0) -> pd.DataFrame:
+    """The fit S = S_min (1 + B_crit/B) at each (N, target) that at least 3 batch sizes reach:
+    S_min (steps), E_min (sequences) and B_crit (tokens: sequences times n_ctx), with 95% intervals
+    from a bootstrap over batch sizes; where the steps do not bend within the batch sizes, why."""
+    rows = []
+    for (N, L), g in best.groupby(["N", "target"]):
+        n_ctx = int(g["n_ctx"].iloc[0])
+        row = dict(N=N, target=L, batch_sizes=g["batch_size"].nunique(), S_min=np.nan, E_min=np.nan, B_crit=np.nan,
+                   B_crit_lo=np.nan, B_crit_hi=np.nan, rmse_log=np.nan, why="")
+        try:
+            f = fit_critical_batch(g["batch_size"], g["S"], bootstrap=bootstrap, seed=seed)
+        except FitError as e:
+            row["why"] = str(e)
+            rows.append(row)
+            continue
+        lo, hi = f.ci.get("B_crit", (np.nan, np.nan))
+        row.update(S_min=f.params["S_min"], E_min=f.params["E_min"], B_crit=f.params["B_crit"] * n_ctx,
+                   B_crit_lo=lo * n_ctx, B_crit_hi=hi * n_ctx, rmse_log=f.rmse_log)
+        rows.append(row)
+    cols = ["N", "target", "batch_sizes", "S_min", "E_min", "B_crit", "B_crit_lo", "B_crit_hi", "rmse_log", "why"]
+    return pd.DataFrame(rows, columns=cols)

@@ -1,0 +1,71 @@
+"""The batch sweep's curves to the critical batch: steps to targets, the rate re-tuned per batch, B_crit."""
+import numpy as np
+import pytest
+
+from scaling_lib import batch_scan
+from scaling_lib.config import RunConfig
+
+BC = 24.0  # the true critical batch, in sequences
+N_CTX = 16
+
+
+def _loss(step, B, slow=1.0):
+    """A curve whose steps to any loss follow S = S0(L) (1 + BC/B) exactly."""
+    s = np.asarray(step, float) / ((1 + BC / B) * slow)
+    return 3.0 + 5.0 / (1 + s / 50.0) ** 0.5
+
+
+def _record(B: int, lr: float, slow: float, d_model=16):
+    cfg = RunConfig(sweep="batch", corpus="tiny", n_layer=1, d_model=d_model, n_ctx=N_CTX, batch_size=B,
+                    tokens=200_000 * B * N_CTX // 64, lr=lr, schedule="constant")
+    steps = np.unique(np.geomspace(1, 400_000, 400).astype(int))
+    curve = [dict(step=0, tokens=0, val_loss=8.3)] + [
+        dict(step=int(s), tokens=int(s) * B * N_CTX, val_loss=float(_loss(s, B, slow))) for s in steps]
+    return dict(key=f"{B}-{lr}-{d_model}", name="x", sweep="batch", config=cfg.to_dict(), N=cfg.N, tokens=cfg.tokens,
+                curve=curve)
+
+
+def _records(d_model=16):
+    return [_record(B, lr, slow, d_model) for B in (4, 8, 16, 32, 64, 128) for lr, slow in ((1e-3, 1.0), (3e-3, 1.5))]
+
+
+def test_the_best_rate_is_chosen_per_batch_and_flagged_at_an_edge():
+    recs = _records()
+    targets = {recs[0]["N"]: [4.0, 3.5]}
+    best = batch_scan.best_rate_steps(batch_scan.steps_table(recs, targets))
+    assert len(best) == 12 and set(best["lr"]) == {1e-3}
+    assert best["lr_at_edge"].all()  # the winner is the lowest rate of a two-rate grid
+
+
+def test_the_critical_batch_is_recovered_in_tokens_at_every_target():
+    recs = _records()
+    N = recs[0]["N"]
+    best = batch_scan.best_rate_steps(batch_scan.steps_table(recs, {N: [4.5, 4.0, 3.6]}))
+    crit = batch_scan.critical_by_target(best, bootstrap=30)
+    assert len(crit) == 3 and (crit["why"] == "").all()
+    assert np.allclose(crit["B_crit"], BC * N_CTX, rtol=0.03)
+    assert (crit["B_crit_lo"] <= crit["B_crit"]).all() and (crit["B_crit"] <= crit["B_crit_hi"]).all()
+    # S_min grows as the target falls
+    assert crit.sort_values("target", ascending=False)["S_min"].is_monotonic_increasing
+
+
+def test_targets_run_from_what_early_curves_passed_to_what_every_batch_reaches():
+    recs = _records()
+    targets = batch_scan.loss_targets(recs, n=4)
+    (N, t), = targets.items()
+    assert len(t) == 4 and t[0] > t[-1]
+    best_by_batch = {}
+    for r in recs:  # each batch size at its best rate
+        B = r["config"]["batch_size"]
+        best_by_batch[B] = min(best_by_batch.get(B, np.inf), min(p["val_loss"] for p in r["curve"]))
+    worst_best = max(best_by_batch.values())
+    assert t[-1] == pytest.approx(worst_best + batch_scan.MARGIN)
+    with pytest.raises(ValueError):
+        batch_scan.loss_targets(recs, n=1)
+
+
+def test_a_target_reached_by_too_few_batch_sizes_says_why():
+    recs = [r for r in _records() if r["config"]["batch_size"] in (4, 8)]
+    best = batch_scan.best_rate_steps(batch_scan.steps_table(recs, {recs[0]["N"]: [4.0]}))
+    crit = batch_scan.critical_by_target(best, bootstrap=0)
+    assert np.isnan(crit["B_crit"].iloc[0]) and "at least 3" in crit["why"].iloc[0]
