@@ -336,3 +336,99 @@ def compute_optimal_sizes(optima: dict, *, ax=None, reference: dict | None = Non
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="compute-optimal size N_opt")
         ax.legend(fontsize="small")
     return fig
+
+
+# The figures of the budget and context chapters keep matplotlib's own look (no book style, no
+# constrained layout), as they had when the chapters drew them with pyplot.
+def _plain_axes(ax, size, ncols: int = 1, **subplots):
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size)
+    return fig, fig.subplots(1, ncols, **subplots)
+
+
+def serving_tradeoff(serve: pd.DataFrame) -> Figure:
+    """The lifetime-optimal model against the tokens it serves, one colour per law (cf. Sardana et al.
+    2024, Fig. 2). Left: its N and D over the compute-optimal model's (solid and dashed, log scales);
+    right: the share of the lifetime FLOPs it saves, in percent.
+
+    `serve` has columns law, "T / D_opt", "N / N_opt", "D / D_opt" and "FLOPs saved" (a fraction); a
+    ratio of 0 (no serving) has no place on the log axis and is left out.
+    """
+    fig, axes = _plain_axes(None, (10, 4), ncols=2)
+    for i, (name, g) in enumerate(serve.groupby("law", sort=False)):
+        x = g["T / D_opt"].replace(0, np.nan)
+        axes[0].plot(x, g["N / N_opt"], "o-", color=f"C{i}", label=f"{name}: N")
+        axes[0].plot(x, g["D / D_opt"], "s--", color=f"C{i}", label=f"{name}: D")
+        axes[1].plot(x, 100 * g["FLOPs saved"], "o-", color=f"C{i}", label=name)
+    axes[0].set(xscale="log", yscale="log", xlabel="tokens served T / compute-optimal training tokens D_opt",
+                ylabel="lifetime-optimal / compute-optimal", title="Size and tokens of the cheapest model")
+    axes[1].set(xscale="log", xlabel="tokens served T / compute-optimal training tokens D_opt",
+                ylabel="FLOPs saved over the compute-optimal model (%)", title="What it saves")
+    for ax, level in zip(axes, (1.0, 0.0)):
+        ax.axhline(level, color="grey", lw=0.8)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def latency_price(bounds: pd.DataFrame, ms_per_layer: float, *, ax=None) -> Figure:
+    """The lifetime FLOPs under a latency bound over those without it (log scale), against the bound,
+    tighter to the right. `bounds` has columns "latency bound (ms)" and "extra FLOPs" (a fraction)."""
+    fig, ax = _plain_axes(ax, (6, 4))
+    ax.plot(bounds["latency bound (ms)"], 1 + bounds["extra FLOPs"], "o-")
+    ax.set(xlabel=f"latency bound at batch 1 (ms per token, at {ms_per_layer:g} ms a layer)", yscale="log",
+           ylabel="lifetime FLOPs / without the bound", title="The price of a latency bound")
+    ax.invert_xaxis()
+    return fig
+
+
+def loss_at_positions(curves: pd.DataFrame, positions=(1, 2, 4, 8, 16, 32, 64, 128), *, ax=None) -> Figure:
+    """The loss at a few positions T of the context along training, one line per position (cf. Kaplan
+    Fig. 20 right). `curves` is one model's `store.per_position_curves` (columns T, tokens, loss, N);
+    the positions it lacks are left out."""
+    fig, ax = _plain_axes(ax, (6.5, 4))
+    picks = [t for t in positions if t in set(curves["T"])]
+    cmap = mpl.colormaps[CMAP]
+    for i, t in enumerate(picks):
+        g = curves[curves["T"] == t].sort_values("tokens")
+        ax.plot(g["tokens"], g["loss"], color=cmap(i / max(len(picks) - 1, 1)), label=f"T = {t}")
+    ax.set(xscale="log", xlabel="tokens trained", ylabel="loss at position T (nats/token)",
+           title=f"Loss at a few positions along training, N = {int(curves['N'].iloc[0]):,}")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def context_difference(diff: pd.DataFrame, short: int, full: int, *, ax=None) -> Figure:
+    """The loss of a short-context model minus the full-context model's at each position, one line per
+    size coloured by N (cf. Kaplan Fig. 21). `diff` has columns N, T and "short minus full"; `short`
+    and `full` are the two contexts' lengths, for the label."""
+    fig, ax = _plain_axes(ax, (6.5, 4))
+    norm = _log_norm(diff["N"])
+    cmap = mpl.colormaps[CMAP]
+    for N, g in diff.groupby("N"):
+        ax.plot(g["T"], g["short minus full"], color=cmap(norm(N)), label=f"N = {N:,}")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xscale="log", xlabel="position T in the context", ylabel=f"loss, n_ctx {short} minus n_ctx {full} (nats)",
+           title="Where a short context wins (below 0) and loses")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def recurrent(runs: pd.DataFrame) -> Figure:
+    """Validation loss of plain and recurrent transformers, one line per number of passes: against N
+    (shared parameters counted once, left) and against C (every pass counted, right); cf. Kaplan
+    Fig. 17. `runs` has columns N, C, final_val_loss and n_recur."""
+    fig, axes = _plain_axes(None, (10, 4), ncols=2, sharey=True)
+    for k, g in runs.groupby("n_recur"):
+        g = g.sort_values("N")
+        label = f"{k} pass{'es' if k > 1 else ''}"
+        axes[0].plot(g["N"], g["final_val_loss"], "o-", label=label)
+        axes[1].plot(g["C"], g["final_val_loss"], "o-", label=label)
+    axes[0].set(xscale="log", xlabel="non-embedding parameters N (shared ones counted once)",
+                ylabel="validation loss (nats/token)", title="Per parameter")
+    axes[1].set(xscale="log", xlabel="training compute C (FLOPs, every pass counted)", title="Per FLOP")
+    for ax in axes:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
