@@ -46,6 +46,19 @@ def _log_norm(values) -> mpl.colors.LogNorm:
     return mpl.colors.LogNorm(vmin=v.min(), vmax=max(v.max(), v.min() * 1.01))
 
 
+def _filled_or_hollow(fig, ax, levels, *, colorbar: str, filled: str, hollow: str, **marker):
+    """The set-up of a figure whose marks are coloured by a level (log scale) and drawn filled or
+    hollow: the key of the two kinds of mark (`marker` their scatter style) and the colour bar
+    labelled `colorbar`. Returns the colour of a level."""
+    norm = _log_norm(levels)
+    cmap = mpl.colormaps[CMAP]
+    ax.scatter([], [], color="grey", label=filled, **marker)
+    ax.scatter([], [], facecolors="none", edgecolors="grey", label=hollow, **marker)
+    ax.legend(fontsize="small")
+    fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=colorbar)
+    return lambda level: cmap(norm(level))
+
+
 def learning_curves(curves: pd.DataFrame, *, x: str = "tokens", ax=None, label: str = "N",
                     envelope: pd.DataFrame | None = None, fit=None,
                     label_name: str = "non-embedding parameters N") -> Figure:
@@ -145,10 +158,10 @@ def best_rates(best: pd.DataFrame, *, rule=None, ax=None) -> Figure:
     best, a bound); with the fitted rule LR*(N, D) at each budget."""
     with _style():
         fig, ax = _axes(ax)
-        norm = _log_norm(best["tokens"])
-        cmap = mpl.colormaps[CMAP]
+        colour = _filled_or_hollow(fig, ax, best["tokens"], colorbar="token budget D", filled="best inside the grid",
+                                   hollow="best at the grid's edge", s=28)
         for D, g in best.groupby("tokens"):
-            c = cmap(norm(D))
+            c = colour(D)
             inside = g[g["inside"]]
             edge = g[~g["inside"]]
             ax.scatter(inside["N"], inside["lr_star"], color=c, s=28, zorder=3)
@@ -156,11 +169,7 @@ def best_rates(best: pd.DataFrame, *, rule=None, ax=None) -> Figure:
             if rule is not None:
                 Ns = np.geomspace(best["N"].min() / 1.5, best["N"].max() * 1.5, 50)
                 ax.plot(Ns, rule(Ns, D), color=c, lw=0.8)
-        ax.scatter([], [], color="grey", s=28, label="best inside the grid")
-        ax.scatter([], [], facecolors="none", edgecolors="grey", s=28, label="best at the grid's edge")
         ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS["N"], ylabel="best peak learning rate")
-        ax.legend(fontsize="small")
-        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="token budget D")
     return fig
 
 
@@ -290,10 +299,10 @@ def isoflop_profiles(slices: pd.DataFrame, optima: pd.DataFrame | None = None, *
     vertex is at the edge of the level's sizes, `allocation.isoflop_optima`'s `edge`)."""
     with _style():
         fig, ax = _axes(ax)
-        norm = _log_norm(slices["C"])
-        cmap = mpl.colormaps[CMAP]
+        colour = _filled_or_hollow(fig, ax, slices["C"], colorbar="compute C (FLOPs)", filled="vertex inside the sizes",
+                                   hollow="vertex at an edge", marker="D", s=36)
         for C, g in slices.groupby("C"):
-            color = cmap(norm(C))
+            color = colour(C)
             ax.plot(g["N"], g["L"], "o", color=color, ms=4)
             x = np.log(g["N"].to_numpy(float))
             if len(g) >= 3:
@@ -302,14 +311,10 @@ def isoflop_profiles(slices: pd.DataFrame, optima: pd.DataFrame | None = None, *
                 ax.plot(np.exp(xs), np.polyval(coef, xs), color=color, lw=1)
         if optima is not None:
             for _, r in optima[optima["convex"]].iterrows():
-                color = cmap(norm(r["C"]))
+                color = colour(r["C"])
                 ax.scatter([r["N_opt"]], [r["L_opt"]], marker="D", s=36, zorder=4, edgecolors=[color],
                            facecolors="none" if r["edge"] else [color])
-        ax.scatter([], [], marker="D", color="grey", s=36, label="vertex inside the sizes")
-        ax.scatter([], [], marker="D", facecolors="none", edgecolors="grey", s=36, label="vertex at an edge")
         ax.set(xscale="log", xlabel=AXIS_LABELS["N"], ylabel="validation loss (nats/token)")
-        ax.legend(fontsize="small")
-        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="compute C (FLOPs)")
     return fig
 
 

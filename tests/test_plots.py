@@ -117,6 +117,22 @@ def test_best_rates_fills_the_inside_points_and_draws_the_rule_at_each_budget():
     assert len(ax.lines) == 2  # the rule at each budget
 
 
+
+def test_isoflop_profiles_mark_each_convex_vertex_filled_inside_and_hollow_at_an_edge():
+    slices = pd.DataFrame([dict(C=C, N=N, L=3 + (np.log(N) - np.log(C) / 2.5) ** 2 / 20)
+                           for C in (1e15, 1e17) for N in np.geomspace(1e4, 1e7, 5)])
+    optima = pd.DataFrame(dict(C=[1e15, 1e17, 1e16], N_opt=[1e6, 1e7, 3e6], L_opt=[3.0, 3.0, 3.0],
+                               convex=[True, True, False], edge=[False, True, False]))
+    fig = plots.isoflop_profiles(slices, optima)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4  # each level's points and its parabola
+    vertices = [c for c in ax.collections if len(c.get_offsets())]
+    assert [tuple(c.get_offsets()[0]) for c in vertices] == [(1e6, 3.0), (1e7, 3.0)]  # not the concave level
+    assert vertices[0].get_facecolor()[0][3] == 1 and vertices[1].get_facecolor().size == 0  # filled, hollow
+    assert np.allclose(vertices[1].get_edgecolor()[0], ax.lines[2].get_color())  # the colour of its level
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vertex inside the sizes", "vertex at an edge"]
+    assert fig.axes[1].get_ylabel() == "compute C (FLOPs)"  # the colour bar
+
 def test_reference_lines_draw_the_orders_inside_the_loss_range_only():
     fig = plots.loss_vs_budget(pd.DataFrame(dict(key=["a"] * 3, N=[1e3] * 3, tokens=[1e6, 2e6, 4e6],
                                                  final_val_loss=[4.0, 4.5, 5.0])))
