@@ -358,3 +358,23 @@ def test_progress_line_counts_a_checkpoint_older_than_the_sweep_as_queued(tmp_pa
     os.utime(old, (time.time() - 3600, time.time() - 3600))  # left by a sweep stopped an hour ago
     assert progress_line(cfgs, since=time.time() - 60) == f"ladder/{cfgs[1].name} 25% (val 4.250, 10 min); " \
                                                          "1 queued to resume from a checkpoint"
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_only_if_it_has_one(tmp_path, monkeypatch):
+    from scaling_lib import runner
+
+    monkeypatch.setenv("SCALING_LIB_CACHE", str(tmp_path))
+    store = Store(tmp_path / "runs")
+    cfg = configs("ladder", "smoke", store)[0]
+    past = runner.InlineExecutor().submit(cfg, store, stop_at=time.time() - 1).result()  # the deadline came first
+    assert past.status == "stopped" and not past.checkpointed
+    assert past.line() == f"ladder/{cfg.name} stopped (at the deadline): it runs next time"
+    monkeypatch.setattr(runner.preempt, "requested", lambda: 15)  # SIGTERM before the run began
+    asked = runner.run_one(cfg, store)
+    assert asked.line() == f"ladder/{cfg.name} stopped (asked to stop before it began): it runs next time"
+    # an earlier sweep stopped it at a checkpoint (its progress file beside it): it resumes from there
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / f"{cfg.key}.progress.json").write_text(json.dumps(dict(step=30, steps=120, wall_s=60.0)))
+    assert runner.run_one(cfg, store).line() == (f"ladder/{cfg.name} stopped (asked to stop before it began): "
+                                                 "it resumes from its checkpoint next time")
+    assert runner.InlineExecutor().submit(cfg, store, stop_at=time.time() - 1).result().checkpointed
