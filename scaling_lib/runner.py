@@ -31,6 +31,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 300.0  # how often a sweep logs how far its runs under way are
+PROGRESS_RETRY_SECONDS = 10.0  # how soon it looks again when none of them has checkpointed yet
 STATUSES = ("trained", "stored", "locked", "stopped", "failed")
 
 
@@ -225,7 +226,8 @@ class LocalExecutor:
 def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop_at: float | None = None,
             report: Callable[[str], None] = print) -> list[RunResult]:
     """Run every config through the executor; report each result as it lands, and every
-    PROGRESS_SECONDS how far the runs under way are. Runs past `stop_at` checkpoint and stop."""
+    PROGRESS_SECONDS how far the runs under way are (from their checkpoints: while none has one,
+    every PROGRESS_RETRY_SECONDS until one has). Runs past `stop_at` checkpoint and stop."""
     cfgs = list(cfgs)
     results: list[RunResult] = []
     if isinstance(executor, InlineExecutor):  # one at a time, each reported as it lands
@@ -235,6 +237,7 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
         return results
     futures = {executor.submit(c, store, stop_at): c for c in cfgs}
     started = last_report = time.time()
+    interval = PROGRESS_SECONDS
     pending = set(futures)
     stopping = False
     while pending:
@@ -256,9 +259,12 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
                 res = _failed(cfg, store, f"{type(e).__name__}: {e}", traceback.format_exc())
             results.append(res)
             report(f"[{len(results)}/{len(cfgs)}] {res.line()}")
-        if pending and time.time() - last_report > PROGRESS_SECONDS:
+        if pending and time.time() - last_report > interval:
             last_report = time.time()
             under_way = progress_line([futures[f] for f in pending], since=started)
+            # the runs checkpoint every train.CHECKPOINT_SECONDS from their start, so the first look
+            # finds nothing to say: look again soon, not a whole interval later
+            interval = PROGRESS_SECONDS if under_way else PROGRESS_RETRY_SECONDS
             if under_way:
                 report(f"[sweep] under way: {under_way}")
     return results
