@@ -29,7 +29,7 @@ import submitit
 from . import preempt
 from .config import RunConfig
 from .data import cache_dir
-from .runner import RunResult, run_one
+from .runner import RunResult, run_one, stopped_result
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class RunJob(submitit.helpers.Checkpointable):
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         cfg = RunConfig.from_dict(self.cfg)
         if self.stop_at is not None and time.time() > self.stop_at:
-            return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped")
+            return stopped_result(cfg)
         old = preempt.install()  # submitit's handlers, handed the signal once the run has checkpointed
         res = run_one(cfg, Store(self.root), threads=self.threads, stop_at=self.stop_at)
         sig = preempt.requested()
@@ -137,8 +137,7 @@ class SubmititExecutor:
             self._jobs.clear()
         for fut, (job, cfg) in items:
             if not fut.done():
-                fut.set_result(RunResult(cfg.key, cfg.sweep, cfg.name, "stopped",
-                                         error=f"job {job.job_id} runs on: the sweep stopped waiting for it"))
+                fut.set_result(stopped_result(cfg, f"job {job.job_id} runs on: the sweep stopped waiting for it"))
 
     def shutdown(self) -> None:
         self._closed.set()

@@ -46,6 +46,19 @@ def _log_norm(values) -> mpl.colors.LogNorm:
     return mpl.colors.LogNorm(vmin=v.min(), vmax=max(v.max(), v.min() * 1.01))
 
 
+def _filled_or_hollow(fig, ax, levels, *, colorbar: str, filled: str, hollow: str, **marker):
+    """The set-up of a figure whose marks are coloured by a level (log scale) and drawn filled or
+    hollow: the key of the two kinds of mark (`marker` their scatter style) and the colour bar
+    labelled `colorbar`. Returns the colour of a level."""
+    norm = _log_norm(levels)
+    cmap = mpl.colormaps[CMAP]
+    ax.scatter([], [], color="grey", label=filled, **marker)
+    ax.scatter([], [], facecolors="none", edgecolors="grey", label=hollow, **marker)
+    ax.legend(fontsize="small")
+    fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=colorbar)
+    return lambda level: cmap(norm(level))
+
+
 def learning_curves(curves: pd.DataFrame, *, x: str = "tokens", ax=None, label: str = "N",
                     envelope: pd.DataFrame | None = None, fit=None,
                     label_name: str = "non-embedding parameters N") -> Figure:
@@ -145,10 +158,10 @@ def best_rates(best: pd.DataFrame, *, rule=None, ax=None) -> Figure:
     best, a bound); with the fitted rule LR*(N, D) at each budget."""
     with _style():
         fig, ax = _axes(ax)
-        norm = _log_norm(best["tokens"])
-        cmap = mpl.colormaps[CMAP]
+        colour = _filled_or_hollow(fig, ax, best["tokens"], colorbar="token budget D", filled="best inside the grid",
+                                   hollow="best at the grid's edge", s=28)
         for D, g in best.groupby("tokens"):
-            c = cmap(norm(D))
+            c = colour(D)
             inside = g[g["inside"]]
             edge = g[~g["inside"]]
             ax.scatter(inside["N"], inside["lr_star"], color=c, s=28, zorder=3)
@@ -156,11 +169,7 @@ def best_rates(best: pd.DataFrame, *, rule=None, ax=None) -> Figure:
             if rule is not None:
                 Ns = np.geomspace(best["N"].min() / 1.5, best["N"].max() * 1.5, 50)
                 ax.plot(Ns, rule(Ns, D), color=c, lw=0.8)
-        ax.scatter([], [], color="grey", s=28, label="best inside the grid")
-        ax.scatter([], [], facecolors="none", edgecolors="grey", s=28, label="best at the grid's edge")
         ax.set(xscale="log", yscale="log", xlabel=AXIS_LABELS["N"], ylabel="best peak learning rate")
-        ax.legend(fontsize="small")
-        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="token budget D")
     return fig
 
 
@@ -290,10 +299,10 @@ def isoflop_profiles(slices: pd.DataFrame, optima: pd.DataFrame | None = None, *
     vertex is at the edge of the level's sizes, `allocation.isoflop_optima`'s `edge`)."""
     with _style():
         fig, ax = _axes(ax)
-        norm = _log_norm(slices["C"])
-        cmap = mpl.colormaps[CMAP]
+        colour = _filled_or_hollow(fig, ax, slices["C"], colorbar="compute C (FLOPs)", filled="vertex inside the sizes",
+                                   hollow="vertex at an edge", marker="D", s=36)
         for C, g in slices.groupby("C"):
-            color = cmap(norm(C))
+            color = colour(C)
             ax.plot(g["N"], g["L"], "o", color=color, ms=4)
             x = np.log(g["N"].to_numpy(float))
             if len(g) >= 3:
@@ -302,14 +311,10 @@ def isoflop_profiles(slices: pd.DataFrame, optima: pd.DataFrame | None = None, *
                 ax.plot(np.exp(xs), np.polyval(coef, xs), color=color, lw=1)
         if optima is not None:
             for _, r in optima[optima["convex"]].iterrows():
-                color = cmap(norm(r["C"]))
+                color = colour(r["C"])
                 ax.scatter([r["N_opt"]], [r["L_opt"]], marker="D", s=36, zorder=4, edgecolors=[color],
                            facecolors="none" if r["edge"] else [color])
-        ax.scatter([], [], marker="D", color="grey", s=36, label="vertex inside the sizes")
-        ax.scatter([], [], marker="D", facecolors="none", edgecolors="grey", s=36, label="vertex at an edge")
         ax.set(xscale="log", xlabel=AXIS_LABELS["N"], ylabel="validation loss (nats/token)")
-        ax.legend(fontsize="small")
-        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="compute C (FLOPs)")
     return fig
 
 
@@ -421,4 +426,100 @@ def overfit_collapse(t: pd.DataFrame, x: np.ndarray, delta: np.ndarray, nd, *, a
         ax.axhline(0, color="grey", lw=0.6)
         ax.legend(fontsize="small")
         fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="non-embedding parameters N")
+    return fig
+
+
+# The figures of the budget and context chapters keep matplotlib's own look (no book style, no
+# constrained layout), as they had when the chapters drew them with pyplot.
+def _plain_axes(ax, size, ncols: int = 1, **subplots):
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=size)
+    return fig, fig.subplots(1, ncols, **subplots)
+
+
+def serving_tradeoff(serve: pd.DataFrame) -> Figure:
+    """The lifetime-optimal model against the tokens it serves, one colour per law (cf. Sardana et al.
+    2024, Fig. 2). Left: its N and D over the compute-optimal model's (solid and dashed, log scales);
+    right: the share of the lifetime FLOPs it saves, in percent.
+
+    `serve` has columns law, "T / D_opt", "N / N_opt", "D / D_opt" and "FLOPs saved" (a fraction); a
+    ratio of 0 (no serving) has no place on the log axis and is left out.
+    """
+    fig, axes = _plain_axes(None, (10, 4), ncols=2)
+    for i, (name, g) in enumerate(serve.groupby("law", sort=False)):
+        x = g["T / D_opt"].replace(0, np.nan)
+        axes[0].plot(x, g["N / N_opt"], "o-", color=f"C{i}", label=f"{name}: N")
+        axes[0].plot(x, g["D / D_opt"], "s--", color=f"C{i}", label=f"{name}: D")
+        axes[1].plot(x, 100 * g["FLOPs saved"], "o-", color=f"C{i}", label=name)
+    axes[0].set(xscale="log", yscale="log", xlabel="tokens served T / compute-optimal training tokens D_opt",
+                ylabel="lifetime-optimal / compute-optimal", title="Size and tokens of the cheapest model")
+    axes[1].set(xscale="log", xlabel="tokens served T / compute-optimal training tokens D_opt",
+                ylabel="FLOPs saved over the compute-optimal model (%)", title="What it saves")
+    for ax, level in zip(axes, (1.0, 0.0)):
+        ax.axhline(level, color="grey", lw=0.8)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def latency_price(bounds: pd.DataFrame, ms_per_layer: float, *, ax=None) -> Figure:
+    """The lifetime FLOPs under a latency bound over those without it (log scale), against the bound,
+    tighter to the right. `bounds` has columns "latency bound (ms)" and "extra FLOPs" (a fraction)."""
+    fig, ax = _plain_axes(ax, (6, 4))
+    ax.plot(bounds["latency bound (ms)"], 1 + bounds["extra FLOPs"], "o-")
+    ax.set(xlabel=f"latency bound at batch 1 (ms per token, at {ms_per_layer:g} ms a layer)", yscale="log",
+           ylabel="lifetime FLOPs / without the bound", title="The price of a latency bound")
+    ax.invert_xaxis()
+    return fig
+
+
+def loss_at_positions(curves: pd.DataFrame, positions=(1, 2, 4, 8, 16, 32, 64, 128), *, ax=None) -> Figure:
+    """The loss at a few positions T of the context along training, one line per position (cf. Kaplan
+    Fig. 20 right). `curves` is one model's `store.per_position_curves` (columns T, tokens, loss, N);
+    the positions it lacks are left out."""
+    fig, ax = _plain_axes(ax, (6.5, 4))
+    picks = [t for t in positions if t in set(curves["T"])]
+    cmap = mpl.colormaps[CMAP]
+    for i, t in enumerate(picks):
+        g = curves[curves["T"] == t].sort_values("tokens")
+        ax.plot(g["tokens"], g["loss"], color=cmap(i / max(len(picks) - 1, 1)), label=f"T = {t}")
+    ax.set(xscale="log", xlabel="tokens trained", ylabel="loss at position T (nats/token)",
+           title=f"Loss at a few positions along training, N = {int(curves['N'].iloc[0]):,}")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def context_difference(diff: pd.DataFrame, short: int, full: int, *, ax=None) -> Figure:
+    """The loss of a short-context model minus the full-context model's at each position, one line per
+    size coloured by N (cf. Kaplan Fig. 21). `diff` has columns N, T and "short minus full"; `short`
+    and `full` are the two contexts' lengths, for the label."""
+    fig, ax = _plain_axes(ax, (6.5, 4))
+    norm = _log_norm(diff["N"])
+    cmap = mpl.colormaps[CMAP]
+    for N, g in diff.groupby("N"):
+        ax.plot(g["T"], g["short minus full"], color=cmap(norm(N)), label=f"N = {N:,}")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xscale="log", xlabel="position T in the context", ylabel=f"loss, n_ctx {short} minus n_ctx {full} (nats)",
+           title="Where a short context wins (below 0) and loses")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def recurrent(runs: pd.DataFrame) -> Figure:
+    """Validation loss of plain and recurrent transformers, one line per number of passes: against N
+    (shared parameters counted once, left) and against C (every pass counted, right); cf. Kaplan
+    Fig. 17. `runs` has columns N, C, final_val_loss and n_recur."""
+    fig, axes = _plain_axes(None, (10, 4), ncols=2, sharey=True)
+    for k, g in runs.groupby("n_recur"):
+        g = g.sort_values("N")
+        label = f"{k} pass{'es' if k > 1 else ''}"
+        axes[0].plot(g["N"], g["final_val_loss"], "o-", label=label)
+        axes[1].plot(g["C"], g["final_val_loss"], "o-", label=label)
+    axes[0].set(xscale="log", xlabel="non-embedding parameters N (shared ones counted once)",
+                ylabel="validation loss (nats/token)", title="Per parameter")
+    axes[1].set(xscale="log", xlabel="training compute C (FLOPs, every pass counted)", title="Per FLOP")
+    for ax in axes:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
     return fig

@@ -31,13 +31,16 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 300.0  # how often a sweep logs how far its runs under way are
+PROGRESS_RETRY_SECONDS = 10.0  # how soon it looks again when none of them has checkpointed yet
 STATUSES = ("trained", "stored", "locked", "stopped", "failed")
 
 
 @dataclass(frozen=True)
 class RunResult:
     """What became of one config: `status` is one of STATUSES; `run_status` is the record's own
-    (ok, diverged, early_stopped) when there is a record."""
+    (ok, diverged, early_stopped) when there is a record. A stopped run has `checkpointed` when a
+    checkpoint of it is on disk to resume from; one stopped before it began may have none
+    (`stopped_result`)."""
 
     key: str
     sweep: str
@@ -48,6 +51,7 @@ class RunResult:
     val_loss: float | None = None
     seconds: float = 0.0
     error: str | None = None
+    checkpointed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -63,8 +67,17 @@ class RunResult:
         if self.status == "locked":
             return f"{where} skipped: another process is training it"
         if self.status == "stopped":
-            return f"{where} stopped ({self.error or 'at the deadline'}): it resumes from its checkpoint next time"
+            then = "it resumes from its checkpoint next time" if self.checkpointed else "it runs next time"
+            return f"{where} stopped ({self.error or 'at the deadline'}): {then}"
         return f"{where} FAILED: {self.error}"
+
+
+def stopped_result(cfg: RunConfig, error: str | None = None) -> RunResult:
+    """A run stopped by the sweep rather than by its own checkpoint (it had not begun when the deadline
+    or a stop came): checkpointed if a checkpoint of it is on disk (from an earlier try; its progress
+    file, `data.read_progress`), else it has none and starts afresh next time."""
+    return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", error=error,
+                     checkpointed=read_progress(cfg.key) is not None)
 
 
 def run_one(cfg: RunConfig, store: Store, *, threads: int | None = None, stop_at: float | None = None,
@@ -75,7 +88,7 @@ def run_one(cfg: RunConfig, store: Store, *, threads: int | None = None, stop_at
     if found is not None:
         return RunResult(cfg.key, cfg.sweep, cfg.name, "stored", path=str(found))
     if preempt.requested():  # asked to stop before this run began: it has not started
-        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", error="asked to stop before it began")
+        return stopped_result(cfg, "asked to stop before it began")
     import torch
 
     from .train import AlreadyStored, RunLocked, RunStopped, train
@@ -91,7 +104,7 @@ def run_one(cfg: RunConfig, store: Store, *, threads: int | None = None, stop_at
     except RunLocked:
         return RunResult(cfg.key, cfg.sweep, cfg.name, "locked", seconds=time.time() - t)
     except RunStopped as e:
-        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", seconds=time.time() - t,
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", seconds=time.time() - t, checkpointed=True,
                          error=None if stop_at and not preempt.requested() else str(e).split(": it resumes")[0])
     except Exception as e:  # a failed run is reported and filed, and the sweep goes on
         tb = traceback.format_exc()
@@ -148,7 +161,7 @@ class InlineExecutor:
     def submit(self, cfg: RunConfig, store: Store, stop_at: float | None) -> Future:
         fut: Future = Future()
         if stop_at is not None and time.time() > stop_at:
-            fut.set_result(RunResult(cfg.key, cfg.sweep, cfg.name, "stopped"))
+            fut.set_result(stopped_result(cfg))
         else:
             fut.set_result(run_one(cfg, store, threads=self.threads, stop_at=stop_at))
         return fut
@@ -163,9 +176,9 @@ def _run_in_worker(cfg_dict: dict, root: str, threads: int, stop_at: float | Non
     preempt.install()  # a SIGTERM before training begins stops the run, not the worker
     cfg = RunConfig.from_dict(cfg_dict)
     if stop_at is not None and time.time() > stop_at:
-        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped")
+        return stopped_result(cfg)
     if stop_file is not None and os.path.exists(stop_file):  # the pool was stopped before this run reached a worker
-        return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", error="asked to stop before it began")
+        return stopped_result(cfg, "asked to stop before it began")
     return run_one(cfg, Store(root), threads=threads, stop_at=stop_at)
 
 
@@ -213,7 +226,8 @@ class LocalExecutor:
 def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop_at: float | None = None,
             report: Callable[[str], None] = print) -> list[RunResult]:
     """Run every config through the executor; report each result as it lands, and every
-    PROGRESS_SECONDS how far the runs under way are. Runs past `stop_at` checkpoint and stop."""
+    PROGRESS_SECONDS how far the runs under way are (from their checkpoints: while none has one,
+    every PROGRESS_RETRY_SECONDS until one has). Runs past `stop_at` checkpoint and stop."""
     cfgs = list(cfgs)
     results: list[RunResult] = []
     if isinstance(executor, InlineExecutor):  # one at a time, each reported as it lands
@@ -223,6 +237,7 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
         return results
     futures = {executor.submit(c, store, stop_at): c for c in cfgs}
     started = last_report = time.time()
+    interval = PROGRESS_SECONDS
     pending = set(futures)
     stopping = False
     while pending:
@@ -239,14 +254,17 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
             try:
                 res = fut.result()
             except CancelledError:
-                res = RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", error="asked to stop before it began")
+                res = stopped_result(cfg, "asked to stop before it began")
             except Exception as e:  # the worker itself died (killed, out of memory)
                 res = _failed(cfg, store, f"{type(e).__name__}: {e}", traceback.format_exc())
             results.append(res)
             report(f"[{len(results)}/{len(cfgs)}] {res.line()}")
-        if pending and time.time() - last_report > PROGRESS_SECONDS:
+        if pending and time.time() - last_report > interval:
             last_report = time.time()
             under_way = progress_line([futures[f] for f in pending], since=started)
+            # the runs checkpoint every train.CHECKPOINT_SECONDS from their start, so the first look
+            # finds nothing to say: look again soon, not a whole interval later
+            interval = PROGRESS_SECONDS if under_way else PROGRESS_RETRY_SECONDS
             if under_way:
                 report(f"[sweep] under way: {under_way}")
     return results

@@ -67,6 +67,20 @@ def tiny_cfg(tiny_corpus):
 
 
 @pytest.fixture
+def save_rule(tmp_path):
+    """A factory that files a fitted learning-rate rule where the sweeps planned after the tuned ladder
+    (context, recur, overfit, batch, depth) read it: ``save_rule(root=tmp_path, **params)`` saves
+    ``LRRule(A=0.5, a=-0.4, b=0.05)``, `params` replacing any of these, as ``root / RULE_FILE`` and
+    returns that path. Plan with ``configs(sweep, profile, Store(root))``."""
+    from scaling_lib.tuning import RULE_FILE, LRRule
+
+    def save(root: Path | None = None, **params) -> Path:
+        return LRRule(**{"A": 0.5, "a": -0.4, "b": 0.05, **params}).save(Path(root or tmp_path) / RULE_FILE)
+
+    return save
+
+
+@pytest.fixture
 def torch_one_thread():
     """One torch thread (the machine is shared with a running sweep); restored afterwards."""
     import torch

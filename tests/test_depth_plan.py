@@ -7,12 +7,11 @@ from scaling_lib import flops
 from scaling_lib.config import EVAL_VERSION
 from scaling_lib.plans import PROFILES, MissingRule, configs, cost, rule_lr
 from scaling_lib.store import Store
-from scaling_lib.tuning import RULE_FILE, LRRule
 
 
 @pytest.mark.parametrize("name", ["smoke", "cpu"])
-def test_every_depth_at_every_size_with_every_seed(tmp_path, name):
-    LRRule(A=0.5, a=-0.45, b=0.02).save(tmp_path / RULE_FILE)
+def test_every_depth_at_every_size_with_every_seed(tmp_path, name, save_rule):
+    save_rule(a=-0.45, b=0.02)
     p, store = PROFILES[name], Store(tmp_path)
     cfgs = configs("depth", name, store)
     assert len(cfgs) == len(p["depth_sizes"]) * len(p["depth_layers"]) * len(p["depth_seeds"])
@@ -31,10 +30,10 @@ def test_every_depth_at_every_size_with_every_seed(tmp_path, name):
     assert {c.seed for c in cfgs[:first]} == {p["depth_seeds"][0]}  # a first seed of every shape before a second
 
 
-def test_the_cpu_depths_stay_near_their_size_and_the_sweep_waits_for_the_rule(tmp_path):
+def test_the_cpu_depths_stay_near_their_size_and_the_sweep_waits_for_the_rule(tmp_path, save_rule):
     with pytest.raises(MissingRule):
         configs("depth", "cpu", Store(tmp_path))
-    LRRule(A=0.5, a=-0.45, b=0.02).save(tmp_path / RULE_FILE)
+    save_rule(a=-0.45, b=0.02)
     cfgs = configs("depth", "cpu", Store(tmp_path))
     for target in PROFILES["cpu"]["depth_sizes"]:
         near = [c for c in cfgs if abs(c.N / target - 1) < 0.15]

@@ -14,10 +14,6 @@ from scaling_lib.store import Store
 from scaling_lib.tuning import RULE_FILE, LRRule
 
 
-def _rule(root, **kw):
-    return LRRule(**{"A": 0.5, "a": -0.4, "b": 0.05, **kw}).save(root / RULE_FILE)
-
-
 def _on_the_lattice(lr: float) -> bool:
     k = 4 * math.log2(lr / plans.LR_LATTICE)
     return k == pytest.approx(round(k), abs=1e-4)
@@ -25,8 +21,8 @@ def _on_the_lattice(lr: float) -> bool:
 
 # --- overfitting ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["smoke", "cpu"])
-def test_the_overfit_grid_is_every_size_on_every_nested_subset(tmp_path, name):
-    _rule(tmp_path)
+def test_the_overfit_grid_is_every_size_on_every_nested_subset(tmp_path, name, save_rule):
+    save_rule()
     p = PROFILES[name]
     cfgs = configs("overfit", name, Store(tmp_path))
     assert len(cfgs) == len(p["overfit_ladder"]) * len(p["overfit_data_sizes"])
@@ -52,8 +48,8 @@ def test_the_overfit_subsets_are_nested_and_reach_the_whole_split(name):
     assert [len(s) for s in subsets] == parts
 
 
-def test_the_cpu_overfit_grid_is_the_papers_shape_on_the_tuned_ladder(tmp_path):
-    _rule(tmp_path)
+def test_the_cpu_overfit_grid_is_the_papers_shape_on_the_tuned_ladder(tmp_path, save_rule):
+    save_rule()
     cfgs = configs("overfit", "cpu", Store(tmp_path))
     sizes = {(c.n_layer, c.d_model) for c in cfgs}
     assert len(sizes) >= 4 and sizes <= set(plans.LADDER_TUNED)
@@ -66,8 +62,8 @@ def test_the_cpu_overfit_grid_is_the_papers_shape_on_the_tuned_ladder(tmp_path):
 
 # --- batch size -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["smoke", "cpu"])
-def test_the_batch_scan_is_every_size_at_every_batch_at_a_grid_of_rates(tmp_path, name):
-    _rule(tmp_path)
+def test_the_batch_scan_is_every_size_at_every_batch_at_a_grid_of_rates(tmp_path, name, save_rule):
+    save_rule()
     p = PROFILES[name]
     cfgs = configs("batch", name, Store(tmp_path))
     Bs = sorted(p["batch_sizes"])
@@ -88,8 +84,8 @@ def test_the_batch_scan_is_every_size_at_every_batch_at_a_grid_of_rates(tmp_path
         assert len({c.warmup_tokens for c in cfgs if (c.n_layer, c.d_model) == (L, d)}) == 1
 
 
-def test_the_batch_rates_follow_the_square_root_of_the_batch_from_the_rule(tmp_path):
-    rule = LRRule.load(_rule(tmp_path))
+def test_the_batch_rates_follow_the_square_root_of_the_batch_from_the_rule(tmp_path, save_rule):
+    rule = LRRule.load(save_rule())
     p = PROFILES["cpu"]
     cfgs = configs("batch", "cpu", Store(tmp_path))
     assert len({c.N for c in cfgs}) >= 3 and len(p["batch_sizes"]) >= 6
@@ -127,18 +123,18 @@ def test_without_a_stored_rule_the_new_sweeps_name_the_missing_file(tmp_path, na
     assert str(tmp_path / RULE_FILE) in str(e.value) and repr(sweep_name) in str(e.value)
 
 
-def test_all_leaves_the_new_sweeps_out_without_the_rule_and_takes_them_with_it(tmp_path):
+def test_all_leaves_the_new_sweeps_out_without_the_rule_and_takes_them_with_it(tmp_path, save_rule):
     without = configs("all", "cpu", Store(tmp_path))
     assert without and not {"overfit", "batch"} & {c.sweep for c in without}
-    _rule(tmp_path)
+    save_rule()
     with_rule = configs("all", "cpu", Store(tmp_path))
     assert {"overfit", "batch", "context", "recur"} <= {c.sweep for c in with_rule}
     assert len({c.key for c in with_rule}) == len(with_rule)
 
 
-def test_the_keys_of_the_new_runs_are_stable(tmp_path):
+def test_the_keys_of_the_new_runs_are_stable(tmp_path, save_rule):
     """Pinned: a change to the plans or to the config that re-keys these runs strands their records."""
-    _rule(tmp_path, A=0.02, a=0.0, b=0.0)  # LR* = 0.02 everywhere
+    save_rule(A=0.02, a=0.0, b=0.0)  # LR* = 0.02 everywhere
     overfit = configs("overfit", "cpu", Store(tmp_path))
     batch = configs("batch", "cpu", Store(tmp_path))
     assert configs("overfit", "cpu", Store(tmp_path)) == overfit  # planned twice, the same runs
@@ -155,8 +151,8 @@ def test_the_keys_of_the_new_runs_are_stable(tmp_path):
     }
 
 
-def test_the_new_sweeps_cost_a_few_worker_hours(tmp_path):
-    _rule(tmp_path)
+def test_the_new_sweeps_cost_a_few_worker_hours(tmp_path, save_rule):
+    save_rule()
     overfit, batch = configs("overfit", "cpu", Store(tmp_path)), configs("batch", "cpu", Store(tmp_path))
     tune = configs("tune", "cpu", Store(tmp_path))
     # each below the tuned ladder's first grid (itself about 20 worker-hours): a few hours, not a day

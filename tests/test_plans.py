@@ -108,12 +108,6 @@ def test_the_tuned_shapes_add_half_and_twice_the_rule_rate_and_keep_the_scan(tmp
 
 
 # --- short contexts and recurrent transformers (Kaplan Fig. 17, 21) ------------------------------
-def _rule(root, **kw):
-    from scaling_lib.tuning import RULE_FILE, LRRule
-
-    return LRRule(**{"A": 0.5, "a": -0.4, "b": 0.05, **kw}).save(root / RULE_FILE)
-
-
 def test_the_smoke_context_sweep_holds_the_batch_in_tokens_and_stores_positions(tmp_path):
     p = plans.PROFILES["smoke"]
     cfgs = configs("context", "smoke", Store(tmp_path))
@@ -150,8 +144,8 @@ def test_without_a_stored_rule_the_cpu_sweeps_name_the_missing_file(tmp_path, na
     assert isinstance(e.value, FileNotFoundError)
 
 
-def test_the_cpu_sweeps_take_their_rates_from_the_stored_rule(tmp_path):
-    rule = plans.LRRule.load(_rule(tmp_path))
+def test_the_cpu_sweeps_take_their_rates_from_the_stored_rule(tmp_path, save_rule):
+    rule = plans.LRRule.load(save_rule())
     p = plans.PROFILES["cpu"]
     context, recur = configs("context", "cpu", Store(tmp_path)), configs("recur", "cpu", Store(tmp_path))
     for c in context + recur:
@@ -168,14 +162,14 @@ def test_the_cpu_sweeps_take_their_rates_from_the_stored_rule(tmp_path):
     assert cost(context) + cost(recur) < 0.1 * cost(tune)
     # a refit that moves the rate by a few percent leaves the rate (and the runs' keys) put
     for f in (0.95, 1.0, 1.05):
-        _rule(tmp_path / str(f), A=0.01 * f, a=0.0, b=0.0)
+        save_rule(tmp_path / str(f), A=0.01 * f, a=0.0, b=0.0)
         assert plans.rule_lr(p, Store(tmp_path / str(f)), 1e4, 1e6, "recur") == plans.lattice_lr(0)
 
 
-def test_the_smoke_profile_reads_a_rule_when_told_where(tmp_path):
+def test_the_smoke_profile_reads_a_rule_when_told_where(tmp_path, save_rule):
     from scaling_lib.tuning import RULE_FILE
 
-    rule = plans.LRRule.load(_rule(tmp_path, A=0.02, a=0.0, b=0.0))  # LR* = 0.02 everywhere
+    rule = plans.LRRule.load(save_rule(A=0.02, a=0.0, b=0.0))  # LR* = 0.02 everywhere
     cfgs = configs("recur", "smoke", Store(tmp_path), {"lr_rule_file": RULE_FILE})
     assert {c.lr for c in cfgs} == {plans.lattice_lr(1)} and plans.lattice_lr(1) == pytest.approx(float(rule(1e3, 1e4)))
     with pytest.raises(ValueError, match="'lr_rule_file'"):

@@ -117,6 +117,22 @@ def test_best_rates_fills_the_inside_points_and_draws_the_rule_at_each_budget():
     assert len(ax.lines) == 2  # the rule at each budget
 
 
+
+def test_isoflop_profiles_mark_each_convex_vertex_filled_inside_and_hollow_at_an_edge():
+    slices = pd.DataFrame([dict(C=C, N=N, L=3 + (np.log(N) - np.log(C) / 2.5) ** 2 / 20)
+                           for C in (1e15, 1e17) for N in np.geomspace(1e4, 1e7, 5)])
+    optima = pd.DataFrame(dict(C=[1e15, 1e17, 1e16], N_opt=[1e6, 1e7, 3e6], L_opt=[3.0, 3.0, 3.0],
+                               convex=[True, True, False], edge=[False, True, False]))
+    fig = plots.isoflop_profiles(slices, optima)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4  # each level's points and its parabola
+    vertices = [c for c in ax.collections if len(c.get_offsets())]
+    assert [tuple(c.get_offsets()[0]) for c in vertices] == [(1e6, 3.0), (1e7, 3.0)]  # not the concave level
+    assert vertices[0].get_facecolor()[0][3] == 1 and vertices[1].get_facecolor().size == 0  # filled, hollow
+    assert np.allclose(vertices[1].get_edgecolor()[0], ax.lines[2].get_color())  # the colour of its level
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vertex inside the sizes", "vertex at an edge"]
+    assert fig.axes[1].get_ylabel() == "compute C (FLOPs)"  # the colour bar
+
 def test_reference_lines_draw_the_orders_inside_the_loss_range_only():
     fig = plots.loss_vs_budget(pd.DataFrame(dict(key=["a"] * 3, N=[1e3] * 3, tokens=[1e6, 2e6, 4e6],
                                                  final_val_loss=[4.0, 4.5, 5.0])))
@@ -128,3 +144,54 @@ def test_reference_lines_draw_the_orders_inside_the_loss_range_only():
     assert [t.get_text() for t in ax.texts] == ["bigram", "trigram"]
     plots.reference_lines(ax, None)
     assert len(ax.lines) == before + 2
+
+
+# --- the budget and context chapters' figures ------------------------------------------------------
+def test_serving_tradeoff_draws_N_and_D_per_law_and_leaves_no_serving_off_the_log_axis():
+    r = np.array([0.0, 1.0, 10.0])
+    serve = pd.concat([pd.DataFrame({"law": law, "T / D_opt": r, "N / N_opt": [1, 0.8, 0.5], "D / D_opt": [1, 1.5, 3],
+                                     "FLOPs saved": [0, 0.05, 0.3]}) for law in ("A", "B")])
+    fig = plots.serving_tradeoff(serve)
+    left, right = fig.axes
+    assert (left.get_xscale(), left.get_yscale(), right.get_yscale()) == ("log", "log", "linear")
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["A: N", "A: D", "B: N", "B: D"]
+    assert [t.get_text() for t in right.get_legend().get_texts()] == ["A", "B"]
+    assert len(left.lines) == 5 and len(right.lines) == 3  # two per law and one per law, and each axis' level
+    assert np.isnan(left.lines[0].get_xdata()[0])  # T = 0: no point on the log axis
+    assert np.allclose(right.lines[0].get_ydata(), [0, 5, 30])  # in percent
+    assert left.lines[-1].get_ydata()[0] == 1.0 and right.lines[-1].get_ydata()[0] == 0.0
+
+
+def test_latency_price_draws_the_cost_ratio_against_a_bound_that_tightens_to_the_right():
+    bounds = pd.DataFrame({"latency bound (ms)": [20.0, 15.0, 10.0], "extra FLOPs": [0.0, 0.1, 2.0]})
+    ax = plots.latency_price(bounds, 0.25).axes[0]
+    (line,) = ax.lines
+    assert np.allclose(line.get_ydata(), [1.0, 1.1, 3.0]) and ax.get_yscale() == "log"
+    assert ax.xaxis_inverted() and "0.25 ms a layer" in ax.get_xlabel()
+
+
+def test_loss_at_positions_draws_one_line_per_position_it_has():
+    curves = pd.DataFrame([dict(T=t, tokens=k, loss=5 - np.log(t * k) / 10, N=1234) for t in (1, 2, 3, 4, 8)
+                           for k in (4e6, 1e6, 2e6)])
+    ax = plots.loss_at_positions(curves).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["T = 1", "T = 2", "T = 4", "T = 8"]  # 3 not picked
+    assert all(np.all(np.diff(line.get_xdata()) > 0) for line in ax.lines)  # along training
+    assert ax.get_title().endswith("N = 1,234") and ax.get_xscale() == "log"
+
+
+def test_context_difference_draws_one_line_per_size_and_the_zero_line():
+    diff = pd.DataFrame([dict(N=n, T=t, **{"short minus full": 0.01 * t - 0.1}) for n in (1000, 20000) for t in (1, 2, 4)])
+    ax = plots.context_difference(diff, 32, 128).axes[0]
+    assert len(ax.lines) == 3 and ax.lines[-1].get_ydata()[0] == 0
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["N = 1,000", "N = 20,000"]
+    assert ax.get_ylabel() == "loss, n_ctx 32 minus n_ctx 128 (nats)"
+    assert ax.lines[0].get_color() != ax.lines[1].get_color()  # coloured by N
+
+
+def test_recurrent_draws_each_number_of_passes_against_N_and_against_C():
+    runs = pd.DataFrame(dict(N=[1e4, 1e5, 1e4, 1e5], C=[1e12, 1e13, 2e12, 2e13], final_val_loss=[5.0, 4.5, 4.9, 4.4],
+                             n_recur=[1, 1, 2, 2]))
+    per_N, per_C = plots.recurrent(runs).axes
+    assert [t.get_text() for t in per_N.get_legend().get_texts()] == ["1 pass", "2 passes"]
+    assert np.allclose(per_C.lines[1].get_xdata(), [2e12, 2e13]) and np.allclose(per_N.lines[1].get_xdata(), [1e4, 1e5])
+    assert per_N.get_shared_y_axes().joined(per_N, per_C)

@@ -358,3 +358,65 @@ def test_progress_line_counts_a_checkpoint_older_than_the_sweep_as_queued(tmp_pa
     os.utime(old, (time.time() - 3600, time.time() - 3600))  # left by a sweep stopped an hour ago
     assert progress_line(cfgs, since=time.time() - 60) == f"ladder/{cfgs[1].name} 25% (val 4.250, 10 min); " \
                                                          "1 queued to resume from a checkpoint"
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint_only_if_it_has_one(tmp_path, monkeypatch):
+    from scaling_lib import runner
+
+    monkeypatch.setenv("SCALING_LIB_CACHE", str(tmp_path))
+    store = Store(tmp_path / "runs")
+    cfg = configs("ladder", "smoke", store)[0]
+    past = runner.InlineExecutor().submit(cfg, store, stop_at=time.time() - 1).result()  # the deadline came first
+    assert past.status == "stopped" and not past.checkpointed
+    assert past.line() == f"ladder/{cfg.name} stopped (at the deadline): it runs next time"
+    monkeypatch.setattr(runner.preempt, "requested", lambda: 15)  # SIGTERM before the run began
+    asked = runner.run_one(cfg, store)
+    assert asked.line() == f"ladder/{cfg.name} stopped (asked to stop before it began): it runs next time"
+    # an earlier sweep stopped it at a checkpoint (its progress file beside it): it resumes from there
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / f"{cfg.key}.progress.json").write_text(json.dumps(dict(step=30, steps=120, wall_s=60.0)))
+    assert runner.run_one(cfg, store).line() == (f"ladder/{cfg.name} stopped (asked to stop before it began): "
+                                                 "it resumes from its checkpoint next time")
+    assert runner.InlineExecutor().submit(cfg, store, stop_at=time.time() - 1).result().checkpointed
+
+
+def test_the_first_progress_line_comes_once_a_run_has_checkpointed_not_an_interval_later(tmp_path, monkeypatch):
+    """The runs checkpoint (and so say how far they are) a little after PROGRESS_SECONDS: the sweep's
+    look at PROGRESS_SECONDS finds nothing, and must look again soon, not PROGRESS_SECONDS later."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from scaling_lib import runner
+
+    clock = [0.0]
+    interval = runner.PROGRESS_SECONDS
+    checkpoint_at, done_at = interval + 20, 4 * interval
+    cfgs = configs("ladder", "smoke", Store(tmp_path))[:2]
+    futures = []
+
+    class Pending:  # runs that land at done_at, by the fake clock
+        def submit(self, cfg, store, stop_at):
+            futures.append((Future(), cfg))
+            return futures[-1][0]
+
+        def shutdown(self):
+            pass
+
+    def wait(pending, timeout, return_when):
+        clock[0] += timeout
+        if clock[0] >= done_at:
+            for fut, cfg in futures:
+                if not fut.done():
+                    fut.set_result(runner.RunResult(cfg.key, cfg.sweep, cfg.name, "stored", path="there"))
+        done = {f for f in pending if f.done()}
+        return done, pending - done
+
+    monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: clock[0]))
+    monkeypatch.setattr(runner, "wait", wait)
+    monkeypatch.setattr(runner, "progress_line", lambda cfgs, since=None: "ladder/x 50%" if clock[0] >= checkpoint_at else "")
+    lines = []
+    results = runner.run_all(cfgs, Store(tmp_path), Pending(), report=lambda line: lines.append((clock[0], line)))
+    assert [r.status for r in results] == ["stored", "stored"]
+    at = [t for t, line in lines if line.startswith("[sweep] under way")]
+    assert checkpoint_at <= at[0] <= checkpoint_at + runner.PROGRESS_RETRY_SECONDS + 1  # not at 2 x interval
+    assert len(at) == 3 and all(b - a >= interval for a, b in zip(at, at[1:]))  # then once an interval
