@@ -19,6 +19,7 @@ KAPLAN = {
     "L(C_min)": dict(alpha_C=0.050, C_c=3.1e8),
     "L(N,D)": dict(alpha_N=0.076, alpha_D=0.103, N_c=6.4e13, D_c=1.8e13),
     "L(N,S)": dict(alpha_N=0.077, alpha_S=0.76, N_c=6.5e13, S_c=2.1e3),
+    "B_crit(L)": dict(alpha_B=0.21, B_star=2.1e8),  # Eq. 1.4 / 5.3, B* in tokens
 }
 # Hoffmann et al. 2022 (Approach 3) and Besiroglu et al. 2024 (the replication).
 CHINCHILLA = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)

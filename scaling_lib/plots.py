@@ -523,3 +523,52 @@ def recurrent(runs: pd.DataFrame) -> Figure:
         ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def steps_against_examples(best: pd.DataFrame, crit: pd.DataFrame | None = None, *, ax=None) -> Figure:
+    """Steps S against examples E = B S to reach each loss target, one colour per target, at one
+    model size (`batch_scan.best_rate_steps`); with `crit` (`batch_scan.critical_by_target`), the
+    fitted (S/S_min − 1)(E/E_min − 1) = 1 dashed (Kaplan et al. Fig. 18; McCandlish et al. 2018)."""
+    with _style():
+        fig, ax = _axes(ax)
+        targets = sorted(best["target"].unique(), reverse=True)
+        cmap = mpl.colormaps[CMAP]
+        colours = {L: cmap(i / max(len(targets) - 1, 1)) for i, L in enumerate(targets)}
+        for L, g in best.groupby("target"):
+            g = g.sort_values("batch_size")
+            ax.plot(g["E"], g["S"], "o", color=colours[L], label=f"L = {L:.2f}")
+            if crit is not None:
+                c = crit[np.isclose(crit["target"], L)]
+                if len(c) and np.isfinite(c["S_min"].iloc[0]):
+                    S_min, E_min = c["S_min"].iloc[0], c["E_min"].iloc[0]
+                    S = np.geomspace(S_min * 1.02, max(g["S"].max(), S_min * 1.1) * 1.5, 100)
+                    ax.plot(E_min * (1 + 1 / (S / S_min - 1)), S, "--", color=colours[L], lw=1)
+        ax.set(xscale="log", yscale="log", xlabel="examples E = B S (sequences)", ylabel="steps S")
+        ax.legend(fontsize="small", title="target (nats/token)")
+    return fig
+
+
+def critical_batch_by_loss(crit: pd.DataFrame, law=None, noise: pd.DataFrame | None = None, *, ax=None) -> Figure:
+    """B_crit (tokens) against the loss target, one colour per model size, with 95% intervals; with
+    `law` (`batch.fit_bcrit_loss`), B*/L^(1/α_B) dashed; with `noise` (columns val_loss, B_simple in
+    tokens), the gradient noise scale measured along training (Kaplan et al. Fig. 10)."""
+    with _style():
+        fig, ax = _axes(ax)
+        ok = crit.dropna(subset=["B_crit"])
+        norm = _log_norm(crit["N"])
+        cmap = mpl.colormaps[CMAP]
+        for N, g in ok.groupby("N"):
+            err = np.vstack([g["B_crit"] - g["B_crit_lo"], g["B_crit_hi"] - g["B_crit"]])
+            ax.errorbar(g["target"], g["B_crit"], yerr=np.where(np.isfinite(err), err, 0), fmt="o", capsize=2,
+                        color=cmap(norm(N)), label=f"N = {N:,}")
+        if law is not None and len(ok):
+            L = np.geomspace(ok["target"].min(), ok["target"].max(), 50)
+            ax.plot(L, law.predict(L), "--", color="grey", label="B*/L^(1/α_B)")
+        if noise is not None and len(noise):
+            for N, g in noise.groupby("N"):
+                g = g.sort_values("val_loss")
+                ax.plot(g["val_loss"], g["B_simple"], ":", color=cmap(norm(N)), lw=1)
+            ax.plot([], [], ":", color="grey", label="noise scale B_simple")
+        ax.set(xscale="log", yscale="log", xlabel="loss target (nats/token)", ylabel="critical batch B_crit (tokens)")
+        ax.legend(fontsize="small")
+    return fig

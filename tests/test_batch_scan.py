@@ -69,3 +69,18 @@ def test_a_target_reached_by_too_few_batch_sizes_says_why():
     best = batch_scan.best_rate_steps(batch_scan.steps_table(recs, {recs[0]["N"]: [4.0]}))
     crit = batch_scan.critical_by_target(best, bootstrap=0)
     assert np.isnan(crit["B_crit"].iloc[0]) and "at least 3" in crit["why"].iloc[0]
+
+
+def test_figs_10_and_18_draw():
+    from scaling_lib import batch, plots
+
+    recs = _records() + _records(d_model=24)
+    targets = {r["N"]: [4.5, 4.0, 3.6] for r in recs}
+    best = batch_scan.best_rate_steps(batch_scan.steps_table(recs, targets))
+    crit = batch_scan.critical_by_target(best, bootstrap=10)
+    one = best[best["N"] == best["N"].min()]
+    fig = plots.steps_against_examples(one, crit[crit["N"] == best["N"].min()])
+    assert len(fig.axes[0].get_lines()) == 6  # points and a hyperbola per target
+    law = batch.fit_bcrit_loss(crit["target"], crit["B_crit"] * np.array([1.2, 1.1, 1.0] * 2))  # falls with L
+    fig = plots.critical_batch_by_loss(crit, law)
+    assert len(fig.axes[0].containers) == 2 and fig.axes[0].get_yscale() == "log"
