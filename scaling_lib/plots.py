@@ -572,3 +572,23 @@ def critical_batch_by_loss(crit: pd.DataFrame, law=None, noise: pd.DataFrame | N
         ax.set(xscale="log", yscale="log", xlabel="loss target (nats/token)", ylabel="critical batch B_crit (tokens)")
         ax.legend(fontsize="small")
     return fig
+
+
+def loss_against_min_steps(adj: pd.DataFrame, ns=None, *, ax=None) -> Figure:
+    """The loss against S_min, the steps at the critical batch (`training_time.adjusted`), one line
+    per model size, with Eq. 1.6's fit (`fit.kaplan_ns` parameters, `ns`) dashed (Kaplan et al. Fig. 4, right)."""
+    from .fit import kaplan_ns
+
+    with _style():
+        fig, ax = _axes(ax)
+        norm = _log_norm(adj["N"])
+        cmap = mpl.colormaps[CMAP]
+        for N, g in adj.groupby("N"):
+            g = g.sort_values("S_min")
+            ax.plot(g["S_min"], g["val_loss"], color=cmap(norm(N)), lw=1.2)
+            if ns is not None:
+                S = np.geomspace(g["S_min"].min(), g["S_min"].max(), 50)
+                ax.plot(S, kaplan_ns(N, S, **ns), "--", color=cmap(norm(N)), lw=0.9)
+        ax.set(xscale="log", yscale="log", xlabel="S_min, steps at the critical batch", ylabel="validation loss (nats/token)")
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="non-embedding parameters N")
+    return fig

@@ -1,0 +1,62 @@
+"""Training time (Kaplan §5.2): S_min and C_min at the critical batch, L(N, S_min) recovered, steps to a loss."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling_lib import fit, training_time
+from scaling_lib.batch import bcrit_of_loss
+
+TRUE = dict(alpha_N=0.08, N_c=1e9, alpha_S=0.7, S_c=300.0)
+B_STAR, ALPHA_B = 2e5, 0.3
+B = 4096.0  # tokens a step
+
+
+def _curves(sizes=(3e3, 3e4, 3e5)) -> pd.DataFrame:
+    """Curves whose S_min follows Eq. 1.6 exactly: for each loss on the law, S = S_min (1 + B_crit/B)."""
+    rows = []
+    for N in sizes:
+        S_min = np.geomspace(50, 5e4, 60)
+        L = fit.kaplan_ns(N, S_min, **TRUE)
+        S = S_min * (1 + bcrit_of_loss(L, B_STAR, ALPHA_B) / B)
+        rows += [dict(key=f"n{int(N)}", N=N, step=s, tokens=s * B, C=6 * N * s * B, val_loss=l) for s, l in zip(S, L)]
+    return pd.DataFrame(rows)
+
+
+def test_the_adjustment_is_eqs_5_4_and_5_5():
+    adj = training_time.adjusted(_curves(), B_STAR, ALPHA_B)
+    assert np.allclose(adj["B"], B)
+    Bc = bcrit_of_loss(adj["val_loss"], B_STAR, ALPHA_B)
+    assert np.allclose(adj["S_min"], adj["step"] / (1 + Bc / B))
+    assert np.allclose(adj["C_min"], adj["C"] / (1 + B / Bc))
+    with pytest.raises(ValueError):
+        training_time.adjusted(_curves(), -1.0, ALPHA_B)
+    with pytest.raises(KeyError, match="val_loss"):
+        training_time.adjusted(_curves().drop(columns="val_loss"), B_STAR, ALPHA_B)
+
+
+def test_eq_1_6_is_recovered_from_adjusted_curves():
+    adj = training_time.adjusted(_curves(), B_STAR, ALPHA_B)
+    res = training_time.fit_ns(adj, min_S=60, bootstrap=10)
+    for k in ("alpha_N", "alpha_S"):
+        assert res.params[k] == pytest.approx(TRUE[k], rel=1e-3)
+    assert res.resampling == "groups"
+    with pytest.raises(fit.FitError, match="2 sizes"):
+        training_time.fit_ns(adj[adj["N"] == 3e3])
+
+
+def test_steps_to_loss_reads_S_and_converts_it_at_the_targets_critical_batch():
+    adj = training_time.adjusted(_curves(), B_STAR, ALPHA_B)
+    out = training_time.steps_to_loss(adj, [3.0, 1.0], B_STAR, ALPHA_B)
+    assert out[out["target"] == 1.0]["S"].isna().all()  # below every curve's end: never reached
+    reached = out.dropna()
+    assert len(reached) == 3  # every size gets to 3 nats (the smallest ends at 2.79)
+    for _, got in reached.iterrows():
+        assert float(fit.kaplan_ns(got["N"], got["S_min"], **TRUE)) == pytest.approx(got["target"], rel=0.01)
+
+
+def test_fig_4_right_draws_a_curve_and_a_fit_per_size():
+    from scaling_lib import plots
+
+    adj = training_time.adjusted(_curves(), B_STAR, ALPHA_B)
+    fig = plots.loss_against_min_steps(adj, TRUE)
+    assert len(fig.axes[0].get_lines()) == 6 and fig.axes[0].get_xscale() == "log"
