@@ -330,6 +330,36 @@ def measure_noise_scale(model, loss_fn: Callable, batches: Iterable[Sequence], *
     return noise_scale(g2_small, g2_big, n / chunks * examples_per_item, n * examples_per_item)
 
 
+NOISE_CURVE_COLUMNS = ["key", "N", "n_layer", "d_model", "batch_size", "n_ctx", "lr", "seed", "step", "tokens",
+                       "val_loss", "B_simple", "G2", "trace_sigma"]
+
+
+def noise_scale_curve(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """B_simple along training, read back from run records: one row per curve point where it was measured.
+
+    Runs trained with config `noise_batches` > 0 (train.noise_point) carry B_simple (in tokens), G2 (|G|^2)
+    and trace_sigma (tr Sigma) at each curve evaluation; the others are left out. Columns: the run's key,
+    N, n_layer, d_model, batch_size (sequences a step), n_ctx, lr, seed; the point's step, tokens and
+    val_loss; and the three estimates, NaN where the measurement gave none (|G|^2 not positive or tr Sigma
+    negative: too noisy at that point, as at the first steps). To plot B_simple against the loss, and beside
+    B_crit(L) (McCandlish et al. 2018, Fig. 7; Kaplan et al. 2020, Fig. 10). A few noisy points pool better
+    as means of G2 and trace_sigma (their ratio) than as a mean of B_simple (`noise_scale` says why). The
+    last point of an evaluation-2 run holds the final windows' val_loss, as the curve does.
+    """
+    rows = []
+    for r in records:
+        c = r["config"]
+        for point in r.get("curve", []):
+            if "B_simple" not in point:
+                continue
+            rows.append(dict(key=r["key"], N=r["N"], n_layer=c["n_layer"], d_model=c["d_model"],
+                             batch_size=c["batch_size"], n_ctx=c["n_ctx"], lr=c["lr"], seed=c["seed"],
+                             step=point["step"], tokens=point["tokens"],
+                             **{k: math.nan if point.get(k) is None else float(point[k])
+                                for k in ("val_loss", "B_simple", "G2", "trace_sigma")}))
+    return pd.DataFrame(rows, columns=NOISE_CURVE_COLUMNS)
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line: python -m scaling_lib bcrit
 

@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ INTRODUCED: dict[str, Any] = {
     "n_recur": 1,
     "eval_per_position": False,
     "dropout": 0.0,
+    "noise_batches": 0,
 }
 
 
@@ -69,6 +71,9 @@ class RunConfig:
     eval_tokens: int = 65_536  # validation tokens per evaluation during training
     evals_per_decade: int = 8  # evaluation steps, log-spaced in steps
     eval_per_position: bool = False  # also store the loss at every context position at each curve evaluation
+    # at each curve evaluation, the gradient noise scale B_simple (McCandlish et al. 2018) measured on this many
+    # batches of batch_size sequences drawn from the training split (train.noise_point); 0: not measured
+    noise_batches: int = 0
     eval_version: int = EVAL_VERSION  # how the run is evaluated (see EVAL_VERSION)
 
     def __post_init__(self) -> None:
@@ -85,6 +90,14 @@ class RunConfig:
         _check(self.dropout == 0.0 or self.arch in ("gpt", "ut"),
                f"dropout applies to the transformers (arch 'gpt' or 'ut'), not to arch {self.arch!r}")
         object.__setattr__(self, "dropout", float(self.dropout))
+        _check(isinstance(self.noise_batches, numbers.Integral) and not isinstance(self.noise_batches, bool)
+               and self.noise_batches >= 0,
+               f"noise_batches must be a whole number of batches, at least 0 (0: no noise scale), "
+               f"not {self.noise_batches!r}")
+        object.__setattr__(self, "noise_batches", int(self.noise_batches))
+        _check(self.noise_batches == 0 or self.batch_size >= 2,
+               f"noise_batches needs a batch of at least 2 sequences (it splits each batch in two or more), "
+               f"not batch_size {self.batch_size}")
         _check(self.eval_version in (1, 2), f"eval_version must be 1 or 2, not {self.eval_version}")
         _check(self.n_recur >= 1, f"n_recur must be at least 1, not {self.n_recur}")
         _check(self.n_recur == 1 or arch_registry.get(self.arch).reuse is not None,

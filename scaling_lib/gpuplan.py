@@ -73,7 +73,8 @@ def run_work(cfg: RunConfig, split_tokens: Mapping[str, int], final_eval_tokens:
 
     `split_tokens` holds the size of every split the run is scored on: 'val', 'test' and each other
     distribution (any other key but 'train'). Follows train.py: an evaluation at every curve step
-    (the validation windows and a quarter as many of each other distribution), a cooldown branch
+    (the validation windows and a quarter as many of each other distribution, and `noise_batches`
+    batches for the noise scale, counted as trained tokens: each costs about a step), a cooldown branch
     from `cooldown_start` to each shorter budget, scored on the final windows (evaluation 2) or the
     curve's (1), and the final scores of the validation, test and other splits.
     """
@@ -92,8 +93,11 @@ def run_work(cfg: RunConfig, split_tokens: Mapping[str, int], final_eval_tokens:
         train_steps += steps - cooldown_start(cfg, steps)
         branch_evals += final_val if cfg.eval_version >= 2 else _scored(split_tokens["val"], T, cfg.eval_tokens)
     final = final_val + sum(_scored(split_tokens[s], T, final_eval_tokens) for s in ("test", *others))
+    n_evals = len(eval_steps(S, cfg.evals_per_decade))
+    # the noise scale (noise_batches): a forward and backward pass over a batch, about a step, per batch
+    train_steps += n_evals * cfg.noise_batches
     return Work(cfg.key, cfg.sweep, cfg.name, cfg.N, shape_of(cfg), train_steps * cfg.tokens_per_step,
-                len(eval_steps(S, cfg.evals_per_decade)) * curve + branch_evals + final)
+                n_evals * curve + branch_evals + final)
 
 
 def corpus_splits(cfg: RunConfig) -> dict[str, int]:

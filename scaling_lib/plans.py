@@ -60,7 +60,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         overfit_ladder=((1, 8), (1, 16)), overfit_data_sizes=(16_384, 32_768, 0), overfit_tokens=40_960,
         overfit_dropout=0.1,
         batch_ladder=((1, 8), (1, 16)), batch_sizes=(2, 4, 8, 16), batch_tokens=20_480, batch_lr_factors=(0.5, 1, 2),
-        batch_evals_per_decade=16,
+        batch_evals_per_decade=16, batch_noise_batches=1,
         lr_rule_file="",  # the smoke store holds no fitted rule: the pilot's rule instead
         train_missing=True, eval_version=EVAL_VERSION,
     ),
@@ -103,6 +103,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         # tokens a step), each at three rates, one token budget
         batch_ladder=((1, 16), (2, 32), (3, 64)), batch_sizes=(8, 16, 32, 64, 128, 256), batch_tokens=4_000_000,
         batch_lr_factors=(0.5, 1, 2), batch_evals_per_decade=16,
+        # B_simple (McCandlish et al. 2018) at every evaluation, on one batch of the run's own: +6.7% of the
+        # sweep's time as timed on the CPU (1% of a run at 8 sequences a step to 17% at 256, where the
+        # evaluations are many for the steps), the estimate tighter the larger the batch
+        batch_noise_batches=1,
         lr_rule_file=RULE_FILE,
         train_missing=False,
         # the stored sweeps were evaluated the first way (config.EVAL_VERSION); --set eval_version=2 re-runs them
@@ -149,6 +153,7 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
                                           "lr_tokens", "data_budget", "shape_tokens", "lstm_tokens", "tune_tokens",
                                           "eval_version", "tune_eval_version", "context_tokens", "recur_tokens",
                                           "overfit_tokens", "batch_tokens", "batch_evals_per_decade",
+                                          "batch_noise_batches",
                                           "depth_tokens", "depth_head_size")},
     **{k: (_ints, "a tuple of integers") for k in ("budgets", "seeds", "long_budgets", "data_sizes", "tune_budgets",
                                                     "tune_seeds", "data_model", "context_n_ctx", "recur_counts",
@@ -456,13 +461,18 @@ def sweep_batch(p: dict, store: Store) -> list[RunConfig]:
     middle way between a fixed rate (right far above the critical batch) and the linear rule (right
     far below it), so that the x4 grid reaches the best rate at both ends of the scan. The centre
     is put on the rule's lattice of quarter octaves, so a batch twice another's is half an octave
-    apart and shares rates with it."""
+    apart and shares rates with it.
+
+    Every run measures the gradient noise scale B_simple at each evaluation (`batch_noise_batches`
+    batches of its own batch, config `noise_batches`), an estimate of B_crit independent of the scans
+    (McCandlish et al. 2018; `batch.noise_scale_curve` reads it back)."""
     cfgs = []
     B0 = p["batch_size"]
     for n_layer, d_model in p["batch_ladder"]:
         for B in p["batch_sizes"]:
             base = _base(p, "batch", n_layer=n_layer, d_model=d_model, tokens=p["batch_tokens"], schedule="constant")
-            base = base.replace(batch_size=B, evals_per_decade=p["batch_evals_per_decade"], eval_version=EVAL_VERSION)
+            base = base.replace(batch_size=B, evals_per_decade=p["batch_evals_per_decade"], eval_version=EVAL_VERSION,
+                                noise_batches=p["batch_noise_batches"])
             centre = rule_lr(p, store, base.N, base.tokens, "batch") * math.sqrt(B / B0)
             centre = lattice_lr(round(4 * math.log2(centre / LR_LATTICE)) / 4)
             cfgs += _lr_grid(base, [float(f"{centre * f:.6g}") for f in p["batch_lr_factors"]], store)

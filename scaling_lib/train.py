@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from . import distributed, preempt
 from .arch import C_train, train_flops_per_token
+from .batch import measure_noise_scale
 from .config import RunConfig
 from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
 from .distributed import World
@@ -36,6 +37,8 @@ from .store import SCHEMA_VERSION, Store
 FINAL_EVAL_TOKENS = 1_048_576  # the final evaluation reads at most this many tokens of each split
 PER_POSITION_DIGITS = 4  # a curve point's per-position losses (eval_per_position), rounded to keep records small
 CHECKPOINT_SECONDS = 300.0
+NOISE_CHUNKS = 4  # B_simple: each measurement batch splits into this many small ones where the batch allows
+NOISE_STREAM = 0x6E6F697365  # "noise": the measurement batches' seed, beside the run's seed and the step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +230,7 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
     c_per_token = _compute_per_token(cfg)
 
     state = dict(step=0, curve=[], budgets=[], train_loss_sum=0.0, train_loss_n=0, wall=0.0, status="ok",
-                 best_val=float("inf"), best_step=0, best_model=None, evals_past_best=0, diverged_at=None)
+                 noise_s=0.0, best_val=float("inf"), best_step=0, best_model=None, evals_past_best=0, diverged_at=None)
     if distributed.broadcast(world, ckpt.exists()):
         state = {**state, **_load_checkpoint(ckpt, model, opt, rng, device, world)}
         if progress:
@@ -246,13 +249,18 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
             # rank 0 evaluates, and every rank acts on its verdict
             scored = ev.curve_point(model) if world.main else {}
             val = distributed.broadcast(world, scored.get("val_loss"))
+            noise = {}
+            if cfg.noise_batches and world.main and math.isfinite(val):
+                t_noise = time.time()
+                noise = noise_point(model, cfg, device, train_tokens, step)
+                state["noise_s"] += time.time() - t_noise  # in the wall time, out of the throughput
             tokens = step * cfg.tokens_per_step
             point = dict(
                 step=step, tokens=tokens, C=C_train(cfg, tokens), C_exact=c_per_token * tokens,
                 lr=lr_at(cfg, max(step - 1, 0), S), val_loss=val,
                 train_loss=state["train_loss_sum"] / state["train_loss_n"] if state["train_loss_n"] else None,
                 **{f"val_loss_{name}": loss for name, loss in (ev.others(model) if world.main else {}).items()},
-                **{k: v for k, v in scored.items() if k != "val_loss"},
+                **{k: v for k, v in scored.items() if k != "val_loss"}, **noise,
             )
             state["curve"].append(point)
             state["train_loss_sum"], state["train_loss_n"] = 0.0, 0
@@ -305,6 +313,8 @@ def _train(cfg: RunConfig, ckpt: Path, progress: bool, sweep_note: str, stop_at:
     record = _record(cfg, model, ev, train_tokens, state, device, c_per_token, sweep_note, commit)
     record["provenance"]["wall_time_s"] = state["wall"] + (time.time() - t_final)
     record["provenance"]["head"] = state["head"]
+    if cfg.noise_batches:  # seconds spent measuring the noise scale: in wall_time_s, not in tokens_per_s
+        record["provenance"]["noise_scale_s"] = state["noise_s"]
     # the config's batch_size is the effective (global) batch: the sum over the ranks of batch_per_rank
     record["provenance"].update(ranks=world.size, backend=world.backend, batch_per_rank=batch)
     for done in (ckpt, progress_path(cfg.key, ckpt.parent)):
@@ -402,6 +412,46 @@ def _train_step(model, opt, cfg, device, lr, train_tokens, rng, *, world: World 
     return float(distributed.mean(world, loss.detach()))
 
 
+def noise_chunks(batch_size: int) -> int:
+    """The small batches that a measurement batch of `batch_size` sequences splits into for B_simple: the
+    largest divisor from 2 to NOISE_CHUNKS, else the smallest divisor above it (a prime batch: itself)."""
+    if batch_size < 2:
+        raise ValueError(f"a batch of {batch_size} sequences does not split into small batches")
+    small = [c for c in range(2, NOISE_CHUNKS + 1) if batch_size % c == 0]
+    return max(small) if small else next(c for c in range(NOISE_CHUNKS + 1, batch_size + 1) if batch_size % c == 0)
+
+
+def noise_point(model, cfg: RunConfig, device: torch.device, train_tokens: np.ndarray, step: int) -> dict[str, Any]:
+    """The gradient noise scale at the model's current weights (config `noise_batches`), for a curve point.
+
+    McCandlish et al. 2018, App. A (`batch.measure_noise_scale`): `noise_batches` batches of the run's
+    batch_size sequences from the training split, each split into `noise_chunks` small batches; B_simple
+    and the batch sizes in tokens. The gradient is the one the optimiser follows (training mode: dropout,
+    if any, included). Training goes on exactly as without it: the batches come from a generator of their
+    own, seeded by the run's seed and the step (nothing to checkpoint), torch's random state is restored
+    afterwards, and the weights, their .grad and the optimiser are left as they were. A non-finite
+    gradient gives nulls. Returns B_simple, G2 (|G|^2) and trace_sigma (tr Sigma), JSON floats (NaN: null).
+    """
+    rng = np.random.default_rng([cfg.seed, NOISE_STREAM, step])
+    batches = (torch.from_numpy(sample_batch(train_tokens, cfg.batch_size, cfg.n_ctx, rng)).to(device)
+               for _ in range(cfg.noise_batches))
+
+    def loss_fn(m, x):
+        with _autocast(cfg, device):
+            return m(x[:, :-1], x[:, 1:])
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            est = measure_noise_scale(model, loss_fn, batches, chunks=noise_chunks(cfg.batch_size),
+                                      examples_per_item=cfg.n_ctx)
+        except ValueError as e:
+            if "finite" not in str(e):
+                raise
+            return dict(B_simple=None, G2=None, trace_sigma=None)
+    d = est.to_dict()
+    return {k: d[k] for k in ("B_simple", "G2", "trace_sigma")}
+
+
 def _cooldown_branch(model, opt, cfg, device, start, budget_steps, train_tokens, ev, c_per_token,
                      net=None, world: World = World()):
     """Train a copy from the stable phase down a linear cooldown to a shorter budget (Hägele et al. 2024)."""
@@ -496,7 +546,9 @@ def _provenance(device, corpus, state, tokens, note, commit) -> dict[str, Any]:
     return dict(
         git_commit=commit, device=_device_name(device), torch=torch.__version__, numpy=np.__version__,
         python=platform.python_version(), threads=torch.get_num_threads(), host=platform.node(),
-        tokens_per_s=tokens / state["wall"] if state["wall"] else None, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # the throughput of training and evaluation: the noise scale's measurements (noise_s) left out
+        tokens_per_s=tokens / (state["wall"] - state["noise_s"]) if state["wall"] > state["noise_s"] else None,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         corpus_files={k: v["sha256"][:16] for k, v in corpus.manifest["files"].items()}, note=note,
     )
 

@@ -16,8 +16,10 @@ from scaling_lib.batch import (
     bcrit_of_loss,
     fit_bcrit_loss,
     fit_critical_batch,
+    NOISE_CURVE_COLUMNS,
     measure_noise_scale,
     noise_scale,
+    noise_scale_curve,
     steps_at_batch,
     steps_to_reach,
 )
@@ -167,6 +169,33 @@ def test_measured_noise_scale_of_linear_regression():
     assert (tokens.B_small, tokens.B_big) == (8 * 128, 64 * 128)
     with pytest.raises(ValueError, match="equal chunks"):
         measure_noise_scale(model, loss, batches(1, 60), chunks=8)
+
+
+def _noise_record(key, N, B, points, lr=0.01):
+    return dict(key=key, N=N, config=dict(n_layer=1, d_model=16, batch_size=B, n_ctx=128, lr=lr, seed=0),
+                curve=points)
+
+
+def test_noise_scale_curve_reads_b_simple_back_from_the_curves():
+    measured = _noise_record("a", 3072, 8, [
+        dict(step=0, tokens=0, val_loss=8.3, B_simple=None, G2=-0.1, trace_sigma=50.0),  # G2 <= 0: no B_simple
+        dict(step=10, tokens=10_240, val_loss=6.0, B_simple=2000.0, G2=0.01, trace_sigma=20.0),
+        dict(step=20, tokens=20_480, val_loss=5.5, B_simple=4000.0, G2=0.005, trace_sigma=20.0)])
+    other = _noise_record("b", 12_288, 32, [dict(step=5, tokens=20_480, val_loss=5.0, B_simple=9000.0, G2=0.002,
+                                                 trace_sigma=18.0)], lr=0.02)
+    plain = _noise_record("c", 3072, 8, [dict(step=0, tokens=0, val_loss=8.3),
+                                         dict(step=10, tokens=10_240, val_loss=6.0)])
+    t = noise_scale_curve([measured, plain, other])
+    assert list(t.columns) == NOISE_CURVE_COLUMNS
+    assert {"N", "batch_size", "tokens", "val_loss", "B_simple"} <= set(t.columns)
+    assert list(t["key"]) == ["a", "a", "a", "b"]  # a run that measured nothing is left out
+    assert list(t["batch_size"]) == [8, 8, 8, 32] and list(t["N"]) == [3072] * 3 + [12_288]
+    assert list(t["tokens"]) == [0, 10_240, 20_480, 20_480] and list(t["val_loss"]) == [8.3, 6.0, 5.5, 5.0]
+    assert math.isnan(t["B_simple"].iloc[0]) and list(t["B_simple"].iloc[1:]) == [2000.0, 4000.0, 9000.0]
+    assert t["G2"].iloc[0] == -0.1 and list(t["lr"]) == [0.01] * 3 + [0.02]
+    assert all(t[c].dtype == float for c in ("val_loss", "B_simple", "G2", "trace_sigma"))
+    empty = noise_scale_curve([plain])
+    assert empty.empty and list(empty.columns) == NOISE_CURVE_COLUMNS
 
 
 # --- python -m scaling_lib bcrit -----------------------------------------------------------------

@@ -52,7 +52,8 @@ def test_key_is_a_hash_of_the_resolved_config_without_sweep():
     for k, v in INTRODUCED.items():  # a field at the value it was introduced with stays out
         if d[k] == v:
             del d[k]
-    assert "n_recur" not in d and "eval_per_position" not in d and "dropout" not in d and d["eval_version"] == 2
+    assert "n_recur" not in d and "eval_per_position" not in d and "dropout" not in d and "noise_batches" not in d
+    assert d["eval_version"] == 2
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
     assert cfg.key == hashlib.sha256(blob.encode()).hexdigest()[:12]
     # the key names resolved values: spelling a default out gives the same run
@@ -156,6 +157,35 @@ def test_dropout_enters_the_key_only_when_set():
     assert RunConfig.from_stored(json.loads(json.dumps(d))) == base.replace(dropout=0.1)
     del d["dropout"]  # a record filed before the field existed ran without dropout
     assert RunConfig.from_stored(d).dropout == 0.0
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(noise_batches=-1), ["noise_batches", "-1", "at least 0"]),
+    (dict(noise_batches=1.5), ["noise_batches", "1.5", "whole number"]),
+    (dict(noise_batches=2.0), ["noise_batches", "2.0", "whole number"]),
+    (dict(noise_batches="2"), ["noise_batches", "'2'"]),
+    (dict(noise_batches=True), ["noise_batches", "True"]),
+    (dict(noise_batches=2, batch_size=1), ["noise_batches", "batch_size 1", "at least 2"]),
+])
+def test_a_bad_noise_batches_is_a_clear_error_at_creation(kw, words):
+    with pytest.raises(ValueError) as e:
+        RunConfig(**kw)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_noise_batches_enters_the_key_only_when_set_and_leaves_the_name():
+    """Measuring B_simple changes the record (not the training): a run of its own, under the same name."""
+    base = RunConfig()
+    assert base.noise_batches == 0 and RunConfig(noise_batches=0).key == base.key
+    assert base.replace(noise_batches=2).key != base.key != base.replace(noise_batches=1).key
+    assert base.replace(noise_batches=1).key != base.replace(noise_batches=2).key
+    assert base.replace(noise_batches=2).name == base.name
+    assert RunConfig(batch_size=1).noise_batches == 0  # off, a batch of one sequence is fine
+    d = base.replace(noise_batches=2).to_dict()
+    assert RunConfig.from_stored(json.loads(json.dumps(d))) == base.replace(noise_batches=2)
+    del d["noise_batches"]  # a record filed before the field existed measured nothing
+    assert RunConfig.from_stored(d).noise_batches == 0 and RunConfig.from_stored(d).key == base.key
 
 
 @pytest.mark.parametrize("kw", [dict(n_head=-2), dict(d_ff=-8), dict(data_tokens=-5)])

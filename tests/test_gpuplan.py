@@ -38,6 +38,9 @@ def test_run_work_counts_the_steps_and_windows_of_a_run():
     short = run_work(cfg, dict(splits, test=500), final_eval_tokens=2048)
     assert short.eval_tokens == w.eval_tokens - 2048 + (499 // 32) * 32
     assert (w.key, w.name, w.N, w.shape) == (cfg.key, cfg.name, cfg.N, shape_of(cfg))
+    # the noise scale's batches at every curve evaluation (config noise_batches), each about a training step
+    noisy = run_work(cfg.replace(noise_batches=2), splits, final_eval_tokens=2048)
+    assert noisy.train_tokens == w.train_tokens + 16 * 2 * 128 and noisy.eval_tokens == w.eval_tokens
     with pytest.raises(ValueError, match="needs 'val' and 'test'"):
         run_work(cfg, {"val": 10_000})
 

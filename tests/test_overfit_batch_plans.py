@@ -76,6 +76,8 @@ def test_the_batch_scan_is_every_size_at_every_batch_at_a_grid_of_rates(tmp_path
     assert all(c.schedule == "constant" and c.eval_version == EVAL_VERSION and c.sweep == "batch" for c in cfgs)
     assert all(c.evals_per_decade == p["batch_evals_per_decade"] and c.dropout == 0 and not c.early_stop
                for c in cfgs)
+    # B_simple at every evaluation, on batches of the run's own (McCandlish et al. 2018)
+    assert p["batch_noise_batches"] >= 1 and {c.noise_batches for c in cfgs} == {p["batch_noise_batches"]}
     for L, d in p["batch_ladder"]:
         for B in Bs:
             rates = sorted(c.lr for c in cfgs if (c.n_layer, c.d_model, c.batch_size) == (L, d, B))
@@ -143,7 +145,17 @@ def test_the_keys_of_the_new_runs_are_stable(tmp_path, save_rule):
     assert pinned == {
         "gpt-L1-d16-drop0.1-T8M-lr0.02-s0": "9a01304d205b",
         "gpt-L1-d16-D262.1k-drop0.1-T8M-lr0.02-s0": "d48f53ee5885",
-        "gpt-L1-d16-b8-T4M-lr0.005-s0": "721bf06221df",  # sqrt(8/32): the centre half the rule's rate
+        # the batch runs measure B_simple (noise_batches 1): re-keyed from those below, of which none was stored
+        "gpt-L1-d16-b8-T4M-lr0.005-s0": "f8c2fee20481",  # sqrt(8/32): the centre half the rule's rate
+        "gpt-L1-d16-b8-T4M-lr0.01-s0": "4bfa06bbb5d8",
+        "gpt-L1-d16-b8-T4M-lr0.02-s0": "57045d22703f",
+        "gpt-L1-d16-T4M-lr0.01-s0": "d1d1f60f343f",
+        "gpt-L1-d16-T4M-lr0.02-s0": "7361d4d0c295",
+    }
+    # without the noise scale, the runs the sweep planned before it (the batch sweep's first keys)
+    quiet = configs("batch", "cpu", Store(tmp_path), overrides={"batch_noise_batches": 0})
+    assert {c.name: c.key for c in quiet if c.d_model == 16 and c.batch_size in (8, 32) and c.lr <= 0.03} == {
+        "gpt-L1-d16-b8-T4M-lr0.005-s0": "721bf06221df",
         "gpt-L1-d16-b8-T4M-lr0.01-s0": "cee26dde17cb",
         "gpt-L1-d16-b8-T4M-lr0.02-s0": "955442924d24",
         "gpt-L1-d16-T4M-lr0.01-s0": "1cb01eace602",

@@ -1,6 +1,7 @@
 """Training real tiny runs on the tiny corpus: the record, determinism, divergence, resume, schedules."""
 from __future__ import annotations
 
+import copy
 import fcntl
 import math
 import os
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from scaling_lib import train as train_mod
+from scaling_lib.batch import noise_scale_curve
 from scaling_lib.config import RunConfig
 from scaling_lib.data import read_progress
 from scaling_lib.store import Store, runs_table
@@ -212,6 +214,119 @@ def test_a_dropout_run_repeats_itself_and_evaluates_without_dropout(tiny_cfg, tm
     assert list(runs_table([a, plain])["dropout"]) == [0.1, 0.0]
 
 
+# --- the gradient noise scale along training (McCandlish et al. 2018) -------------------------
+NOISE_KEYS = ("B_simple", "G2", "trace_sigma")
+
+
+def _spy_training(monkeypatch):
+    """What the loop hands each training step (torch's random state, the data order, the mode, the
+    weights, the optimiser's state and .grad before it), and the optimiser, run by run."""
+    runs = []
+    real_step, real_opt = train_mod._train_step, train_mod._optimizer
+
+    def make_opt(model, cfg, device):
+        runs.append(dict(model=model, opt=real_opt(model, cfg, device), steps=[]))
+        return runs[-1]["opt"]
+
+    def step(model, opt, cfg, device, lr, train_tokens, rng, **kw):
+        runs[-1]["steps"].append(dict(
+            torch_rng=torch.get_rng_state().clone(), data_rng=rng.bit_generator.state, training=model.training,
+            weights={k: v.clone() for k, v in model.state_dict().items()},
+            grad=[None if p.grad is None else p.grad.clone() for p in model.parameters()],
+            opt=copy.deepcopy(opt.state_dict()["state"])))
+        return real_step(model, opt, cfg, device, lr, train_tokens, rng, **kw)
+
+    monkeypatch.setattr(train_mod, "_optimizer", make_opt)
+    monkeypatch.setattr(train_mod, "_train_step", step)
+    return runs
+
+
+def _same(a, b) -> bool:
+    """Bit for bit: tensors by torch.equal, containers element by element, the rest by ==."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _without_noise(rec: dict) -> dict:
+    out = {k: v for k, v in rec.items() if k not in ("provenance", "key", "config")}
+    out["curve"] = [{k: v for k, v in p.items() if k not in NOISE_KEYS} for p in rec["curve"]]
+    return out
+
+
+def test_measuring_the_noise_scale_leaves_training_bit_for_bit_unchanged(tiny_cfg, tmp_path, monkeypatch):
+    """Dropout (torch's random state), a cooldown branch and early stopping: the run with B_simple
+    measured at every evaluation trains exactly as the one without, step by step."""
+    runs = _spy_training(monkeypatch)
+    cfg = tiny_cfg(tokens=4_096, schedule="wsd", budgets=(2_048,), dropout=0.1, early_stop=True, lr=1e-2)
+    plain = train(cfg, progress=False, checkpoint_dir=tmp_path / "a")
+    measured = train(cfg.replace(noise_batches=2), progress=False, checkpoint_dir=tmp_path / "b")
+    a, b = runs
+    assert len(a["steps"]) == len(b["steps"]) > cfg.steps  # the main run and its cooldown branch
+    for i, (x, y) in enumerate(zip(a["steps"], b["steps"])):
+        assert _same(x, y), f"training step {i} differs"
+    assert _same(a["model"].state_dict(), b["model"].state_dict())
+    assert _same(a["opt"].state_dict(), b["opt"].state_dict())
+    assert _same([p.grad for p in a["model"].parameters()], [p.grad for p in b["model"].parameters()])
+    assert a["model"].training == b["model"].training
+    assert _same(_without_noise(plain), _without_noise(measured))  # every loss, curve point and budget
+
+    assert not any(k in p for p in plain["curve"] for k in NOISE_KEYS)  # off: the records as they were
+    curve = measured["curve"]
+    assert len(curve) == len(plain["curve"]) and all(set(NOISE_KEYS) <= set(p) for p in curve)
+    for p in curve:  # B_simple in tokens: tr(Sigma)/|G|^2 where both estimates allow it, else null
+        if p["B_simple"] is not None:
+            assert p["B_simple"] > 0 and p["B_simple"] == pytest.approx(p["trace_sigma"] / p["G2"])
+    assert sum(p["B_simple"] is not None for p in curve) >= len(curve) // 2
+    import json
+    json.dumps(measured["curve"], allow_nan=False)
+    table = noise_scale_curve([plain, measured])  # read back for the chapters: the measured run's points
+    assert list(table["step"]) == [p["step"] for p in curve] and set(table["key"]) == {measured["key"]}
+    assert set(table["batch_size"]) == {cfg.batch_size}
+    prov = measured["provenance"]
+    assert prov["noise_scale_s"] > 0 and "noise_scale_s" not in plain["provenance"]
+    # the measurement's seconds count in the wall time, not in the throughput
+    assert prov["tokens_per_s"] >= measured["tokens"] / (prov["wall_time_s"] - prov["noise_scale_s"])
+
+
+def test_the_noise_point_draws_its_own_batches_and_restores_what_training_relies_on(tiny_cfg, tiny_corpus):
+    from scaling_lib.batch import measure_noise_scale
+    from scaling_lib.data import sample_batch
+    from scaling_lib.model import build_model
+
+    cfg = tiny_cfg(dropout=0.1, noise_batches=3)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    tokens = tiny_corpus.tokens("train")
+    before_rng = torch.get_rng_state().clone()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    first = train_mod.noise_point(model, cfg, torch.device("cpu"), tokens, step=7)
+    assert torch.equal(torch.get_rng_state(), before_rng) and model.training
+    assert _same(model.state_dict(), weights) and all(p.grad is None for p in model.parameters())
+    assert train_mod.noise_point(model, cfg, torch.device("cpu"), tokens, step=7) == first  # by the seed and step
+    assert train_mod.noise_point(model, cfg, torch.device("cpu"), tokens, step=8) != first
+    assert train_mod.noise_point(model, cfg.replace(seed=1), torch.device("cpu"), tokens, step=7) != first
+    # what it measures: noise_batches batches of the run's batch from the training split, in tokens
+    rng = np.random.default_rng([cfg.seed, train_mod.NOISE_STREAM, 7])
+    batches = [torch.from_numpy(sample_batch(tokens, cfg.batch_size, cfg.n_ctx, rng)) for _ in range(3)]
+    with torch.random.fork_rng(devices=[]):
+        est = measure_noise_scale(model, lambda m, x: m(x[:, :-1], x[:, 1:]), batches, chunks=4,
+                                  examples_per_item=cfg.n_ctx)
+    assert first == {k: est.to_dict()[k] for k in NOISE_KEYS} and est.B_big == cfg.batch_size * cfg.n_ctx
+
+
+@pytest.mark.parametrize("batch, chunks", [(2, 2), (3, 3), (4, 4), (6, 3), (8, 4), (12, 4), (256, 4), (5, 5),
+                                           (10, 2), (14, 2), (35, 5), (49, 7)])
+def test_noise_chunks_is_a_divisor_of_the_batch(batch, chunks):
+    assert train_mod.noise_chunks(batch) == chunks
+    with pytest.raises(ValueError, match="does not split"):
+        train_mod.noise_chunks(1)
+
+
 # --- divergence ------------------------------------------------------------------------------
 def test_a_huge_learning_rate_diverges_into_a_record(tiny_cfg, tmp_path):
     cfg = tiny_cfg(tokens=4_096, lr=1e4, grad_clip=1e12, warmup_tokens=0)
@@ -268,10 +383,13 @@ class Interrupted(Exception):
     pass
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.1])  # with dropout, the checkpoint carries torch's random state
-def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_cfg, tmp_path, monkeypatch, capsys, dropout):
+# with dropout, the checkpoint carries torch's random state; the noise scale's batches follow from the step
+@pytest.mark.parametrize("dropout, noise_batches", [(0.0, 0), (0.1, 0), (0.1, 2)])
+def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_cfg, tmp_path, monkeypatch, capsys, dropout,
+                                                        noise_batches):
     monkeypatch.setattr(train_mod, "CHECKPOINT_SECONDS", 0.0)  # checkpoint after every step
-    cfg = tiny_cfg(tokens=5_120, schedule="wsd", budgets=(2_560,), dropout=dropout)  # 40 steps; branch of 20 from 16
+    cfg = tiny_cfg(tokens=5_120, schedule="wsd", budgets=(2_560,), dropout=dropout,  # 40 steps; branch of 20 from 16
+                   noise_batches=noise_batches)
     reference = train(cfg, progress=False, checkpoint_dir=tmp_path / "ref")
 
     real = train_mod._train_step
@@ -310,6 +428,9 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_cfg, tmp_path, monk
                                                                   rel=1e-6)
     assert [b["val_loss"] for b in rec["budgets"]] == pytest.approx([b["val_loss"] for b in reference["budgets"]],
                                                                      rel=1e-6)
+    for key in NOISE_KEYS:  # measured after the resume (step 20 on) as in the uninterrupted run
+        assert [p.get(key) for p in rec["curve"]] == pytest.approx([p.get(key) for p in reference["curve"]], rel=1e-6)
+    assert all(key in p for p in rec["curve"] for key in NOISE_KEYS) == bool(noise_batches)
 
 
 # --- options ---------------------------------------------------------------------------------
