@@ -115,3 +115,23 @@ def critical_by_target(best: pd.DataFrame, *, bootstrap: int = 200, seed: int = 
         rows.append(row)
     cols = ["N", "target", "batch_sizes", "S_min", "E_min", "B_crit", "B_crit_lo", "B_crit_hi", "rmse_log", "why"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def pooled_noise_scale(noise: pd.DataFrame, targets: dict[int, Iterable[float]]) -> pd.DataFrame:
+    """The gradient noise scale B_simple at each size and loss target, pooled over the runs and the
+    points whose validation loss lies nearest that target (within half the spacing of the targets):
+    the mean of tr Σ over the mean of |G|² (a ratio of means, far less biased by noisy single
+    measurements than a mean of ratios; McCandlish et al. 2018, App. A). `noise` is
+    `batch.noise_scale_curve`'s table, B_simple in tokens."""
+    rows = []
+    for N, g in noise.dropna(subset=["G2", "trace_sigma", "val_loss"]).groupby("N"):
+        t = np.sort(np.asarray(list(targets.get(int(N), ())), float))
+        if len(t) < 2:
+            continue
+        half = np.diff(t).min() / 2
+        for L in t:
+            near = g[(g["val_loss"] - L).abs() <= half]
+            G2, tr = near["G2"].mean(), near["trace_sigma"].mean()
+            rows.append(dict(N=int(N), val_loss=float(L), points=len(near),
+                             B_simple=float(tr / G2) if len(near) and G2 > 0 and tr >= 0 else np.nan))
+    return pd.DataFrame(rows, columns=["N", "val_loss", "points", "B_simple"])

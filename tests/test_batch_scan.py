@@ -1,5 +1,6 @@
 """The batch sweep's curves to the critical batch: steps to targets, the rate re-tuned per batch, B_crit."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from scaling_lib import batch_scan
@@ -84,3 +85,12 @@ def test_figs_10_and_18_draw():
     law = batch.fit_bcrit_loss(crit["target"], crit["B_crit"] * np.array([1.2, 1.1, 1.0] * 2))  # falls with L
     fig = plots.critical_batch_by_loss(crit, law)
     assert len(fig.axes[0].containers) == 2 and fig.axes[0].get_yscale() == "log"
+
+
+def test_the_noise_scale_is_a_ratio_of_pooled_means_near_each_target():
+    rows = [dict(N=768, val_loss=4.0 + d, G2=g, trace_sigma=s)
+            for d, g, s in ((0.01, 1.0, 100.0), (-0.01, 3.0, 100.0), (0.5, 1.0, 10.0), (0.52, float("nan"), 1.0))]
+    pooled = batch_scan.pooled_noise_scale(pd.DataFrame(rows), {768: [4.0, 4.5]})
+    at4 = pooled[pooled["val_loss"] == 4.0].iloc[0]
+    assert at4["points"] == 2 and at4["B_simple"] == pytest.approx(100.0 / 2.0)  # not the mean of 100 and 33
+    assert pooled[pooled["val_loss"] == 4.5]["B_simple"].iloc[0] == pytest.approx(10.0)  # the NaN point left out
