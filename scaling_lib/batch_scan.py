@@ -10,17 +10,19 @@ does the reading on the stored runs:
   sweep's grid that gets there in the fewest steps (`best_rate_steps`);
 - `loss_targets`: a size's targets, from the loss that the batch sizes' early curves have left
   behind down to the loss that every batch size reaches (a choice, shown as one in the chapter);
-- `critical_by_target`: the critical-batch fit at each (N, target), B_crit in tokens.
+- `critical_by_target`: the critical-batch fit at each (N, target), B_crit in tokens;
+- `analyse`: all of the above and B_crit(L), as the chapters use them.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
-from .batch import fit_critical_batch, steps_to_reach
+from .batch import fit_bcrit_loss, fit_critical_batch, steps_to_reach
 from .fit import FitError
 
 N_TARGETS = 6
@@ -135,3 +137,41 @@ def pooled_noise_scale(noise: pd.DataFrame, targets: dict[int, Iterable[float]])
             rows.append(dict(N=int(N), val_loss=float(L), points=len(near),
                              B_simple=float(tr / G2) if len(near) and G2 > 0 and tr >= 0 else np.nan))
     return pd.DataFrame(rows, columns=["N", "val_loss", "points", "B_simple"])
+
+
+@dataclass(frozen=True, eq=False)
+class Scan:
+    """The batch sweep read as the chapters read it: the targets, the steps of every run, the best
+    rate's steps, the critical batch at each (size, target), and B_crit(L) fitted to them (None,
+    with `why`, where it cannot be)."""
+
+    targets: dict[int, np.ndarray]
+    steps: pd.DataFrame
+    best: pd.DataFrame
+    crit: pd.DataFrame
+    law: Any = None  # batch.CriticalBatchLossFit
+    why: str = ""
+
+    @property
+    def fitted(self) -> pd.DataFrame:
+        """The (size, target) pairs where the critical-batch form fitted."""
+        return self.crit.dropna(subset=["B_crit"]) if len(self.crit) else self.crit
+
+
+def analyse(records: Iterable[dict[str, Any]], *, bootstrap: int = 200, seed: int = 0) -> Scan:
+    """`loss_targets`, `steps_table`, `best_rate_steps`, `critical_by_target`, then B_crit(L) over every
+    fitted (size, target), its bootstrap resampling model sizes (a size's targets share its runs)."""
+    records = list(records)
+    targets = loss_targets(records) if records else {}
+    steps = steps_table(records, targets)
+    best = best_rate_steps(steps)
+    crit = critical_by_target(best, bootstrap=bootstrap, seed=seed)
+    ok = crit.dropna(subset=["B_crit"])
+    if ok["target"].nunique() < 3:
+        return Scan(targets, steps, best, crit, None, f"{ok['target'].nunique()} loss target(s) with a fitted B_crit; "
+                                                      "B_crit(L) needs at least 3")
+    try:
+        law = fit_bcrit_loss(ok["target"], ok["B_crit"], bootstrap=bootstrap, seed=seed, groups=ok["N"])
+    except FitError as e:
+        return Scan(targets, steps, best, crit, None, str(e))
+    return Scan(targets, steps, best, crit, law)

@@ -19,6 +19,19 @@ import pandas as pd
 
 from . import fit as fitting
 from .batch import bcrit_of_loss, steps_to_reach
+from .store import curves_table, runs_table
+
+
+def ladder_curves(records: Iterable[dict]) -> pd.DataFrame:
+    """The learning curves of a ladder's best run at each size (seed 0, the lowest final loss over
+    its rates), from the end of the warmup on: the curves §5.2 converts to the critical batch."""
+    records = list(records)
+    t = runs_table(records)
+    if t.empty:
+        return curves_table([])
+    picks = set(t[t["seed"] == 0].sort_values("final_val_loss").groupby("N").head(1)["key"])
+    curves = curves_table([r for r in records if r["key"] in picks])
+    return curves[curves["tokens"] > curves["warmup_tokens"]].reset_index(drop=True)
 
 
 def adjusted(curves: pd.DataFrame, B_star: float, alpha_B: float) -> pd.DataFrame:

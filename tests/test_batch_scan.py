@@ -94,3 +94,24 @@ def test_the_noise_scale_is_a_ratio_of_pooled_means_near_each_target():
     at4 = pooled[pooled["val_loss"] == 4.0].iloc[0]
     assert at4["points"] == 2 and at4["B_simple"] == pytest.approx(100.0 / 2.0)  # not the mean of 100 and 33
     assert pooled[pooled["val_loss"] == 4.5]["B_simple"].iloc[0] == pytest.approx(10.0)  # the NaN point left out
+
+
+def _record_law(B: int, alpha_B=0.25, b_star=24.0 * 4.0**4):
+    """A run whose steps to loss L are S0(L) (1 + B_crit(L)/B), B_crit(L) = b*/L^(1/α_B) sequences."""
+    cfg = RunConfig(sweep="batch", corpus="tiny", n_layer=1, d_model=16, n_ctx=N_CTX, batch_size=B,
+                    tokens=1_000_000, lr=1e-3, schedule="constant")
+    L = np.linspace(7.9, 3.2, 300)
+    S0 = 50.0 * ((5.0 / (L - 3.0)) ** 2 - 1)
+    S = np.maximum(S0, 1e-3) * (1 + b_star / L ** (1 / alpha_B) / B)
+    curve = [dict(step=float(s), tokens=float(s) * B * N_CTX, val_loss=float(l)) for s, l in zip(S, L) if s > 0.5]
+    return dict(key=f"law-{B}", name="x", sweep="batch", config=cfg.to_dict(), N=cfg.N, tokens=cfg.tokens, curve=curve)
+
+
+def test_analyse_fits_the_critical_batch_law_or_says_why_not():
+    scan = batch_scan.analyse([_record_law(B) for B in (4, 8, 16, 32, 64, 128)], bootstrap=10)
+    assert scan.law is not None and scan.why == ""
+    assert scan.law.params["alpha_B"] == pytest.approx(0.25, rel=0.05)
+    flat = batch_scan.analyse(_records(), bootstrap=0)  # B_crit the same at every loss
+    assert flat.law is None and "does not fall" in flat.why
+    none = batch_scan.analyse([], bootstrap=0)
+    assert none.law is None and "at least 3" in none.why and none.crit.empty

@@ -60,3 +60,21 @@ def test_fig_4_right_draws_a_curve_and_a_fit_per_size():
     adj = training_time.adjusted(_curves(), B_STAR, ALPHA_B)
     fig = plots.loss_against_min_steps(adj, TRUE)
     assert len(fig.axes[0].get_lines()) == 6 and fig.axes[0].get_xscale() == "log"
+
+
+def test_the_ladder_curves_are_each_sizes_best_seed_0_run_after_its_warmup():
+    from scaling_lib.config import RunConfig
+
+    def rec(d_model, lr, seed, final):
+        cfg = RunConfig(sweep="tune", corpus="tiny", n_layer=1, d_model=d_model, tokens=100_000, lr=lr, seed=seed,
+                        warmup_tokens=1000)
+        curve = [dict(step=s, tokens=t, C=6.0 * cfg.N * t, val_loss=v)
+                 for s, t, v in ((0, 0, 8.0), (1, 500, 7.0), (4, 2000, 6.0), (40, 20_000, final))]
+        return dict(key=f"{d_model}-{lr}-{seed}", name="x", sweep="tune", config=cfg.to_dict(), status="ok", N=cfg.N,
+                    N_total=cfg.N, tokens=cfg.tokens, steps=40, data_tokens=0, epochs=0, C=0, C_exact=0, curve=curve,
+                    budgets=[], final=dict(val_loss=final), provenance={})
+
+    recs = [rec(8, 1e-3, 0, 5.0), rec(8, 3e-3, 0, 4.9), rec(8, 3e-3, 1, 4.8), rec(16, 1e-3, 0, 4.5)]
+    c = training_time.ladder_curves(recs)
+    assert set(c["key"]) == {"8-0.003-0", "16-0.001-0"}  # the best rate, seed 0 (not the better seed 1)
+    assert (c["tokens"] > 1000).all() and len(c) == 4
