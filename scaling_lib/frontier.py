@@ -101,6 +101,35 @@ class Frontier:
             steps = np.where(inner > 0, inner ** (-1.0 / self.alpha_S), np.nan)
         return k * steps, steps
 
+    def sizes_within(self, extra: float = 0.2) -> tuple[float, float]:
+        """The smallest and largest multiples k of the optimal size whose compute to the same loss is
+        at most 1 + `extra` times the optimum's (B.4; Kaplan et al.: 0.6x to 2.2x for 20%)."""
+        if not extra > 0:
+            raise ValueError(f"the extra compute must be positive, not {extra}")
+
+        def excess(lk: float) -> float:  # NaN (the loss never reached) counts as too costly
+            c = float(self.off_optimum(math.exp(lk))[0])
+            return c - (1 + extra) if math.isfinite(c) else math.inf
+
+        def bracket(step: float) -> float:
+            lk = step
+            while excess(lk) < 0:
+                if abs(lk) > 50:
+                    raise ValueError(f"no size {'below' if step < 0 else 'above'} the optimum costs {extra:.0%} more")
+                lk += step
+            return lk
+
+        lo, hi = bracket(-0.25), bracket(0.25)
+        k_lo = brentq(lambda lk: min(excess(lk), 1e300), lo, 0.0)
+        k_hi = brentq(excess, 0.0, hi)
+        return math.exp(k_lo), math.exp(k_hi)
+
+    def exponents(self) -> dict[str, float]:
+        """How a growing budget splits (Fig. 3): N ∝ C^(α_C/α_N), B ∝ C^(α_C/α_B), S ∝ C^(α_C/α_S), and
+        the tokens D = B S; the first three sum to 1, since C = 6 N B S."""
+        a = self.alpha_C
+        return dict(N=a / self.alpha_N, B=a / self.alpha_B, S=a / self.alpha_S, D=a / self.alpha_B + a / self.alpha_S)
+
     def versus_converged(self, f_converged: float = CONVERGED) -> dict[str, float]:
         """Efficient training (f = α_N/α_S) over training to within f_converged of convergence, at one
         loss (B.3): the ratios of parameters, steps and compute."""

@@ -65,3 +65,12 @@ def test_bad_constants_are_refused():
         Frontier(0.07, 1e13, 0.0, 2e3, 0.2, 2e8)
     with pytest.raises(ValueError):
         K.versus_converged(0.0)
+
+
+def test_the_sizes_within_20_percent_and_the_split_of_a_growing_budget():
+    lo, hi = K.sizes_within(0.2)
+    assert 0.4 < lo < 0.8 and 1.8 < hi < 2.6  # B.4: 0.6x-2.2x
+    assert K.off_optimum(lo)[0] == pytest.approx(1.2, rel=1e-6) and K.off_optimum(hi)[0] == pytest.approx(1.2, rel=1e-6)
+    e = K.exponents()
+    assert e["N"] + e["B"] + e["S"] == pytest.approx(1.0)
+    assert e["N"] == pytest.approx(K.N_exponent) and 0.2 < e["B"] < 0.3 and e["S"] < 0.1  # Table 6: 0.73, 0.24, 0.03
