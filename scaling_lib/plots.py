@@ -74,8 +74,9 @@ def learning_curves(curves: pd.DataFrame, *, x: str = "tokens", ax=None, label: 
         if fit is not None:
             xs = np.geomspace(curves.loc[curves[x] > 0, x].min(), curves[x].max(), 100)
             ax.plot(xs, fit.predict(xs), color="crimson", lw=1.5, label="power-law fit to the envelope")
-        ax.set(xscale="log", xlabel={"tokens": "tokens processed", "C": "compute C = 6ND (FLOPs)",
-                                     "C_pf": "compute (PF-days)"}.get(x, x), ylabel="validation loss (nats/token)")
+        xlabel = {"tokens": "tokens processed", "C": "compute C = 6ND (FLOPs)", "C_pf": "compute (PF-days)",
+                  "C_min": "compute at the critical batch C_min (FLOPs)"}.get(x, x)
+        ax.set(xscale="log", xlabel=xlabel, ylabel="validation loss (nats/token)")
         fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label_name)
         if envelope is not None or fit is not None:
             ax.legend(loc="upper right", fontsize="small")
@@ -591,4 +592,36 @@ def loss_against_min_steps(adj: pd.DataFrame, ns=None, *, ax=None) -> Figure:
                 ax.plot(S, kaplan_ns(N, S, **ns), "--", color=cmap(norm(N)), lw=0.9)
         ax.set(xscale="log", yscale="log", xlabel="S_min, steps at the critical batch", ylabel="validation loss (nats/token)")
         fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="non-embedding parameters N")
+    return fig
+
+
+def off_optimum(frontier, *, k=None, ax=None) -> Figure:
+    """The compute (and the steps) a model k times the compute-efficient size needs to reach the same
+    loss, over the optimum's (`frontier.Frontier.off_optimum`, App. B.4; Kaplan et al. Fig. 12)."""
+    k = np.geomspace(0.2, 10, 200) if k is None else np.asarray(k, float)
+    compute, steps = frontier.off_optimum(k)
+    with _style():
+        fig, ax = _axes(ax)
+        ax.plot(k, compute, color="C0", label="compute C / C_opt")
+        ax.plot(k, steps, color="C1", ls="--", label="steps S / S_opt")
+        ax.axhline(1, color="grey", lw=0.6)
+        ax.set(xscale="log", yscale="log", xlabel="model size over the compute-efficient size, N / N_opt",
+               ylabel="over the compute-efficient run")
+        ax.legend(fontsize="small")
+    return fig
+
+
+def frontier_and_data(frontier, alpha_D: float, D_c: float, crossing: dict, *, C=None, ax=None) -> Figure:
+    """L(C_min) of the compute-efficient frontier against L(D) at the tokens that frontier processes,
+    D = B S, with their crossing (§6.3, Kaplan et al. Fig. 15); C in FLOPs."""
+    hi = crossing["C"] * 100 if np.isfinite(crossing["C"]) else 1e30
+    C = np.geomspace(1e12, hi, 300) if C is None else np.asarray(C, float)
+    with _style():
+        fig, ax = _axes(ax)
+        ax.plot(C, frontier.loss(C), color="C0", label="L(C_min), the compute-efficient frontier")
+        ax.plot(C, (D_c / frontier.D_opt(C)) ** alpha_D, color="C3", ls="--", label="L(D) at its tokens D = B S")
+        if np.isfinite(crossing["C"]):
+            ax.scatter([crossing["C"]], [crossing["L"]], color="k", zorder=3, label="where they cross")
+        ax.set(xscale="log", yscale="log", xlabel="compute C_min (FLOPs)", ylabel="loss (nats/token)")
+        ax.legend(fontsize="small")
     return fig

@@ -74,3 +74,14 @@ def test_the_sizes_within_20_percent_and_the_split_of_a_growing_budget():
     e = K.exponents()
     assert e["N"] + e["B"] + e["S"] == pytest.approx(1.0)
     assert e["N"] == pytest.approx(K.N_exponent) and 0.2 < e["B"] < 0.3 and e["S"] < 0.1  # Table 6: 0.73, 0.24, 0.03
+
+
+def test_figs_12_and_15_draw():
+    from scaling_lib import plots
+
+    fig = plots.off_optimum(K)
+    assert len(fig.axes[0].get_lines()) == 3
+    nd = KAPLAN["L(N,D)"]
+    x = contradiction(K, nd["alpha_D"], nd["D_c"])
+    fig = plots.frontier_and_data(K, nd["alpha_D"], nd["D_c"], x)
+    assert len(fig.axes[0].get_lines()) == 2 and len(fig.axes[0].collections) == 1
