@@ -21,6 +21,8 @@ KAPLAN = {
     "L(N,S)": dict(alpha_N=0.077, alpha_S=0.76, N_c=6.5e13, S_c=2.1e3),
     "B_crit(L)": dict(alpha_B=0.21, B_star=2.1e8),  # Eq. 1.4 / 5.3, B* in tokens
 }
+# How a growing budget splits (Kaplan et al. 2020, Table 6 / Fig. 3): N ∝ C^0.73, B ∝ C^0.24, S_min ∝ C^0.03.
+KAPLAN_SPLIT = dict(N=0.73, B=0.24, S=0.03)
 # Hoffmann et al. 2022 (Approach 3) and Besiroglu et al. 2024 (the replication).
 CHINCHILLA = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 BESIROGLU = dict(E=1.82, A=482.0, B=2085.4, alpha=0.348, beta=0.366)

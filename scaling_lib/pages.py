@@ -26,7 +26,8 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "12_context_recurrence": (("ladder", None), ("context", None), ("recur", None)),
     "13_depth": (("depth", None),),
     "14_overfitting": (("overfit", None),),
-    "15_batch_size": (("batch", None),),
+    "15_batch_size": (("batch", None), ("tune", None)),
+    "16_allocation": (("batch", None), ("tune", None), ("overfit", None)),
 }
 
 

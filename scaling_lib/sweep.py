@@ -9,7 +9,7 @@ import time
 
 from . import preempt
 from .config import RunConfig
-from .plans import configs, cost, ladder_lr, profile as get_profile  # noqa: F401 (configs, ladder_lr: the chapters')
+from .plans import MissingRule, configs, cost, ladder_lr, profile as get_profile  # noqa: F401 (configs, ladder_lr: the chapters')
 from .runner import Executor, RunResult, make_executor, run_all
 from .store import Store
 
@@ -99,6 +99,22 @@ def load_sweep(name: str, profile_name: str, store: Store | None = None, *, trai
         run_sweep(name, profile_name, store=store, workers=1, overrides=overrides, log=lambda *a: None)
     cfgs = configs(name, profile_name, store, overrides)
     return [store.load(c) for c in cfgs if store.has(c)], [c for c in cfgs if not store.has(c)]
+
+
+FINISHED = ("ok", "early_stopped")
+
+
+def finished_or_why(name: str, profile_name: str, store: Store | None = None, *,
+                    overrides: dict | None = None) -> tuple[list[dict], list[RunConfig], str]:
+    """A sweep's finished records (`load_sweep`, status ok or early-stopped), the configs it still
+    lacks, and, where there is nothing to show, why, in a sentence for a chapter: the sweep waits for
+    the fitted learning-rate rule (it cannot be planned yet), or none of its runs is stored."""
+    try:
+        recs, missing = load_sweep(name, profile_name, store, overrides=overrides)
+    except MissingRule as e:
+        return [], [], f"the `{name}` sweep waits for the fitted learning-rate rule ({e})"
+    recs = [r for r in recs if r["status"] in FINISHED]
+    return recs, missing, "" if recs else f"no run of the `{name}` sweep is stored yet ({len(missing)} planned)"
 
 
 def load_by_machine(name: str, profile_name: str, *, min_sizes: int = 1,

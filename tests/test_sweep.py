@@ -420,3 +420,20 @@ def test_the_first_progress_line_comes_once_a_run_has_checkpointed_not_an_interv
     at = [t for t, line in lines if line.startswith("[sweep] under way")]
     assert checkpoint_at <= at[0] <= checkpoint_at + runner.PROGRESS_RETRY_SECONDS + 1  # not at 2 x interval
     assert len(at) == 3 and all(b - a >= interval for a, b in zip(at, at[1:]))  # then once an interval
+
+
+def test_finished_or_why_says_why_a_chapter_has_nothing_to_show(tmp_path, monkeypatch):
+    from scaling_lib import sweep as sweep_mod
+    from scaling_lib.plans import MissingRule
+
+    def waits(*a, **k):
+        raise MissingRule("no rule filed")
+
+    monkeypatch.setattr(sweep_mod, "load_sweep", waits)
+    recs, missing, why = sweep_mod.finished_or_why("batch", "book")
+    assert recs == [] and "waits for the fitted learning-rate rule" in why
+    monkeypatch.setattr(sweep_mod, "load_sweep", lambda *a, **k: ([{"status": "diverged"}, {"status": "ok"}], ["c"]))
+    recs, missing, why = sweep_mod.finished_or_why("batch", "book")
+    assert recs == [{"status": "ok"}] and missing == ["c"] and why == ""
+    monkeypatch.setattr(sweep_mod, "load_sweep", lambda *a, **k: ([], ["c", "d"]))
+    assert "2 planned" in sweep_mod.finished_or_why("batch", "book")[2]
