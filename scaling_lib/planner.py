@@ -298,12 +298,16 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --max-latency-ms: milliseconds a layer adds to a token (the slope of latency on depth)")
     g.add_argument("--latency-ms-base", type=float, default=0.0, metavar="MS",
                    help="with --max-latency-ms: the latency's part that does not grow with depth (default 0)")
+    g.add_argument("--latency-fit", metavar="FILE",
+                   help="with --max-latency-ms: take the slope and the constant part from a timing that `bench "
+                        "--depths ... --save` filed (its batch-1 generation line in depth); it holds for models of "
+                        "the width it timed, on its device")
     g.add_argument("--aspect-ratio", type=float, metavar="R",
                    help="with --max-latency-ms: d_model / n_layer, which sets the depth of a size (default 64)")
 
 
 LIFETIME_OPTIONS = ("target_loss", "inference_tokens", "throughput", "price_per_hour", "max_latency_ms",
-                    "latency_ms_per_layer", "aspect_ratio")
+                    "latency_ms_per_layer", "latency_fit", "aspect_ratio")
 
 
 def cli(args: argparse.Namespace) -> int:
@@ -323,18 +327,45 @@ def _lifetime(args: argparse.Namespace, law: Law, p: Plan) -> dict[str, Any]:
     """The 'lifetime' part of `plan`'s answer, from its options (scaling_lib.lifetime)."""
     from . import lifetime
 
-    latency_parts = ("latency_ms_per_layer", "aspect_ratio")
-    if args.max_latency_ms is None and any(getattr(args, k) is not None for k in latency_parts):
-        raise ValueError("--latency-ms-per-layer and --aspect-ratio describe the latency of --max-latency-ms: give it")
-    latency = None
+    latency_parts = ("latency_ms_per_layer", "latency_fit", "aspect_ratio")
+    if args.max_latency_ms is None and any(getattr(args, k, None) is not None for k in latency_parts):
+        raise ValueError("--latency-ms-per-layer, --latency-fit and --aspect-ratio describe the latency of "
+                         "--max-latency-ms: give it")
+    latency, source = None, None
     if args.max_latency_ms is not None:
-        if args.latency_ms_per_layer is None:
-            raise ValueError("--max-latency-ms needs --latency-ms-per-layer (the slope of a token's latency on depth)")
-        latency = lifetime.Latency(args.max_latency_ms, args.latency_ms_per_layer, args.latency_ms_base,
+        per_layer, base = args.latency_ms_per_layer, args.latency_ms_base
+        if getattr(args, "latency_fit", None) is not None:
+            if per_layer is not None:
+                raise ValueError("give --latency-ms-per-layer or --latency-fit, not both")
+            per_layer, base, source = _latency_from_fit(args.latency_fit)
+        if per_layer is None:
+            raise ValueError("--max-latency-ms needs --latency-ms-per-layer or --latency-fit (the slope of a token's "
+                             "latency on depth)")
+        latency = lifetime.Latency(args.max_latency_ms, per_layer, base,
                                    args.aspect_ratio if args.aspect_ratio is not None else lifetime.ASPECT)
     prices = lifetime.Prices(args.throughput, args.price_per_hour, args.spot_discount)
     target = args.target_loss if args.target_loss is not None else p.allocation["L"]
     out = lifetime.lifetime_plan(law, target, args.inference_tokens or 0.0, prices, latency)
     out["target_from"] = ("--target-loss" if args.target_loss is not None else
                           f"the loss the compute-optimal plan for C = {p.C:.3g} FLOPs reaches")
+    if source is not None:
+        out["latency_from"] = source
     return out
+
+
+def _latency_from_fit(path: str) -> tuple[float, float, dict[str, Any]]:
+    """(ms a layer, ms at no layer, where from) of a filed depth-latency timing's batch-1 generation fit."""
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read the latency timing {path}: {e}") from None
+    line = (result.get("fits") or {}).get("generate_batch_1_s_per_token") if isinstance(result, dict) else None
+    if not line:
+        raise ValueError(f"{path} holds no batch-1 generation fit; file one with bench --depths L,... --fixed-n N "
+                         "--gen-batches 1 --save")
+    if not line["slope"] > 0:
+        raise ValueError(f"{path}: the batch-1 latency does not grow with depth (slope {line['slope']:g} s a layer)")
+    source = dict(file=str(path), device=result.get("device"), fixed_N=result.get("fixed_N"),
+                  threads=result.get("threads"), r2=line.get("r2"),
+                  note="measured at this N on this device; a wider model's layer takes longer")
+    return 1e3 * line["slope"], max(1e3 * line["intercept"], 0.0), source

@@ -145,3 +145,22 @@ def test_plan_cli_bad_lifetime_input_is_one_line(capsys, args, words):
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert rc == 2 and out == "" and "Traceback" not in err
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
+
+
+def test_plan_cli_takes_the_latency_line_from_a_filed_timing(capsys, tmp_path):
+    timing = dict(device="cpu:x86_64", fixed_N=300000.0, threads=1, head_size=8, shapes=[],
+                  fits={"generate_batch_1_s_per_token": dict(slope=0.0005, intercept=0.002, r2=0.999, ratio=3.0,
+                                                             residuals=[])})
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(timing))
+    common = ["--compute", "5.76e23", "--law", "chinchilla", "--inference-tokens", "1e13", "--max-latency-ms", "60"]
+    rc, out, err = _plan(capsys, *common, "--latency-fit", str(path))
+    assert rc == 0, err
+    life = json.loads(out)["lifetime"]
+    assert life["latency"]["ms_per_layer"] == pytest.approx(0.5) and life["latency"]["ms_base"] == pytest.approx(2.0)
+    assert life["latency_from"]["fixed_N"] == 300000.0 and life["latency_from"]["r2"] == 0.999
+    rc, _, err = _plan(capsys, *common, "--latency-fit", str(path), "--latency-ms-per-layer", "0.5")
+    assert rc == 2 and "not both" in err
+    (tmp_path / "bad.json").write_text("{}")
+    rc, _, err = _plan(capsys, *common, "--latency-fit", str(tmp_path / "bad.json"))
+    assert rc == 2 and "no batch-1 generation fit" in err and "Traceback" not in err
