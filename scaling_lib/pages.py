@@ -28,6 +28,7 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "14_overfitting": (("overfit", None),),
     "15_batch_size": (("batch", None), ("tune", None)),
     "16_allocation": (("batch", None), ("tune", None), ("overfit", None)),
+    "17_schedules": (("schedule", None),),
 }
 
 

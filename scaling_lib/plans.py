@@ -61,6 +61,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         overfit_dropout=0.1,
         batch_ladder=((1, 8), (1, 16)), batch_sizes=(2, 4, 8, 16), batch_tokens=20_480, batch_lr_factors=(0.5, 1, 2),
         batch_evals_per_decade=16, batch_noise_batches=1,
+        schedule_model=(1, 8), schedule_tokens=20_480,
+        schedule_variants=(dict(schedule="cosine"), dict(schedule="constant"), dict(schedule="wsd", lr_factor=0.5)),
         lr_rule_file="",  # the smoke store holds no fitted rule: the pilot's rule instead
         train_missing=True, eval_version=EVAL_VERSION,
     ),
@@ -107,6 +109,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         # sweep's time as timed on the CPU (1% of a run at 8 sequences a step to 17% at 256, where the
         # evaluations are many for the steps), the estimate tighter the larger the batch
         batch_noise_batches=1,
+        # learning-rate schedules (Kaplan App. D.6, Fig. 22): one size of the tuned ladder (24.6k) under
+        # eight schedules of one token budget, at the rule's rate (or a multiple of it, `lr_factor`)
+        schedule_model=(2, 32), schedule_tokens=4_000_000,
+        schedule_variants=(dict(schedule="cosine"), dict(schedule="cosine", min_lr_ratio=0.0),
+                           dict(schedule="cosine", lr_factor=0.5), dict(schedule="cosine", lr_factor=2.0),
+                           dict(schedule="cosine", warmup_tokens=1_000_000), dict(schedule="wsd"),
+                           dict(schedule="wsd", cooldown_frac=0.5), dict(schedule="constant")),
         lr_rule_file=RULE_FILE,
         train_missing=False,
         # the stored sweeps were evaluated the first way (config.EVAL_VERSION); --set eval_version=2 re-runs them
@@ -154,9 +163,10 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
                                           "eval_version", "tune_eval_version", "context_tokens", "recur_tokens",
                                           "overfit_tokens", "batch_tokens", "batch_evals_per_decade",
                                           "batch_noise_batches",
-                                          "depth_tokens", "depth_head_size")},
+                                          "depth_tokens", "depth_head_size", "schedule_tokens")},
     **{k: (_ints, "a tuple of integers") for k in ("budgets", "seeds", "long_budgets", "data_sizes", "tune_budgets",
-                                                    "tune_seeds", "data_model", "context_n_ctx", "recur_counts",
+                                                    "tune_seeds", "data_model", "schedule_model", "context_n_ctx",
+                                                    "recur_counts",
                                                     "overfit_data_sizes", "batch_sizes", "depth_sizes",
                                                     "depth_layers", "depth_seeds")},
     **{k: (_sizes, "a tuple of (n_layer, d_model) pairs") for k in ("ladder", "seed_sizes", "lstm_ladder",
@@ -166,6 +176,7 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "overfit_dropout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
                         "a share of at least 0 and below 1"),
     **{k: (_shapes, "a tuple of shape dicts") for k in ("shapes", "shape_lr_tuned")},
+    "schedule_variants": (_shapes, "a tuple of dicts of schedule fields (and lr_factor)"),
     "train_missing": (lambda v: isinstance(v, bool), "True or False"),
 }
 
@@ -478,6 +489,33 @@ def sweep_batch(p: dict, store: Store) -> list[RunConfig]:
             cfgs += _lr_grid(base, [float(f"{centre * f:.6g}") for f in p["batch_lr_factors"]], store)
     # the smallest batches first within a size: the most steps, the longest runs
     return sorted(cfgs, key=lambda c: (-cost([c]), c.batch_size, c.lr))
+
+SCHEDULE_FIELDS = ("schedule", "min_lr_ratio", "cooldown_frac", "warmup_tokens")
+
+
+@sweep
+def sweep_schedule(p: dict, store: Store) -> list[RunConfig]:
+    """Learning-rate schedules (Kaplan App. D.6, Fig. 22): the size `schedule_model` under each of
+    `schedule_variants` (a schedule and its shape: `min_lr_ratio`, `cooldown_frac`, `warmup_tokens`;
+    and `lr_factor`, a multiple of the rule's peak rate), all to `schedule_tokens`; the chapter sets
+    each run's final loss against the area under its schedule (`schedules.summed_lr`)."""
+    n_layer, d_model = p["schedule_model"]
+    base = _base(p, "schedule", n_layer=n_layer, d_model=d_model, tokens=p["schedule_tokens"])
+    base = base.replace(eval_version=EVAL_VERSION)
+    lr = rule_lr(p, store, base.N, base.tokens, "schedule")
+    cfgs = []
+    for v in p["schedule_variants"]:
+        unknown = sorted(set(v) - set(SCHEDULE_FIELDS) - {"lr_factor"})
+        if unknown:
+            raise ValueError(f"schedule_variants: {', '.join(unknown)} is not a schedule field "
+                             f"({', '.join(SCHEDULE_FIELDS)}, or lr_factor)")
+        fields = {k: v[k] for k in SCHEDULE_FIELDS if k in v}
+        cfg = base.replace(**fields, lr=float(f"{lr * v.get('lr_factor', 1.0):.6g}"))
+        if cfg in cfgs:
+            raise ValueError(f"schedule_variants: {v} repeats another variant")
+        cfgs.append(cfg)
+    return cfgs
+
 
 @sweep
 def sweep_depth(p: dict, store: Store) -> list[RunConfig]:

@@ -625,3 +625,24 @@ def frontier_and_data(frontier, alpha_D: float, D_c: float, crossing: dict, *, C
         ax.set(xscale="log", yscale="log", xlabel="compute C_min (FLOPs)", ylabel="loss (nats/token)")
         ax.legend(fontsize="small")
     return fig
+
+
+def schedules(runs: pd.DataFrame, cfgs: dict, *, axes=None) -> Figure:
+    """Left, each run's learning rate against the step (`schedules.lr_curve`); right, its final loss
+    against the summed rate, the area under that curve (Kaplan et al. Fig. 22). `runs` is
+    `schedules.table`, `cfgs` the RunConfig of each key."""
+    from .schedules import lr_curve
+
+    with _style():
+        if axes is None:
+            fig, axes = _axes(None, ncols=2, size=(5.0, 4.0))
+        fig = axes[0].figure
+        for i, r in enumerate(runs.itertuples()):
+            colour = f"C{i % 10}"
+            axes[0].plot(lr_curve(cfgs[r.key]), color=colour, lw=1.2, label=r.label)
+            axes[1].scatter([r.summed_lr], [r.final_val_loss], color=colour, s=36, zorder=3)
+        axes[0].set(xlabel="step", ylabel="learning rate", title="The schedules")
+        axes[1].set(xlabel="summed learning rate (the area under the schedule)",
+                    ylabel="final validation loss (nats/token)", title="Final loss against the area")
+        axes[0].legend(fontsize="x-small")
+    return fig

@@ -26,7 +26,8 @@ def fake_record(cfg: RunConfig, val_loss: float, status: str = "ok") -> dict:
 
 # --- grids -----------------------------------------------------------------------------------
 def test_the_named_sweeps():
-    assert set(SWEEPS) == {"lr", "ladder", "tune", "data", "shape", "lstm", "context", "recur", "overfit", "batch", "depth"}
+    assert set(SWEEPS) == {"lr", "ladder", "tune", "data", "shape", "lstm", "context", "recur", "overfit", "batch", "depth",
+                           "schedule"}
 
 
 def test_smoke_grids(tmp_path):
@@ -56,10 +57,11 @@ def test_smoke_grids(tmp_path):
     assert len(tune) == 3 * len(p["tune_ladder"]) and all(c.eval_version == 2 and c.schedule == "wsd" for c in tune)
     context, recur = configs("context", "smoke", s), configs("recur", "smoke", s)
     overfit, batch = configs("overfit", "smoke", s), configs("batch", "smoke", s)
-    depth = configs("depth", "smoke", s)
+    depth, schedule = configs("depth", "smoke", s), configs("schedule", "smoke", s)
+    assert len(schedule) == len(p["schedule_variants"])
     everything = configs("all", "smoke", s)
     assert len(everything) == len(lr) + len(ladder) + len(data) + len(shape) + len(lstm) + len(tune) + len(context) + \
-        len(recur) + len(overfit) + len(batch) + len(depth)
+        len(recur) + len(overfit) + len(batch) + len(depth) + len(schedule)
     assert len({c.key for c in everything}) == len(everything)
 
 
