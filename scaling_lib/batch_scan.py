@@ -27,6 +27,7 @@ from .fit import FitError
 
 N_TARGETS = 6
 EARLY = 0.1  # the share of the token budget after which the highest target must still lie ahead of every run
+MIN_SIZES_CI = 3  # B_crit(L)'s interval resamples model sizes: fewer than this, no interval
 MARGIN = 0.01  # nats: the lowest target lies this far above the worst batch size's best loss
 
 
@@ -160,7 +161,8 @@ class Scan:
 
 def analyse(records: Iterable[dict[str, Any]], *, bootstrap: int = 200, seed: int = 0) -> Scan:
     """`loss_targets`, `steps_table`, `best_rate_steps`, `critical_by_target`, then B_crit(L) over every
-    fitted (size, target), its bootstrap resampling model sizes (a size's targets share its runs)."""
+    fitted (size, target), its bootstrap resampling model sizes (a size's targets share its runs; with
+    fewer than MIN_SIZES_CI sizes it has no interval)."""
     records = list(records)
     targets = loss_targets(records) if records else {}
     steps = steps_table(records, targets)
@@ -170,8 +172,10 @@ def analyse(records: Iterable[dict[str, Any]], *, bootstrap: int = 200, seed: in
     if ok["target"].nunique() < 3:
         return Scan(targets, steps, best, crit, None, f"{ok['target'].nunique()} loss target(s) with a fitted B_crit; "
                                                       "B_crit(L) needs at least 3")
+    # the bootstrap resamples sizes: with fewer than MIN_SIZES_CI there is nothing to resample honestly
+    boot = bootstrap if ok["N"].nunique() >= MIN_SIZES_CI else 0
     try:
-        law = fit_bcrit_loss(ok["target"], ok["B_crit"], bootstrap=bootstrap, seed=seed, groups=ok["N"])
+        law = fit_bcrit_loss(ok["target"], ok["B_crit"], bootstrap=boot, seed=seed, groups=ok["N"])
     except FitError as e:
         return Scan(targets, steps, best, crit, None, str(e))
     return Scan(targets, steps, best, crit, law)

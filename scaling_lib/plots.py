@@ -560,7 +560,9 @@ def critical_batch_by_loss(crit: pd.DataFrame, law=None, noise: pd.DataFrame | N
         cmap = mpl.colormaps[CMAP]
         for N, g in ok.groupby("N"):
             err = np.vstack([g["B_crit"] - g["B_crit_lo"], g["B_crit_hi"] - g["B_crit"]])
-            ax.errorbar(g["target"], g["B_crit"], yerr=np.where(np.isfinite(err), err, 0), fmt="o", capsize=2,
+            # a percentile interval need not hold the point estimate: draw only the side that does
+            ax.errorbar(g["target"], g["B_crit"], yerr=np.clip(np.where(np.isfinite(err), err, 0), 0, None), fmt="o",
+                        capsize=2,
                         color=cmap(norm(N)), label=f"N = {N:,}")
         if law is not None and len(ok):
             L = np.geomspace(ok["target"].min(), ok["target"].max(), 50)

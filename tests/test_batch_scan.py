@@ -115,3 +115,17 @@ def test_analyse_fits_the_critical_batch_law_or_says_why_not():
     assert flat.law is None and "does not fall" in flat.why
     none = batch_scan.analyse([], bootstrap=0)
     assert none.law is None and "at least 3" in none.why and none.crit.empty
+
+
+def test_fig_10_draws_an_interval_that_misses_its_point():
+    from scaling_lib import plots
+
+    crit = pd.DataFrame([dict(N=768, target=4.0, B_crit=100.0, B_crit_lo=120.0, B_crit_hi=300.0),
+                         dict(N=768, target=4.5, B_crit=80.0, B_crit_lo=50.0, B_crit_hi=90.0)])
+    fig = plots.critical_batch_by_loss(crit)  # a percentile interval above its point estimate
+    assert len(fig.axes[0].containers) == 1
+
+
+def test_one_size_gives_b_crit_of_l_without_an_interval():
+    scan = batch_scan.analyse([_record_law(B) for B in (4, 8, 16, 32, 64, 128)], bootstrap=20)
+    assert scan.law is not None and scan.law.ci == {} and scan.law.n_boot == 0
