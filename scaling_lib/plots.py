@@ -46,6 +46,14 @@ def _log_norm(values) -> mpl.colors.LogNorm:
     return mpl.colors.LogNorm(vmin=v.min(), vmax=max(v.max(), v.min() * 1.01))
 
 
+def _coloured_groups(df: pd.DataFrame, by: str, sort: str | None = None):
+    """(value, rows, colour) for each value of `by`, coloured on a log scale of it (viridis), the rows
+    sorted by `sort`; and the (norm, cmap) for a colour bar."""
+    norm, cmap = _log_norm(df[by]), mpl.colormaps[CMAP]
+    groups = [(v, g.sort_values(sort) if sort else g, cmap(norm(v))) for v, g in df.groupby(by)]
+    return groups, (norm, cmap)
+
+
 def _filled_or_hollow(fig, ax, levels, *, colorbar: str, filled: str, hollow: str, **marker):
     """The set-up of a figure whose marks are coloured by a level (log scale) and drawn filled or
     hollow: the key of the two kinds of mark (`marker` their scatter style) and the colour bar
@@ -379,11 +387,9 @@ def loss_by_depth(summary: pd.DataFrame, *, y: str = "ppl_mean", err: str = "ppl
     its standard deviation as error bars (`depth.by_depth`; Petty et al. 2024, Fig. 2)."""
     with _style():
         fig, ax = _axes(ax)
-        norm = _log_norm(summary["size"])
-        cmap = mpl.colormaps[CMAP]
-        for size, g in summary.groupby("size"):
-            g = g.sort_values("n_layer")
-            ax.errorbar(g["n_layer"], g[y], yerr=g[err].fillna(0), fmt="o-", color=cmap(norm(size)), capsize=3,
+        groups, _ = _coloured_groups(summary, "size", "n_layer")
+        for size, g, colour in groups:
+            ax.errorbar(g["n_layer"], g[y], yerr=g[err].fillna(0), fmt="o-", color=colour, capsize=3,
                         label=f"N ≈ {size:,.0f}")
         ax.set(xscale="log", xlabel="layers n_layer (N fixed)",
                ylabel="validation perplexity" if y.startswith("ppl") else "validation loss (nats/token)")
@@ -397,12 +403,9 @@ def overfit_by_size(t: pd.DataFrame, nd=None, *, ax=None) -> Figure:
     with Eq. 1.5's fit (`overfit.NDFit`) dashed at each D (Kaplan et al. Fig. 9, left)."""
     with _style():
         fig, ax = _axes(ax)
-        norm = _log_norm(t["D"])
-        cmap = mpl.colormaps[CMAP]
+        groups, (norm, cmap) = _coloured_groups(t, "D", "N")
         grid = np.geomspace(t["N"].min(), t["N"].max(), 50)
-        for D, g in t.groupby("D"):
-            g = g.sort_values("N")
-            colour = cmap(norm(D))
+        for D, g, colour in groups:
             ax.plot(g["N"], g["L"], "o", color=colour)
             if nd is not None:
                 ax.plot(grid, nd.loss(grid, D), "--", color=colour, lw=1)
@@ -584,14 +587,12 @@ def loss_against_min_steps(adj: pd.DataFrame, ns=None, *, ax=None) -> Figure:
 
     with _style():
         fig, ax = _axes(ax)
-        norm = _log_norm(adj["N"])
-        cmap = mpl.colormaps[CMAP]
-        for N, g in adj.groupby("N"):
-            g = g.sort_values("S_min")
-            ax.plot(g["S_min"], g["val_loss"], color=cmap(norm(N)), lw=1.2)
+        groups, (norm, cmap) = _coloured_groups(adj, "N", "S_min")
+        for N, g, colour in groups:
+            ax.plot(g["S_min"], g["val_loss"], color=colour, lw=1.2)
             if ns is not None:
                 S = np.geomspace(g["S_min"].min(), g["S_min"].max(), 50)
-                ax.plot(S, kaplan_ns(N, S, **ns), "--", color=cmap(norm(N)), lw=0.9)
+                ax.plot(S, kaplan_ns(N, S, **ns), "--", color=colour, lw=0.9)
         ax.set(xscale="log", yscale="log", xlabel="S_min, steps at the critical batch", ylabel="validation loss (nats/token)")
         fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="non-embedding parameters N")
     return fig
