@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import fit
+from .pages import budget_name
 from .fit import FitResult
 
 JOINT_FORMS = ("kaplan-nd", "chinchilla")
@@ -30,7 +31,7 @@ def reach(t: pd.DataFrame) -> str:
     """'N = 768 to 786,432 to 16M tokens (1.8 epochs)' for each longest budget of a ladder."""
     top = t[t["is_longest"]].groupby("tokens").agg(lo=("N", "min"), hi=("N", "max"), epochs=("epochs", "max"))
     return "; ".join(f"N = {int(r.lo):,}" + (f" to {int(r.hi):,}" if r.hi > r.lo else "")
-                     + f" to {b / 1e6:.3g}M tokens ({r.epochs:.2g} epochs)"
+                     + f" to {budget_name(b)} tokens ({r.epochs:.2g} epochs)"
                      for b, r in top.sort_index(ascending=False).iterrows())
 
 
