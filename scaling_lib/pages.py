@@ -25,7 +25,7 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "09_lstm": (("lstm", None), ("ladder", {"long_max_N": 0}), ("lr", None)),
     "10_kaplan_chinchilla": (("tune", None), ("ladder", None)),
     "11_budget": (),
-    "12_context_recurrence": (("ladder", None), ("context", None), ("recur", None)),
+    "12_context_recurrence": (("ladder", None), ("ladder", {"long_max_N": 0}), ("context", None), ("recur", None)),
     "13_depth": (("depth", None),),
     "14_overfitting": (("overfit", None),),
     "15_batch_size": (("batch", None), ("tune", None)),
