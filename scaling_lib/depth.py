@@ -11,7 +11,9 @@ improving after a few layers. The chapter "Depth costs time" repeats both halves
 - **loss**: the `depth` sweep trains every depth with several seeds; `by_depth` summarises the seeds
   of each (size, depth), and `first_within` finds the shallowest depth whose mean loss is within a
   tolerance of the best depth's (the rebuttal's "within 1%"), with a bootstrap over seeds that says
-  how sure that choice is.
+  how sure that choice is; `loss_trend` says in words how the loss moves with depth at one size
+  (every step up or down, lowest at some depth and up beyond it, a rank-correlated tendency, or no
+  steady trend).
 """
 from __future__ import annotations
 
@@ -216,6 +218,47 @@ def first_within(runs: pd.DataFrame, targets: Sequence[float], *, tol: float = T
                          share=float(np.mean(np.asarray(picks) == first)) if picks else np.nan,
                          depths_95=depths_95, depths=sorted(losses), min_seeds=min(len(v) for v in losses.values())))
     return pd.DataFrame(rows, columns=cols)
+
+
+def loss_trend(n_layer: Iterable[float], loss: Iterable[float], *, alpha: float = 0.05) -> dict[str, Any]:
+    """How the loss moves with depth at a fixed size, in words a chapter can glue.
+
+    `n_layer` and `loss` give the loss at each depth (several values of one depth are averaged: a
+    mean over seeds). Returns the number of depths, the Spearman rank correlation `rho` of the loss
+    with the depth and its p-value `p`, the depth with the lowest loss, `direction` ("rises", "falls"
+    or None) and `text`: a clause that says no more than the data show. It says the loss rises
+    (falls) "at every step in depth" only where each step from one depth to the next raises (lowers)
+    it; "lowest at L layers and rises at every step in depth beyond it" where the lowest loss is not
+    at the shallowest depth and each of at least two steps after it raises the loss; "tends to rise
+    (fall)" where the steps are mixed but the rank correlation is significant at `alpha`; and that it
+    shows no steady trend otherwise. Fewer than three depths: `text` says they are too few."""
+    t = (pd.DataFrame({"n_layer": np.asarray(list(n_layer), float), "loss": np.asarray(list(loss), float)})
+         .dropna().groupby("n_layer", as_index=False)["loss"].mean().sort_values("n_layer"))
+    L, y = t["n_layer"].to_numpy(), t["loss"].to_numpy()
+    out: dict[str, Any] = dict(depths=len(t), rho=np.nan, p=np.nan,
+                               best_n_layer=int(L[y.argmin()]) if len(t) else None, direction=None)
+    if len(t) < 3:
+        out["text"] = f"{len(t)} depth{'' if len(t) == 1 else 's'} at this size are too few to read a trend with depth"
+        return out
+    from scipy.stats import spearmanr
+
+    rho, p = spearmanr(L, y)
+    out.update(rho=float(rho), p=float(p))
+    step, best = np.diff(y), int(y.argmin())
+    if (step > 0).all():
+        out["direction"], words = "rises", "the loss rises at every step in depth at a fixed $N$"
+    elif (step < 0).all():
+        out["direction"], words = "falls", "the loss falls at every step in depth at a fixed $N$"
+    elif best > 0 and len(t) - 1 - best >= 2 and (step[best:] > 0).all():
+        out["direction"] = "rises" if rho > 0 else None
+        words = f"the loss at a fixed $N$ is lowest at {L[best]:.0f} layers and rises at every step in depth beyond it"
+    elif p < alpha and rho != 0:
+        out["direction"] = "rises" if rho > 0 else "falls"
+        words = f"the loss tends to {'rise' if rho > 0 else 'fall'} with depth at a fixed $N$, though not at every step"
+    else:
+        words = "the loss shows no steady trend with depth at a fixed $N$"
+    out["text"] = f"{words} (Spearman ρ = {rho:+.2f} between loss and depth over {len(t)} depths)"
+    return out
 
 
 def savings(choice: pd.DataFrame, latency: pd.DataFrame, measure: str) -> pd.DataFrame:

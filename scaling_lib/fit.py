@@ -38,6 +38,11 @@ PARAMS: dict[str, tuple[str, ...]] = {
 TWO_VARIABLE = ("kaplan-nd", "kaplan-ns", "chinchilla")
 
 
+def free_params(form: str) -> int:
+    """How many parameters of `form` are fitted (the power law's log_X_c is X_c again, not a free one)."""
+    return len(PARAMS[form]) - (form == "power")
+
+
 class FitError(ValueError):
     """Input a fit cannot use, or a fit that found no optimum; the message is one line."""
 
@@ -306,7 +311,7 @@ def _validate(form: str, x, y, x2, groups=None, within=None) -> tuple[np.ndarray
         raise FitError("arrays of different lengths: " + ", ".join(f"{k} {n}" for k, n in lengths.items()))
     for name, a in out.items():
         check_positive(name, a)
-    n_params = len(PARAMS[form]) - (form == "power")  # log_X_c is X_c again, not a free parameter
+    n_params = free_params(form)
     if len(out["y"]) < n_params + 1:
         raise FitError(
             f"too few points for form {form!r}: {len(out['y'])} given, at least {n_params + 1} needed"
@@ -736,6 +741,38 @@ def extrapolation_check(form: str, x, y, x2=None, *, holdout: int = 2, by=None) 
         "rel_error": rel,
         "max_abs_rel_error": float(np.max(np.abs(rel))),
     }
+
+
+FIT_MARGIN = 2.0  # a richer law "fits better" only where it halves the simpler one's residual scale
+
+
+def residual_scale(result: FitResult) -> float:
+    """The root-mean-square log residual per degree of freedom, sqrt(sum r^2 / (n - k)) for k free
+    parameters: a scale that an extra parameter does not lower by itself. NaN where n <= k."""
+    k = free_params(result.form)
+    r = np.asarray(result.residuals, float)
+    return float(np.sqrt(np.sum(r ** 2) / (len(r) - k))) if len(r) > k else math.nan
+
+
+def compare_fits(simpler: FitResult, richer: FitResult, *, margin: float = FIT_MARGIN) -> dict[str, Any]:
+    """Whether `richer` (a law with more parameters fitted to the same points, e.g. a power law with a
+    floor against the pure power law) fits them markedly better than `simpler`: its residual scale
+    (`residual_scale`, which counts each law's parameters) is at most 1/`margin` of the simpler's.
+
+    Returns both scales, their `ratio` (simpler over richer), `margin` and `better` (False where the
+    richer law has no degree of freedom left, or the points differ in number)."""
+    if margin < 1:
+        raise ValueError(f"the margin is a factor of at least 1, not {margin}")
+    if free_params(richer.form) <= free_params(simpler.form):
+        raise ValueError(f"{richer.form!r} has no more parameters than {simpler.form!r}")
+    s_simple, s_rich = residual_scale(simpler), residual_scale(richer)
+    same = simpler.n_points == richer.n_points
+    if not same or not math.isfinite(s_rich):
+        ratio = math.nan
+    else:
+        ratio = s_simple / s_rich if s_rich > 0 else (math.inf if s_simple > 0 else math.nan)
+    better = bool(same and math.isfinite(s_rich) and s_simple > 0 and s_rich * margin <= s_simple)
+    return dict(s_simpler=s_simple, s_richer=s_rich, ratio=ratio, margin=margin, better=better)
 
 
 # ---------------------------------------------------------------------------------------------

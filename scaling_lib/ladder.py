@@ -4,17 +4,20 @@ L(N, D), the exponent against the budget, the seed spread, and the table of the 
 Every function takes a `runs_table(..., budgets=True)` (one row per run and budget; for a tuned grid,
 `tuning.at_best_rate` of it) and resamples hierarchically: model sizes, then seeds within a size
 (`fit.fit(groups=N, within=seed)`), so that a size with three seeds is not three independent points.
-Numerics over run tables only: no torch.
+Numerics over run tables only: no torch. One helper works on the records themselves:
+`runs_at_shared_budget` picks one run per size at the longest budget every size was trained to, for
+what exists only at a run's final evaluation (the loss by position).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
 from . import fit
+from .pages import budget_name
 from .fit import FitResult
 
 JOINT_FORMS = ("kaplan-nd", "chinchilla")
@@ -30,7 +33,7 @@ def reach(t: pd.DataFrame) -> str:
     """'N = 768 to 786,432 to 16M tokens (1.8 epochs)' for each longest budget of a ladder."""
     top = t[t["is_longest"]].groupby("tokens").agg(lo=("N", "min"), hi=("N", "max"), epochs=("epochs", "max"))
     return "; ".join(f"N = {int(r.lo):,}" + (f" to {int(r.hi):,}" if r.hi > r.lo else "")
-                     + f" to {b / 1e6:.3g}M tokens ({r.epochs:.2g} epochs)"
+                     + f" to {budget_name(b)} tokens ({r.epochs:.2g} epochs)"
                      for b, r in top.sort_index(ascending=False).iterrows())
 
 
@@ -188,3 +191,23 @@ def choice_spread(table: pd.DataFrame) -> pd.DataFrame:
         rows.append(dict(exponent=col, book=base[col], ci=base[f"{col}_ci"], lo=v.min(), hi=v.max(),
                          spread=v.max() - v.min()))
     return pd.DataFrame(rows)
+
+
+def runs_at_shared_budget(records: Iterable[dict[str, Any]]) -> tuple[int | None, list[dict[str, Any]]]:
+    """One run per size, all trained to one token budget: the longest planned budget (`config.tokens`)
+    that every size has a run of its own to. What only a run's final evaluation records (the loss by
+    position, not kept at the cooldown branches) then compares sizes at equal training, not each
+    size's longest run. Of several runs of a size at that budget, the lowest seed's (a record given
+    twice, by key, counts once). Returns (that budget, the runs by N); (None, []) where the sizes
+    share no budget or there are no records."""
+    by_size: dict[int, dict[int, dict[str, Any]]] = {}
+    for r in {r["key"]: r for r in records}.values():
+        budget, seed = int(r["config"]["tokens"]), int(r["config"].get("seed", 0))
+        kept = by_size.setdefault(int(r["N"]), {}).get(budget)
+        if kept is None or seed < int(kept["config"].get("seed", 0)):
+            by_size[int(r["N"])][budget] = r
+    shared = set.intersection(*(set(b) for b in by_size.values())) if by_size else set()
+    if not shared:
+        return None, []
+    budget = max(shared)
+    return budget, [by_size[N][budget] for N in sorted(by_size)]

@@ -1,11 +1,13 @@
 """What a chapter shows besides its analysis: tables, numbered figures, the "Reproduce this chapter" box.
 
 Display helpers for the notebooks (pandas and IPython only; no torch): `table` (no index column,
-rounded), `figure` (a numbered, captioned, referable figure through myst-nb glue), `reproduce`
-(the commands that re-make a chapter, the CPU hours its stored runs took, and downloads of its
-source and executed notebook).
+rounded), `budget_name` (a token budget as the profiles name it: 1M, not 0.999M), `figure` (a
+numbered, captioned, referable figure through myst-nb glue), `reproduce` (the commands that re-make
+a chapter, the CPU hours its stored runs took, and downloads of its source and executed notebook).
 """
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
@@ -23,13 +25,30 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "09_lstm": (("lstm", None), ("ladder", {"long_max_N": 0}), ("lr", None)),
     "10_kaplan_chinchilla": (("tune", None), ("ladder", None)),
     "11_budget": (),
-    "12_context_recurrence": (("ladder", None), ("context", None), ("recur", None)),
+    "12_context_recurrence": (("ladder", None), ("ladder", {"long_max_N": 0}), ("context", None), ("recur", None)),
     "13_depth": (("depth", None),),
     "14_overfitting": (("overfit", None),),
     "15_batch_size": (("batch", None), ("tune", None)),
     "16_allocation": (("batch", None), ("tune", None), ("overfit", None)),
     "17_schedules": (("schedule", None),),
 }
+
+
+def budget_name(tokens: float) -> str:
+    """A token budget named as the profiles plan it: in millions, to the fewest significant digits (one
+    to three) that come within 1% of the count. A run trains whole steps, so its count falls short of
+    the planned budget by less than a step: 999,424 tokens (244 steps of 4,096) is the 1M budget and
+    reads "1M", 249,856 reads "0.25M", 15,998,976 "16M". A count under 100,000 (the smoke profile's)
+    is given in full ("20,480"); NaN reads "n/a"."""
+    if tokens is None or not math.isfinite(tokens):
+        return "n/a"
+    if tokens < 1e5:
+        return f"{tokens:,.0f}"
+    for digits in (1, 2, 3):
+        named = float(f"{tokens:.{digits}g}")
+        if abs(named - tokens) <= 0.01 * tokens:
+            break
+    return f"{named / 1e6:g}M"
 
 
 def table(df: pd.DataFrame, formats: dict | str | None = None, *, caption: str | None = None, precision: int = 4):

@@ -197,9 +197,14 @@ def profile(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any
     return p
 
 
+# The pilot's rule, LR = A N^exponent capped at `cap`: its numbers, for the chapters that quote them
+LR_PILOT = dict(A=5.6, exponent=-0.57, cap=0.1)
+
+
 def lr_rule_pilot(N: float) -> float:
-    """Best peak LR against N measured in this machine's pilot (training.md): 5.6 N^-0.57, capped at 0.1."""
-    return float(min(0.1, 5.6 * N**-0.57))
+    """Best peak LR against N measured in this machine's pilot (training.md): 5.6 N^-0.57, capped at 0.1
+    (`LR_PILOT`)."""
+    return float(min(LR_PILOT["cap"], LR_PILOT["A"] * N**LR_PILOT["exponent"]))
 
 
 SweepFn = Callable[[dict, Store], list[RunConfig]]

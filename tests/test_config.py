@@ -10,7 +10,7 @@ import pytest
 
 from scaling_lib.config import RunConfig, default_warmup, vocab_size
 from scaling_lib.laws import lr_rule_kaplan
-from scaling_lib.plans import PROFILES, lr_rule_pilot, profile
+from scaling_lib.plans import LR_PILOT, PROFILES, lr_rule_pilot, profile
 
 
 # --- the key ---------------------------------------------------------------------------------
@@ -258,6 +258,9 @@ def test_lr_rules():
     assert lr_rule_pilot(10.0) == 0.1  # capped
     assert lr_rule_pilot(1e5) == pytest.approx(5.6 * 1e5**-0.57)
     assert lr_rule_pilot(1e6) < lr_rule_pilot(1e5)
+    # the numbers a chapter quotes are the rule's own: its exponent read off two sizes below the cap
+    assert math.log(lr_rule_pilot(2e5) / lr_rule_pilot(1e5)) / math.log(2) == pytest.approx(LR_PILOT["exponent"])
+    assert LR_PILOT == dict(A=5.6, exponent=-0.57, cap=0.1)
 
 
 def test_profiles():

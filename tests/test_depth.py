@@ -150,3 +150,29 @@ def test_a_profile_that_trains_what_it_lacks_times_its_depth_sizes_once(tmp_path
     assert len(again) == 1
     assert [p.stat().st_mtime_ns for p in (tmp_path / "latency").iterdir()] == mtime[1]  # not measured twice
     assert depth.ensure_latency("book", tmp_path / "empty") == []  # the book profile only reads
+
+
+def test_the_trend_with_depth_says_rises_only_where_the_loss_rises():
+    depths = [1, 2, 4, 8, 16]
+    up = depth.loss_trend(depths, [4.0, 4.1, 4.2, 4.3, 4.4])
+    assert up["direction"] == "rises" and up["rho"] == pytest.approx(1.0) and up["depths"] == 5
+    assert up["text"].startswith("the loss rises at every step in depth") and "ρ = +1.00" in up["text"]
+    down = depth.loss_trend(depths, [4.4, 4.3, 4.2, 4.1, 4.0])
+    assert down["direction"] == "falls" and "falls at every step" in down["text"] and "rises" not in down["text"]
+    # lowest at 2 layers, up at every step beyond (the shape chapter's stored scan)
+    dip = depth.loss_trend([1, 2, 4, 6, 8, 12, 16], [1.023, 0.983, 1.013, 1.033, 1.046, 1.063, 1.081])
+    assert dip["best_n_layer"] == 2 and dip["direction"] == "rises"
+    assert "lowest at 2 layers and rises at every step in depth beyond it" in dip["text"]
+    # mixed steps: a tendency only where the rank correlation is significant
+    mixed = depth.loss_trend(range(1, 11), [1.0, 1.2, 1.1, 1.3, 1.25, 1.4, 1.35, 1.5, 1.45, 1.6])
+    assert mixed["p"] < 0.05 and "tends to rise" in mixed["text"] and "not at every step" in mixed["text"]
+    flat = depth.loss_trend(depths, [4.2, 4.0, 4.3, 3.9, 4.2])
+    assert flat["direction"] is None and "no steady trend" in flat["text"]
+
+
+def test_the_trend_with_depth_averages_seeds_and_needs_three_depths():
+    seeds = depth.loss_trend([1, 1, 2, 2, 4, 4], [4.0, 4.2, 4.3, 4.3, 4.5, 4.5])
+    assert seeds["depths"] == 3 and seeds["direction"] == "rises"  # 4.1 < 4.3 < 4.5
+    few = depth.loss_trend([1, 2, 2], [4.0, 4.1, np.nan])
+    assert few["depths"] == 2 and few["direction"] is None and np.isnan(few["rho"])
+    assert "too few" in few["text"]

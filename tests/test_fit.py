@@ -489,3 +489,34 @@ def test_an_interval_with_a_negative_bound_reads_lo_to_hi():
     assert fitting.interval_text(0.031, 0.045, ".3f") == "0.031–0.045"
     assert fitting.interval_text(-0.71, 0.27, ".2f") == "-0.71 to 0.27"
     assert fitting.interval_text(-0.14, -0.05, ".2f") == "-0.14 to -0.05"
+
+
+def test_a_floor_fits_better_only_where_the_points_bend():
+    rng = np.random.default_rng(4)
+    D = np.geomspace(5e5, 1e7, 5)
+    noise = np.exp(0.002 * rng.standard_normal(len(D)))
+    bent = power_offset(D, 3.9, 2e5, 0.8) * noise
+    c = fitting.compare_fits(fit("power", D, bent), fit("power-offset", D, bent))
+    assert c["better"] and c["ratio"] >= c["margin"] == fitting.FIT_MARGIN
+    straight = power_law(D, 0.08, 1e12) * noise
+    s = fitting.compare_fits(fit("power", D, straight), fit("power-offset", D, straight))
+    assert not s["better"] and s["ratio"] < 2
+    # the extra parameter is counted: on the same points the floor's plain RMS is lower, its scale not by half
+    assert fit("power-offset", D, straight).rmse_log <= fit("power", D, straight).rmse_log
+
+
+def test_comparing_fits_needs_a_richer_law_and_a_degree_of_freedom():
+    D = np.geomspace(5e5, 1e7, 4)
+    y = power_offset(D, 3.9, 2e5, 0.8) * np.exp([0.001, -0.002, 0.0, 0.001])
+    power, floor = fit("power", D, y), fit("power-offset", D, y)
+    assert fitting.free_params("power") == 2 and fitting.free_params("power-offset") == 3
+    assert fitting.residual_scale(floor) == pytest.approx(np.sqrt(np.sum(floor.residuals ** 2) / 1))
+    # with as many points as parameters there is no scale, and no verdict
+    three = dataclasses.replace(floor, residuals=floor.residuals[:3], n_points=3)
+    c = fitting.compare_fits(dataclasses.replace(power, residuals=power.residuals[:3], n_points=3), three)
+    assert math.isnan(c["s_richer"]) and math.isnan(c["ratio"]) and not c["better"]
+    assert not fitting.compare_fits(power, three)["better"]  # not the same points
+    with pytest.raises(ValueError, match="no more parameters"):
+        fitting.compare_fits(fit("power-offset", D, y), fit("power", D, y))
+    with pytest.raises(ValueError, match="margin"):
+        fitting.compare_fits(fit("power", D, y), fit("power-offset", D, y), margin=0.5)

@@ -98,3 +98,22 @@ def test_a_choice_that_leaves_too_few_sizes_says_so():
 def test_reach_names_each_longest_budget():
     t = table()
     assert ladder.reach(t) == "N = 768 to 786,432 to 16M tokens (1.8 epochs)"
+
+
+def _record(N, tokens, seed=0):
+    return dict(key=f"{N}-{tokens}-{seed}", N=N, tokens=tokens - 512, config=dict(tokens=tokens, seed=seed),
+                final=dict(per_position_loss=[5.0, 4.0]))
+
+
+def test_sizes_are_compared_at_the_longest_budget_they_all_reached():
+    # the smaller sizes went on to 16M, the largest stopped at 8M: all are read at 8M
+    recs = [_record(N, T) for N in (768, 3072, 13824) for T in (8_000_000, 16_000_000)] + [_record(1_536_000, 8_000_000)]
+    budget, runs = ladder.runs_at_shared_budget(recs)
+    assert budget == 8_000_000 and [r["N"] for r in runs] == [768, 3072, 13824, 1_536_000]
+    assert {r["config"]["tokens"] for r in runs} == {8_000_000}
+    # once the largest reaches 16M too, all are read there; a record given twice counts once; the lowest seed wins
+    more = recs + [_record(1_536_000, 16_000_000, seed=1), _record(1_536_000, 16_000_000, seed=0), recs[0]]
+    budget, runs = ladder.runs_at_shared_budget(more)
+    assert budget == 16_000_000 and len(runs) == 4 and runs[-1]["config"]["seed"] == 0
+    assert ladder.runs_at_shared_budget([_record(768, 1_000_000), _record(3072, 2_000_000)]) == (None, [])
+    assert ladder.runs_at_shared_budget([]) == (None, [])

@@ -78,3 +78,14 @@ def test_chapter_records_reads_the_stored_sweeps(monkeypatch, tmp_path):
     assert [p for _, p, _, _ in seen] == ["smoke"]  # no GPU runs under smoke
     with pytest.raises(KeyError):
         pages.chapter_records("99_nothing", "book")
+
+
+def test_a_budget_is_named_as_the_profiles_plan_it():
+    # a run trains whole steps of 4,096 tokens: its count falls just short of the planned budget
+    assert [pages.budget_name(b // 4096 * 4096) for b in (250_000, 1_000_000, 2_000_000, 8_000_000, 16_000_000)] \
+        == ["0.25M", "1M", "2M", "8M", "16M"]
+    assert pages.budget_name(999_424) == "1M" and pages.budget_name(1_499_136) == "1.5M"
+    assert pages.budget_name(124_928) == "0.125M"  # three digits where two miss by more than 1%
+    assert pages.budget_name(9_040_030) == "9M" and pages.budget_name(12_951_552) == "13M"
+    assert pages.budget_name(20_480) == "20,480"  # the smoke profile's budgets, in full
+    assert pages.budget_name(float("nan")) == "n/a"
