@@ -22,13 +22,13 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .batch import fit_bcrit_loss, fit_critical_batch, steps_to_reach
+from .batch import MIN_BATCH_SIZES, fit_bcrit_loss, fit_critical_batch, steps_to_reach
 from .fit import FitError
 
 N_TARGETS = 6
 EARLY = 0.1  # the share of the token budget after which the highest target must still lie ahead of every run
 MIN_SIZES_CI = 3  # B_crit(L)'s interval resamples model sizes: fewer than this, no interval
-MARGIN = 0.01  # nats: the lowest target lies this far above the worst batch size's best loss
+MARGIN = 0.01  # nats: the lowest target lies this far above the third-best batch size's best loss
 
 
 def _curves(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -47,7 +47,9 @@ def loss_targets(records: Iterable[dict[str, Any]], n: int = N_TARGETS, *, early
                  margin: float = MARGIN) -> dict[int, np.ndarray]:
     """At each size, `n` loss targets evenly spaced from the highest to the lowest:
 
-    - the lowest is `margin` above the worst batch size's best loss (every batch size reaches it);
+    - the lowest is `margin` above the best loss of the third-best batch size, so that at least three
+      batch sizes (the fewest the critical-batch fit takes) reach every target; the largest batches,
+      which at a fixed token budget take few steps, may reach only the higher targets;
     - the highest is the lowest loss any batch size had reached by `early` of the token budget, so
       that every run still has it ahead after its first steps (the warmup and the initial drop,
       where the steps count the schedule more than the batch)."""
@@ -56,8 +58,8 @@ def loss_targets(records: Iterable[dict[str, Any]], n: int = N_TARGETS, *, early
     curves = _curves(records)
     out = {}
     for N, g in curves.groupby("N"):
-        best_by_batch = g.groupby("batch_size")["val_loss"].min()
-        low = float(best_by_batch.max()) + margin
+        best_by_batch = np.sort(g.groupby("batch_size")["val_loss"].min().to_numpy())
+        low = float(best_by_batch[min(MIN_BATCH_SIZES, len(best_by_batch)) - 1]) + margin
         early_pts = g[g["tokens"] <= early * g["budget"]]
         high = float(early_pts["val_loss"].min()) if len(early_pts) else float(g["val_loss"].max())
         if not high > low:

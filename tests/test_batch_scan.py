@@ -59,8 +59,8 @@ def test_targets_run_from_what_early_curves_passed_to_what_every_batch_reaches()
     for r in recs:  # each batch size at its best rate
         B = r["config"]["batch_size"]
         best_by_batch[B] = min(best_by_batch.get(B, np.inf), min(p["val_loss"] for p in r["curve"]))
-    worst_best = max(best_by_batch.values())
-    assert t[-1] == pytest.approx(worst_best + batch_scan.MARGIN)
+    third_best = sorted(best_by_batch.values())[2]  # at least three batch sizes reach every target
+    assert t[-1] == pytest.approx(third_best + batch_scan.MARGIN)
     with pytest.raises(ValueError):
         batch_scan.loss_targets(recs, n=1)
 
