@@ -41,7 +41,7 @@ def label(cfg: RunConfig, peak: float | None = None) -> str:
     if cfg.warmup_tokens != default_warmup:
         parts.append(f"warmup {cfg.warmup_tokens / 1e6:g}M tokens")
     if peak and not np.isclose(cfg.lr, peak, rtol=1e-3):
-        parts.append(f"{cfg.lr / peak:g}x the rate")
+        parts.append(f"{cfg.lr / peak:.3g}x the rate")
     return ", ".join(parts)
 
 
