@@ -138,8 +138,14 @@ def test_invalid_configs_raise_a_clear_value_error(kw, words):
     (dict(dropout=1.5), ["dropout", "1.5"]),
     (dict(dropout=math.nan), ["dropout", "nan"]),
     (dict(arch="lstm", dropout=0.1), ["dropout", "lstm", "gpt"]),
+    (dict(noise_batches=-1), ["noise_batches", "-1", "at least 0"]),
+    (dict(noise_batches=1.5), ["noise_batches", "1.5", "whole number"]),
+    (dict(noise_batches=2.0), ["noise_batches", "2.0", "whole number"]),
+    (dict(noise_batches="2"), ["noise_batches", "'2'"]),
+    (dict(noise_batches=True), ["noise_batches", "True"]),
+    (dict(noise_batches=2, batch_size=1), ["noise_batches", "batch_size 1", "at least 2"]),
 ])
-def test_a_bad_dropout_is_a_clear_error_at_creation(kw, words):
+def test_a_bad_dropout_or_noise_batches_is_a_clear_error_at_creation(kw, words):
     with pytest.raises(ValueError) as e:
         RunConfig(**kw)
     for w in words:
@@ -157,21 +163,6 @@ def test_dropout_enters_the_key_only_when_set():
     assert RunConfig.from_stored(json.loads(json.dumps(d))) == base.replace(dropout=0.1)
     del d["dropout"]  # a record filed before the field existed ran without dropout
     assert RunConfig.from_stored(d).dropout == 0.0
-
-
-@pytest.mark.parametrize("kw, words", [
-    (dict(noise_batches=-1), ["noise_batches", "-1", "at least 0"]),
-    (dict(noise_batches=1.5), ["noise_batches", "1.5", "whole number"]),
-    (dict(noise_batches=2.0), ["noise_batches", "2.0", "whole number"]),
-    (dict(noise_batches="2"), ["noise_batches", "'2'"]),
-    (dict(noise_batches=True), ["noise_batches", "True"]),
-    (dict(noise_batches=2, batch_size=1), ["noise_batches", "batch_size 1", "at least 2"]),
-])
-def test_a_bad_noise_batches_is_a_clear_error_at_creation(kw, words):
-    with pytest.raises(ValueError) as e:
-        RunConfig(**kw)
-    for w in words:
-        assert w in str(e.value), (w, str(e.value))
 
 
 def test_noise_batches_enters_the_key_only_when_set_and_leaves_the_name():
