@@ -109,6 +109,19 @@ def _runs(args) -> int:
     return 0
 
 
+def _progress(args) -> int:
+    from .pages import CHAPTER_SWEEPS
+    from .progress import sweep_progress
+    from .store import Store
+
+    df = sweep_progress(CHAPTER_SWEEPS, args.profile, Store(args.store) if args.store else None, checkpoints=True)
+    if args.json:
+        print(df.to_json(orient="records", indent=1))
+    else:
+        print(df.drop(columns=["chapters"]).to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    return 0
+
+
 def _bench(args) -> int:
     from .bench import bench
 
@@ -286,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_runs)
+
+    p = sub.add_parser("progress", help="each sweep's runs stored and still planned, and the worker-hours left "
+                       "at the rate of its stored runs")
+    p.add_argument("--profile", default="book", help="the profile whose planned grids are counted (default book)")
+    p.add_argument("--store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=_progress)
 
     p = sub.add_parser("bench", help="training throughput and the measured matmul peak; with --depths and --fixed-n, "
                        "training and generation latency against depth at a fixed N; as JSON")

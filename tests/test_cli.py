@@ -180,6 +180,18 @@ def test_runs_reads_the_book_store(capsys):
     assert before <= len(rows) <= after and all(RUNS_KEYS <= set(r) for r in rows)
 
 
+def test_progress_counts_every_chapter_sweep_of_an_empty_store(capsys, tmp_path):
+    from scaling_lib.pages import CHAPTER_SWEEPS
+    from scaling_lib.progress import sweeps_of
+
+    assert main(["progress", "--json", "--profile", "smoke", "--store", str(tmp_path / "empty")]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["sweep"] for r in rows] == list(sweeps_of(CHAPTER_SWEEPS))
+    assert all(r["stored"] == 0 and r["planned_left"] > 0 for r in rows if not r["note"])
+    assert main(["progress", "--profile", "nope"]) == 2
+    assert "unknown profile" in capsys.readouterr().err
+
+
 # --- sweep -----------------------------------------------------------------------------------
 def test_sweep_dry_run_lists_configs(tmp_path, env):
     r = cli("sweep", "lr", "--profile", "smoke", "--dry-run", "--store", str(tmp_path / "s"), env=env)

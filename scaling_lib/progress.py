@@ -1,0 +1,90 @@
+"""How far each sweep has come: the runs stored, the runs still planned, and what the rest may cost.
+
+The book's status is counted from the store, never typed: `sweep_progress` compares each sweep's
+planned grid (`plans.configs`) with the records under `runs/`, and sizes what is left from the
+sweep's own stored runs (their wall time per unit of `plans.cost`), so the next session can be
+planned from the same table that the results page and `python -m scaling_lib progress` print.
+"""
+from __future__ import annotations
+
+import math
+from statistics import median
+
+import pandas as pd
+
+from .pages import run_hours
+from .plans import MissingRule, configs, cost
+from .store import Store
+
+FINISHED = ("ok", "early_stopped")
+COLUMNS = ["sweep", "chapters", "stored", "not_finished", "planned_left", "gpu_stored", "cpu_hours", "hours_left",
+           "note"]
+
+
+def sweeps_of(chapter_sweeps: dict[str, tuple]) -> dict[str, list[str]]:
+    """Each sweep named in `pages.CHAPTER_SWEEPS`, with the chapters that read it, in book order."""
+    out: dict[str, list[str]] = {}
+    for stem, pairs in chapter_sweeps.items():
+        for name, _ in pairs:
+            out.setdefault(name, [])
+            if stem not in out[name]:
+                out[name].append(stem)
+    return out
+
+
+def seconds_per_cost(pairs) -> float:
+    """The median worker-seconds (wall time x threads) per unit of `plans.cost` over (config, record)
+    pairs trained on a CPU; NaN without any. A GPU's runs would make the CPU's sizing look cheap."""
+    rates = []
+    for cfg, rec in pairs:
+        prov = rec.get("provenance") or {}
+        wall, c = prov.get("wall_time_s"), cost([cfg])
+        if wall and c > 0 and not str(prov.get("device", "cpu")).startswith("cuda"):
+            rates.append(wall * int(prov.get("threads") or 1) / c)
+    return median(rates) if rates else math.nan
+
+
+def sweep_progress(chapter_sweeps: dict[str, tuple], profile: str = "book", store: Store | None = None,
+                   checkpoints: bool = False) -> pd.DataFrame:
+    """One row per sweep, with
+    - the chapters that read it;
+    - the finished runs stored, and the stored runs that did not finish (diverged, failed);
+    - the planned runs not stored yet;
+    - the finished runs a lent GPU stored under the 'gpu' profile (outside 'smoke'; the chapters read
+      them beside the CPU's);
+    - the CPU worker-hours the stored runs took (`pages.run_hours`);
+    - the worker-hours left, estimated at the median rate of the sweep's own stored runs (NaN while
+      none is stored).
+    A sweep whose grid grows from its results (the learning-rate edges, the batch grid) counts only
+    what is planned so far; a sweep that cannot be planned yet says why in `note`. With
+    `checkpoints`, a column counts the missing runs that hold a checkpoint on this machine."""
+    from .data import read_progress
+
+    store = store or Store()
+    rows = []
+    for name, chapters in sweeps_of(chapter_sweeps).items():
+        row = dict(sweep=name, chapters=", ".join(chapters), stored=0, not_finished=0, planned_left=0,
+                   gpu_stored=0, cpu_hours=0.0, hours_left=math.nan, note="")
+        try:
+            cfgs = list(dict.fromkeys(configs(name, profile, store)))
+        except MissingRule as e:
+            row["note"] = f"waits for the fitted learning-rate rule ({e})"
+            rows.append(row)
+            continue
+        pairs = [(c, store.load(c)) for c in cfgs if store.has(c)]
+        missing = [c for c in cfgs if not store.has(c)]
+        row["stored"] = sum(r["status"] in FINISHED for _, r in pairs)
+        row["not_finished"] = len(pairs) - row["stored"]
+        row["planned_left"] = len(missing)
+        row["cpu_hours"] = run_hours([r for _, r in pairs])["cpu_hours"]
+        row["hours_left"] = seconds_per_cost(pairs) * cost(missing) / 3600 if missing else 0.0
+        if profile != "smoke":  # a lent GPU's runs, planned under their own profile, join the chapters
+            try:
+                gpu = [store.load(c) for c in dict.fromkeys(configs(name, "gpu", store)) if store.has(c)]
+            except MissingRule:
+                gpu = []
+            row["gpu_stored"] = sum(r["status"] in FINISHED for r in gpu)
+        if checkpoints:
+            row["checkpointed"] = sum(read_progress(c.key) is not None for c in missing)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COLUMNS + (["checkpointed"] if checkpoints else []))

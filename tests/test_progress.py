@@ -1,0 +1,76 @@
+"""Sweep progress: stored against planned, and the hours left sized from the sweep's own runs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from scaling_lib import plans, progress
+from scaling_lib.plans import configs, cost
+from scaling_lib.store import Store
+from tests.test_store import fake_record
+
+pytestmark = pytest.mark.usefixtures("runs_env")
+
+CHAPTERS = {"02_learning_curves": (("ladder", None), ("ladder", {"long_max_N": 0})),
+            "04_model_size": (("ladder", None),), "03_tuning_lr": (("lr", None),)}
+
+
+def test_sweeps_of_lists_each_sweep_once_with_its_chapters_in_order():
+    assert progress.sweeps_of(CHAPTERS) == {"ladder": ["02_learning_curves", "04_model_size"],
+                                            "lr": ["03_tuning_lr"]}
+
+
+def _store_some(store: Store, name: str, k: int, seconds_per_cost: float, status: str = "ok"):
+    cfgs = list(dict.fromkeys(configs(name, "smoke", store)))
+    for c in cfgs[:k]:
+        rec = fake_record(c, status=status)
+        rec["provenance"].update(wall_time_s=seconds_per_cost * cost([c]), threads=1)
+        store.save(rec)
+    return cfgs
+
+
+def test_progress_counts_stored_and_left_and_sizes_the_rest_from_the_stored_rate(tmp_path):
+    store = Store(tmp_path)
+    ladder = _store_some(store, "ladder", 2, seconds_per_cost=3e-5)
+    table = progress.sweep_progress(CHAPTERS, "smoke", store).set_index("sweep")
+    row = table.loc["ladder"]
+    assert (row.stored, row.not_finished, row.planned_left) == (2, 0, len(ladder) - 2)
+    assert row.chapters == "02_learning_curves, 04_model_size"
+    assert row.cpu_hours == pytest.approx(3e-5 * cost(ladder[:2]) / 3600)
+    assert row.hours_left == pytest.approx(3e-5 * cost(ladder[2:]) / 3600)
+    lr = table.loc["lr"]  # nothing stored: nothing to size the rest by
+    assert lr.stored == 0 and lr.planned_left == len(set(configs("lr", "smoke", store)))
+    assert math.isnan(lr.hours_left)
+
+
+def test_a_diverged_run_is_stored_but_not_finished(tmp_path):
+    store = Store(tmp_path)
+    _store_some(store, "lr", 1, 1e-5, status="diverged")
+    row = progress.sweep_progress(CHAPTERS, "smoke", store).set_index("sweep").loc["lr"]
+    assert (row.stored, row.not_finished) == (0, 1)
+
+
+def test_gpu_runs_do_not_size_the_cpu_work():
+    cfg = configs("ladder", "smoke", Store("/nonexistent"))[0]
+    gpu = fake_record(cfg)
+    gpu["provenance"].update(device="cuda:0", wall_time_s=1.0)
+    assert math.isnan(progress.seconds_per_cost([(cfg, gpu)]))
+
+
+def test_a_sweep_waiting_for_the_rule_says_so(tmp_path, monkeypatch):
+    def waits(*a, **k):
+        raise plans.MissingRule("no runs/rules/lr.json")
+    monkeypatch.setattr(progress, "configs", waits)
+    row = progress.sweep_progress({"14_overfitting": (("overfit", None),)}, "smoke", Store(tmp_path)).iloc[0]
+    assert row.planned_left == 0 and "learning-rate rule" in row.note
+
+
+def test_a_lent_gpus_runs_are_counted_beside_the_cpus(tmp_path):
+    store = Store(tmp_path)
+    gpu = list(dict.fromkeys(configs("ladder", "gpu", store)))
+    store.save(fake_record(gpu[0]))
+    chapters = {"04_model_size": (("ladder", None),)}
+    row = progress.sweep_progress(chapters, "cpu", store).iloc[0]
+    assert (row.stored, row.gpu_stored) == (0, 1)
+    assert progress.sweep_progress(chapters, "smoke", store).iloc[0].gpu_stored == 0  # smoke never reads them
