@@ -598,6 +598,44 @@ def loss_against_min_steps(adj: pd.DataFrame, ns=None, *, ax=None) -> Figure:
     return fig
 
 
+def at_fixed_compute_and_steps(at_C: pd.DataFrame, at_S: pd.DataFrame, pred_C: pd.DataFrame | None = None,
+                               pred_S: pd.DataFrame | None = None) -> Figure:
+    """The loss against N at fixed compute C_min (left) and at fixed steps S_min (right), one colour a
+    level, read off the curves (`training_time.loss_at`: columns N, level, val_loss), with Eq. 1.6's
+    prediction as lines where given (same columns, on a grid of N). Kaplan et al. Fig. 11."""
+    with _style():
+        fig, axes = _axes(None, 2)
+        for ax, pts, pred, what, fmt in ((axes[0], at_C, pred_C, "C_min", "{:.1e} FLOPs"),
+                                         (axes[1], at_S, pred_S, "S_min", "{:,.0f} steps")):
+            pts = pts.dropna(subset=["val_loss"])
+            if len(pts):
+                groups, _ = _coloured_groups(pts, "level", "N")
+                for level, g, colour in groups:
+                    ax.plot(g["N"], g["val_loss"], "o", color=colour, ms=4, label=f"{what} = {fmt.format(level)}")
+                    if pred is not None:
+                        line = pred[np.isclose(pred["level"], level)].sort_values("N")
+                        ax.plot(line["N"], line["val_loss"], "--", color=colour, lw=0.9)
+                ax.legend(fontsize="x-small")
+            ax.set(xscale="log", xlabel="non-embedding parameters N", ylabel="validation loss (nats/token)",
+                   title=f"at fixed {what}")
+    return fig
+
+
+def steps_to_targets(steps: pd.DataFrame, *, ax=None) -> Figure:
+    """The minimum steps S_min to reach each loss target against N (`training_time.steps_to_loss`: columns
+    N, target, S_min), one line a target. Kaplan et al. Fig. 19 (left)."""
+    with _style():
+        fig, ax = _axes(ax)
+        pts = steps.dropna(subset=["S_min"])
+        groups, _ = _coloured_groups(pts, "target", "N")
+        for target, g, colour in groups:
+            ax.plot(g["N"], g["S_min"], "o-", color=colour, ms=4, lw=1.0, label=f"L = {target:.2f}")
+        ax.set(xscale="log", yscale="log", xlabel="non-embedding parameters N",
+               ylabel="S_min, steps at the critical batch")
+        ax.legend(fontsize="x-small", title="loss target (nats/token)", title_fontsize="x-small")
+    return fig
+
+
 def off_optimum(frontier, *, k=None, ax=None) -> Figure:
     """The compute (and the steps) a model k times the compute-efficient size needs to reach the same
     loss, over the optimum's (`frontier.Frontier.off_optimum`, App. B.4; Kaplan et al. Fig. 12)."""

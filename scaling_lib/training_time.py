@@ -74,3 +74,109 @@ def steps_to_loss(adj: pd.DataFrame, targets: Iterable[float], B_star: float, al
             rows.append(dict(key=key, N=N, target=float(L), S=S,
                              S_min=S / (1.0 + float(bcrit_of_loss(L, B_star, alpha_B)) / B)))
     return pd.DataFrame(rows, columns=["key", "N", "target", "S", "S_min"])
+
+
+def loss_at(adj: pd.DataFrame, column: str, levels: Iterable[float]) -> pd.DataFrame:
+    """At each run and level of `column` (S_min or C_min), the loss where the run's curve passes that
+    level, interpolated in log `column`; NaN where the curve does not span the level. How Kaplan et
+    al.'s Fig. 11 reads L at fixed steps and at fixed compute off the learning curves."""
+    if column not in adj.columns:
+        raise KeyError(f"the curves have no column {column!r}")
+    rows = []
+    for (key, N), g in adj.groupby(["key", "N"]):
+        g = g.sort_values("step")
+        x = np.log(np.maximum.accumulate(g[column].to_numpy(float)))  # S_min, C_min grow along a run
+        for level in levels:
+            lx = np.log(float(level))
+            inside = x[0] <= lx <= x[-1]
+            rows.append(dict(key=key, N=N, level=float(level),
+                             val_loss=float(np.interp(lx, x, g["val_loss"])) if inside else np.nan))
+    return pd.DataFrame(rows, columns=["key", "N", "level", "val_loss"])
+
+
+def loss_at_compute(ns: dict, N, C_min: float, B_star: float, alpha_B: float, flops_per_token: float = 6.0):
+    """Eq. 1.6's loss at size N after compute C_min at the critical batch (Kaplan et al. Fig. 11, left):
+    the L that solves L = L(N, S_min) with S_min = C_min / (flops_per_token N B_crit(L)), since C_min =
+    6 N E_min and E_min = B_crit S_min (Eqs. 5.4, 5.5). The right side falls as L grows (a higher loss
+    has a smaller critical batch, so more steps), so the root is unique. `ns` holds Eq. 1.6's
+    parameters; N may be an array."""
+    from scipy.optimize import brentq
+
+    from .fit import kaplan_ns
+
+    def one(n: float) -> float:
+        floor = float(kaplan_ns(n, np.inf, **ns))  # L(N): the loss with unlimited steps
+
+        def gap(L):
+            S_min = C_min / (flops_per_token * n * float(bcrit_of_loss(L, B_star, alpha_B)))
+            return L - float(kaplan_ns(n, S_min, **ns))
+
+        hi = floor * 2
+        while gap(hi) < 0:
+            hi *= 2
+        return brentq(gap, floor * (1 + 1e-12), hi, xtol=1e-10)
+
+    return np.vectorize(one, otypes=[float])(np.asarray(N, dtype=float))
+
+
+def spanning_levels(adj: pd.DataFrame, column: str, n: int = 4, *, min_runs: int = 3) -> np.ndarray:
+    """`n` levels of `column`, evenly spaced in log, from the lowest to the highest value at least
+    `min_runs` runs' curves pass through: the fixed steps or computes of Fig. 11. Empty when fewer
+    than `min_runs` runs exist."""
+    span = adj.groupby("key")[column].agg(["min", "max"])
+    if len(span) < min_runs:
+        return np.array([])
+    lo = np.sort(span["min"].to_numpy())[min_runs - 1]  # min_runs curves start at or below it
+    hi = np.sort(span["max"].to_numpy())[-min_runs]  # min_runs curves reach it
+    return np.geomspace(lo, hi, n) if hi > lo else np.array([])
+
+
+def loss_targets(adj: pd.DataFrame, n: int = 4, *, min_runs: int = 3) -> np.ndarray:
+    """`n` loss targets for Fig. 19, evenly spaced from the loss every run's curve reaches (the highest
+    final loss, with a 1% margin) down to the lowest that `min_runs` runs reach."""
+    best = np.sort(adj.groupby("key")["val_loss"].min().to_numpy())
+    if len(best) < min_runs:
+        return np.array([])
+    hi, lo = best[-1] * 1.01, best[min_runs - 1]
+    return np.linspace(hi, lo, n) if hi > lo else np.array([])
+
+
+def fixed_compute_and_steps(adj: pd.DataFrame, ns: dict, B_star: float, alpha_B: float, *, n_levels: int = 4,
+                            grid: int = 60) -> dict[str, pd.DataFrame]:
+    """Kaplan et al. Fig. 11 from the adjusted curves: the loss at `n_levels` fixed computes C_min and
+    fixed steps S_min (`spanning_levels`), read off each run ("at_C", "at_S": key, N, level, val_loss,
+    and Eq. 1.6's `predicted` loss there), and Eq. 1.6's prediction on a grid of N ("pred_C",
+    "pred_S": N, level, val_loss). The FLOPs a parameter and token are the curves' own (C/(N tokens))."""
+    from .fit import kaplan_ns
+
+    k = float((adj["C"] / (adj["N"] * adj["tokens"])).median())
+    Ns = np.geomspace(adj["N"].min(), adj["N"].max(), grid)
+
+    def at_compute(N, level):
+        return loss_at_compute(ns, N, level, B_star, alpha_B, k)
+
+    def at_steps(N, level):
+        return kaplan_ns(np.asarray(N, float), level, **ns)
+
+    out = {}
+    for name, column, law in (("C", "C_min", at_compute), ("S", "S_min", at_steps)):
+        levels = spanning_levels(adj, column, n_levels)
+        pts = loss_at(adj, column, levels).dropna(subset=["val_loss"])
+        pts["predicted"] = [float(law(n, lv)) for n, lv in zip(pts["N"], pts["level"])]
+        out[f"at_{name}"] = pts.reset_index(drop=True)
+        out[f"pred_{name}"] = pd.DataFrame([dict(N=n, level=lv, val_loss=float(v))
+                                            for lv in levels for n, v in zip(Ns, law(Ns, lv))],
+                                           columns=["N", "level", "val_loss"])
+    return out
+
+
+def best_size_at_compute(at_C: pd.DataFrame, pred_C: pd.DataFrame) -> pd.DataFrame:
+    """At each fixed compute of Fig. 11, the sizes whose curves pass it, the one among them with the
+    lowest loss, and the size Eq. 1.6 puts lowest on its grid (at an end of the grid when the optimum
+    lies outside the sizes trained)."""
+    rows = []
+    for level, g in at_C.groupby("level"):
+        line = pred_C[np.isclose(pred_C["level"], level)]
+        rows.append(dict(C_min=level, sizes=len(g), N_best=g.loc[g["val_loss"].idxmin(), "N"],
+                         N_eq16=line.loc[line["val_loss"].idxmin(), "N"] if len(line) else np.nan))
+    return pd.DataFrame(rows, columns=["C_min", "sizes", "N_best", "N_eq16"])

@@ -78,3 +78,63 @@ def test_the_ladder_curves_are_each_sizes_best_seed_0_run_after_its_warmup():
     c = training_time.ladder_curves(recs)
     assert set(c["key"]) == {"8-0.003-0", "16-0.001-0"}  # the best rate, seed 0 (not the better seed 1)
     assert (c["tokens"] > 1000).all() and len(c) == 4
+
+
+def test_loss_at_reads_each_curve_at_a_level_and_leaves_the_rest_nan():
+    adj = training_time.adjusted(_curves(), B_STAR, ALPHA_B)
+    g = adj[adj["N"] == 3e4]
+    mid = float(g["S_min"].iloc[30])
+    out = training_time.loss_at(adj, "S_min", [mid, 1e9]).set_index(["N", "level"])
+    assert out.loc[(3e4, mid), "val_loss"] == pytest.approx(g["val_loss"].iloc[30])
+    assert out.xs(1e9, level="level")["val_loss"].isna().all()  # past every curve's end
+    with pytest.raises(KeyError, match="nope"):
+        training_time.loss_at(adj, "nope", [1.0])
+
+
+def test_loss_at_compute_solves_eq_1_6_at_the_critical_batch():
+    for N, C in ((3e3, 1e12), (3e5, 1e15)):
+        L = float(training_time.loss_at_compute(TRUE, N, C, B_STAR, ALPHA_B))
+        S_min = C / (6 * N * float(bcrit_of_loss(L, B_STAR, ALPHA_B)))
+        assert L == pytest.approx(float(fit.kaplan_ns(N, S_min, **TRUE)), rel=1e-8)
+    more = training_time.loss_at_compute(TRUE, [3e3, 3e5], 1e16, B_STAR, ALPHA_B)
+    assert more.shape == (2,) and np.all(more < training_time.loss_at_compute(TRUE, [3e3, 3e5], 1e13, B_STAR, ALPHA_B))
+
+
+def test_fig_11_points_lie_on_eq_1_6_when_the_curves_do():
+    adj = training_time.adjusted(_curves(), B_STAR, ALPHA_B)
+    out = training_time.fixed_compute_and_steps(adj, TRUE, B_STAR, ALPHA_B, n_levels=3)
+    for name in ("C", "S"):
+        pts = out[f"at_{name}"]
+        assert len(pts) >= 3 and pts["level"].nunique() == 3
+        assert np.allclose(pts["val_loss"], pts["predicted"], rtol=5e-3)  # interpolation error only
+        assert len(out[f"pred_{name}"]) == 3 * 60
+    best = training_time.best_size_at_compute(out["at_C"], out["pred_C"])
+    assert list(best.columns) == ["C_min", "sizes", "N_best", "N_eq16"] and len(best) == 3
+    assert (best["sizes"] >= 1).all()
+
+
+def test_levels_and_targets_are_passed_by_enough_runs():
+    adj = training_time.adjusted(_curves(), B_STAR, ALPHA_B)
+    for col in ("S_min", "C_min"):
+        levels = training_time.spanning_levels(adj, col, 4)
+        assert len(levels) == 4 and np.all(np.diff(levels) > 0)
+        span = adj.groupby("key")[col].agg(["min", "max"])
+        for lv in levels[[0, -1]]:
+            assert ((span["min"] <= lv * (1 + 1e-9)) & (span["max"] >= lv * (1 - 1e-9))).sum() >= 3
+    targets = training_time.loss_targets(adj, 4)
+    assert len(targets) == 4 and np.all(np.diff(targets) < 0)
+    reached = training_time.steps_to_loss(adj, targets, B_STAR, ALPHA_B).dropna()
+    assert reached.groupby("target").size().min() >= 3
+    assert len(training_time.spanning_levels(adj[adj["N"] == 3e3], "S_min")) == 0  # one run: no levels
+
+
+def test_figs_11_and_19_draw_a_point_set_and_a_line_per_level():
+    from scaling_lib import plots
+
+    adj = training_time.adjusted(_curves(), B_STAR, ALPHA_B)
+    out = training_time.fixed_compute_and_steps(adj, TRUE, B_STAR, ALPHA_B, n_levels=3)
+    fig = plots.at_fixed_compute_and_steps(out["at_C"], out["at_S"], out["pred_C"], out["pred_S"])
+    assert [len(ax.get_lines()) for ax in fig.axes] == [6, 6]  # 3 levels x (points, Eq. 1.6)
+    steps = training_time.steps_to_loss(adj, training_time.loss_targets(adj, 4), B_STAR, ALPHA_B)
+    fig = plots.steps_to_targets(steps)
+    assert len(fig.axes[0].get_lines()) == 4 and fig.axes[0].get_yscale() == "log"
