@@ -9,7 +9,9 @@ test loss at the early-stopping step is the measurement (`table`). From it:
 - `delta_L` is the overfitting of Eq. 4.2, δL = L(N, D)/L(N, ∞) − 1, against the variable that
   collapses it in Fig. 9 (right), N^(α_N/α_D)/D (`collapse_x`); `delta_L_law` is Eq. 4.3's curve;
 - `data_needed` inverts it (Eq. 4.4): the data that keeps δL below a tolerance, D ≥ k N^(α_N/α_D),
-  which Kaplan et al. state as D ≳ 5×10³ N^0.74 for δL < 2%, the seed-to-seed spread of their runs.
+  which Kaplan et al. state as D ≳ 5×10³ N^0.74 for δL < 2%, the seed-to-seed spread of their runs;
+- `early_stopping` sets each early-stopped run's step beside the lower bound of Eq. 5.7 (§5.3,
+  Fig. 16 left), S_stop ≳ S_c / [L(N, D) − L(N, ∞)]^(1/α_S) (`stop_bound`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import fit as fitting
+from .batch import bcrit_of_loss
 from .store import runs_table
 
 DELTA = 0.02  # Kaplan et al.'s tolerance for overfitting: about the seed-to-seed spread of their losses (§4.2)
@@ -29,12 +32,13 @@ DELTA = 0.02  # Kaplan et al.'s tolerance for overfitting: about the seed-to-see
 def table(records: Iterable[dict[str, Any]], *, loss: str = "test_loss") -> pd.DataFrame:
     """One row per run: N, D (the tokens of data it could see: the subset's size, or the whole split),
     whether it saw the whole split, the measured loss (`loss`: the test loss at the early-stopping
-    step by default, or 'early_stopped_loss', the lowest validation loss), where it stopped, and the
-    epochs of data it had taken by then."""
+    step by default, or 'early_stopped_loss', the lowest validation loss), where it stopped (tokens,
+    steps and epochs of data), B (tokens a step), and whether early stopping ended it
+    (`stopped_early`; otherwise it ran out its token budget)."""
     records = list(records)
     t = runs_table(records)
-    cols = ["N", "D", "whole_split", "L", "val_at_stop", "stop_tokens", "stop_epochs", "tokens", "seed", "lr", "dropout",
-            "key"]
+    cols = ["N", "D", "whole_split", "L", "val_at_stop", "stop_tokens", "stop_steps", "stop_epochs", "B",
+            "stopped_early", "tokens", "seed", "lr", "dropout", "key"]
     if t.empty:
         return pd.DataFrame(columns=cols)
     if loss not in t.columns:
@@ -42,8 +46,10 @@ def table(records: Iterable[dict[str, Any]], *, loss: str = "test_loss") -> pd.D
     out = pd.DataFrame({
         "N": t["N"], "D": t["data_tokens"].astype(float), "whole_split": [r["config"]["data_tokens"] == 0 for r in records],
         "L": t[loss].astype(float), "val_at_stop": t["early_stopped_loss"], "stop_tokens": t["early_stopped_tokens"],
+        "B": (t["batch_size"] * t["n_ctx"]).astype(float), "stopped_early": t["status"] == "early_stopped",
         "tokens": t["tokens"], "seed": t["seed"], "lr": t["lr"], "dropout": t["dropout"], "key": t["key"]})
     out["stop_epochs"] = out["stop_tokens"] / out["D"]
+    out["stop_steps"] = out["stop_tokens"] / out["B"]
     return out[cols].sort_values(["N", "D"]).reset_index(drop=True)
 
 
@@ -63,11 +69,8 @@ class NDFit:
         return self.params["alpha_N"] / self.params["alpha_D"]
 
     def ratio_ci(self) -> tuple[float, float]:
-        boot = self.result.boot_params
-        if boot is None or len(boot) < 2:
-            return (math.nan, math.nan)
-        r = boot["alpha_N"] / boot["alpha_D"]
-        return float(r.quantile(0.025)), float(r.quantile(0.975))
+        """The 95% interval of α_N/α_D over the fit's bootstrap resamples (NaN without a bootstrap)."""
+        return _boot_interval(self.result, lambda boot: boot["alpha_N"] / boot["alpha_D"])
 
     def loss(self, N, D) -> np.ndarray:
         p = self.params
@@ -77,6 +80,16 @@ class NDFit:
         """L(N, ∞) = (N_c/N)^α_N: the D → ∞ limit of Eq. 1.5."""
         p = self.params
         return (p["N_c"] / np.asarray(N, float)) ** p["alpha_N"]
+
+
+def _boot_interval(result: fitting.FitResult, stat) -> tuple[float, float]:
+    """The 2.5% and 97.5% quantiles of `stat(boot_params)` over a fit's bootstrap resamples; NaN
+    without at least 2 of them."""
+    boot = result.boot_params
+    if boot is None or len(boot) < 2:
+        return (math.nan, math.nan)
+    values = np.asarray(stat(boot), float)
+    return float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))
 
 
 def fit_nd(t: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0) -> NDFit:
@@ -124,8 +137,42 @@ def data_needed_coefficient(nd: NDFit, delta: float = DELTA) -> float:
 
 def data_needed_coefficient_ci(nd: NDFit, delta: float = DELTA) -> tuple[float, float]:
     """The 95% interval of k over the fit's bootstrap resamples (NaN without a bootstrap)."""
-    boot = nd.result.boot_params
-    if boot is None or len(boot) < 2:
-        return (math.nan, math.nan)
-    ks = np.array([_coefficient(row, delta) for _, row in boot.iterrows()])
-    return float(np.quantile(ks, 0.025)), float(np.quantile(ks, 0.975))
+    return _boot_interval(nd.result, lambda boot: [_coefficient(row, delta) for _, row in boot.iterrows()])
+
+
+def stop_bound(excess, S_c: float, alpha_S: float) -> np.ndarray:
+    """The lower bound on the early-stopping step, S_c / [L(N, D) − L(N, ∞)]^(1/α_S), at an excess
+    loss L(N, D) − L(N, ∞); NaN where the excess is not positive. Kaplan et al. 2020, Eq. 5.7."""
+    if not (S_c > 0 and alpha_S > 0):
+        raise ValueError(f"S_c and α_S must be positive, not {S_c} and {alpha_S}")
+    excess = np.asarray(excess, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(excess > 0, S_c / excess ** (1.0 / alpha_S), np.nan)
+
+
+def early_stopping(t: pd.DataFrame, nd: NDFit, S_c: float, alpha_S: float,
+                   bcrit: tuple[float, float] | None = None) -> pd.DataFrame:
+    """The runs of `table` that early stopping ended, each beside Eq. 5.7's bound (Kaplan et al. 2020,
+    §5.3, Fig. 16 left).
+
+    Columns: N, D, L (the measured loss), L_inf = L(N, ∞) from `nd`, excess = L − L_inf, S_stop (the
+    step of the kept model), S_min = S_stop/(1 + B_crit(L)/B) (Eq. 5.4, with B_crit(L) = B*/L^(1/α_B)
+    at the validation loss of that step, `bcrit` = (B*, α_B) in tokens; NaN without it), S (the step
+    compared: S_min where known, else S_stop), bound (`stop_bound`; NaN where excess ≤ 0) and above
+    (S ≥ bound; False where there is no bound). S_c and α_S are those of Eq. 1.6, L(N, S_min).
+    """
+    es = t[t["stopped_early"]]
+    out = pd.DataFrame({"N": es["N"], "D": es["D"], "L": es["L"], "L_inf": nd.loss_infinite_data(es["N"]),
+                        "S_stop": es["stop_steps"].astype(float)})
+    out["excess"] = out["L"] - out["L_inf"]
+    if bcrit is None:
+        out["S_min"] = math.nan
+        out["S"] = out["S_stop"]
+    else:
+        B_crit = bcrit_of_loss(es["val_at_stop"].to_numpy(float), *bcrit)
+        out["S_min"] = out["S_stop"] / (1.0 + B_crit / es["B"].to_numpy(float))
+        out["S"] = out["S_min"]
+    out["bound"] = stop_bound(out["excess"], S_c, alpha_S)
+    out["above"] = out["S"] >= out["bound"]  # NaN compares False
+    cols = ["N", "D", "L", "L_inf", "excess", "S_stop", "S_min", "S", "bound", "above"]
+    return out[cols].reset_index(drop=True)

@@ -433,6 +433,28 @@ def overfit_collapse(t: pd.DataFrame, x: np.ndarray, delta: np.ndarray, nd, *, a
     return fig
 
 
+def overfit_early_stopping(es: pd.DataFrame, S_c: float, alpha_S: float, *, ax=None,
+                           ylabel: str = "early-stopping step S_stop", bound_label: str = "Eq. 5.7") -> Figure:
+    """The early-stopping step S against the excess loss L(N, D) − L(N, ∞), coloured by D, with Eq. 5.7's
+    lower bound S_c/excess^(1/α_S) (Kaplan et al. Fig. 16, left); `es` from `overfit.early_stopping`,
+    runs with no positive excess left out (they have no place on the log axis)."""
+    from .overfit import stop_bound
+
+    pts = es[es["excess"] > 0]
+    with _style():
+        fig, ax = _axes(ax)
+        if len(pts):
+            norm = _log_norm(pts["D"])
+            cmap = mpl.colormaps[CMAP]
+            ax.scatter(pts["excess"], pts["S"], c=[cmap(norm(d)) for d in pts["D"]], s=30, zorder=3)
+            grid = np.geomspace(pts["excess"].min(), pts["excess"].max(), 100)
+            ax.plot(grid, stop_bound(grid, S_c, alpha_S), "--", color="grey", label=bound_label)
+            ax.legend(fontsize="small")
+            fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="dataset size D (tokens)")
+        ax.set(xscale="log", yscale="log", xlabel="L(N, D) − L(N, ∞) (nats/token)", ylabel=ylabel)
+    return fig
+
+
 # The figures of the budget and context chapters keep matplotlib's own look (no book style, no
 # constrained layout), as they had when the chapters drew them with pyplot.
 def _plain_axes(ax, size, ncols: int = 1, **subplots):

@@ -92,3 +92,75 @@ def test_the_data_coefficient_has_an_interval_from_the_bootstrap():
     lo, hi = overfit.data_needed_coefficient_ci(nd)
     assert lo <= overfit.data_needed_coefficient(nd) <= hi
     assert np.isnan(overfit.data_needed_coefficient_ci(overfit.fit_nd(overfit.table(_grid())))[0])
+
+
+def _stopped_grid():
+    """The exact grid, the whole-split runs having run out their budget instead of stopping early."""
+    recs = _grid()
+    for r in recs:
+        if r["config"]["data_tokens"] == 0:
+            r["status"] = "ok"
+    return recs
+
+
+def test_the_table_reads_the_step_of_the_stop_and_whether_early_stopping_ended_the_run():
+    t = overfit.table(_stopped_grid())
+    B = 32 * 128  # RunConfig's batch_size × n_ctx
+    assert set(t["B"]) == {B}
+    assert np.allclose(t["stop_steps"], t["stop_tokens"] / B)
+    assert t["stopped_early"].sum() == 20 and not t.loc[t["whole_split"], "stopped_early"].any()
+
+
+def test_the_stop_bound_is_eq_5_7():
+    assert overfit.stop_bound(1.0, 2.1e3, 0.76) == pytest.approx(2.1e3)
+    assert overfit.stop_bound(2.0**0.76, 2.1e3, 0.76) == pytest.approx(1.05e3)  # twice the excess, half the steps
+    assert np.isnan(overfit.stop_bound([0.0, -0.1], 2.1e3, 0.76)).all()
+    with pytest.raises(ValueError, match="positive"):
+        overfit.stop_bound(1.0, 2.1e3, 0.0)
+
+
+def test_early_stopping_sets_each_stopped_run_beside_its_bound():
+    t = overfit.table(_stopped_grid())
+    nd = overfit.fit_nd(t)
+    S_c, alpha_S = 50.0, 0.5
+    es = overfit.early_stopping(t, nd, S_c, alpha_S)
+    assert len(es) == 20 and WHOLE not in set(es["D"])  # the runs that ran out their budget are left out
+    N, D = es["N"].to_numpy(float), es["D"].to_numpy(float)
+    true_excess = fit.kaplan_nd(N, D, **TRUE) - (TRUE["N_c"] / N) ** TRUE["alpha_N"]
+    assert np.allclose(es["excess"], true_excess, rtol=1e-3)
+    assert np.allclose(es["S_stop"], np.minimum(8_000_000, 4 * D) / (32 * 128))
+    assert np.allclose(es["bound"], S_c / es["excess"] ** (1 / alpha_S))
+    assert es["S_min"].isna().all() and (es["S"] == es["S_stop"]).all()
+    assert (es["above"] == (es["S_stop"] >= es["bound"])).all()
+    assert 0 < es["above"].sum() < len(es)  # the constants split the grid: the comparison is not trivially one-sided
+
+
+def test_at_the_critical_batch_the_minimum_steps_are_half_the_steps():
+    t = overfit.table(_stopped_grid())
+    nd = overfit.fit_nd(t)
+    B = 32 * 128
+    # α_B this large makes B_crit(L) = B*/L^(1/α_B) equal B* at every loss
+    es = overfit.early_stopping(t, nd, 50.0, 0.5, bcrit=(B, 1e9))
+    assert np.allclose(es["S_min"], es["S_stop"] / 2) and (es["S"] == es["S_min"]).all()
+    es3 = overfit.early_stopping(t, nd, 50.0, 0.5, bcrit=(3 * B, 1e9))
+    assert np.allclose(es3["S_min"], es3["S_stop"] / 4)
+    assert (es3["above"] == (es3["S_min"] >= es3["bound"])).all()
+
+
+def test_a_run_at_or_below_the_infinite_data_loss_has_no_bound():
+    t = overfit.table(_stopped_grid())
+    nd = overfit.fit_nd(t)
+    t.loc[0, "L"] = float(nd.loss_infinite_data(t.loc[0, "N"])) - 0.01
+    es = overfit.early_stopping(t, nd, 50.0, 0.5)
+    low = es["excess"] <= 0
+    assert low.sum() == 1 and es.loc[low, "bound"].isna().all() and not es.loc[low, "above"].any()
+
+
+def test_the_early_stopping_figure_draws_the_runs_and_the_bound():
+    from scaling_lib import plots
+
+    t = overfit.table(_stopped_grid())
+    es = overfit.early_stopping(t, overfit.fit_nd(t), 50.0, 0.5)
+    ax = plots.overfit_early_stopping(es, 50.0, 0.5).axes[0]
+    assert len(ax.collections[0].get_offsets()) == len(es) and len(ax.get_lines()) == 1
+    plots.overfit_early_stopping(es.iloc[:0], 50.0, 0.5)  # no run stopped early: empty axes, no error
