@@ -15,7 +15,6 @@ does the reading on the stored runs:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -24,6 +23,7 @@ import pandas as pd
 
 from .batch import MIN_BATCH_SIZES, fit_bcrit_loss, fit_critical_batch, steps_to_reach
 from .fit import FitError
+from .store import curves_table
 
 N_TARGETS = 6
 EARLY = 0.1  # the share of the token budget after which the highest target must still lie ahead of every run
@@ -32,15 +32,9 @@ MARGIN = 0.01  # nats: the lowest target lies this far above the third-best batc
 
 
 def _curves(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    rows = []
-    for r in records:
-        c = r["config"]
-        for p in r["curve"]:
-            if p.get("val_loss") is None or not math.isfinite(p["val_loss"]) or p["step"] <= 0:
-                continue
-            rows.append(dict(key=r["key"], N=r["N"], batch_size=c["batch_size"], n_ctx=c["n_ctx"], lr=c["lr"],
-                             step=p["step"], tokens=p["tokens"], val_loss=p["val_loss"], budget=r["tokens"]))
-    return pd.DataFrame(rows, columns=["key", "N", "batch_size", "n_ctx", "lr", "step", "tokens", "val_loss", "budget"])
+    """`store.curves_table`'s points with a finite validation loss, after step 0."""
+    c = curves_table(records)
+    return c[(c["step"] > 0) & np.isfinite(c["val_loss"].astype(float))].reset_index(drop=True)
 
 
 def loss_targets(records: Iterable[dict[str, Any]], n: int = N_TARGETS, *, early: float = EARLY,
@@ -78,7 +72,7 @@ def steps_table(records: Iterable[dict[str, Any]], targets: dict[int, Iterable[f
         for L in targets.get(int(N), ()):
             S = steps_to_reach(g["step"], g["val_loss"], float(L))
             B = int(g["batch_size"].iloc[0])
-            rows.append(dict(key=key, N=int(N), batch_size=B, n_ctx=int(g["n_ctx"].iloc[0]), lr=g["lr"].iloc[0],
+            rows.append(dict(key=key, N=int(N), batch_size=B, n_ctx=int(g["n_ctx"].iloc[0]), lr=g["peak_lr"].iloc[0],
                              target=float(L), S=S, E=B * S, tokens=B * S * g["n_ctx"].iloc[0]))
     return pd.DataFrame(rows, columns=["key", "N", "batch_size", "n_ctx", "lr", "target", "S", "E", "tokens"])
 

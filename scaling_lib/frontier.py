@@ -109,20 +109,17 @@ class Frontier:
 
         def excess(lk: float) -> float:  # NaN (the loss never reached) counts as too costly
             c = float(self.off_optimum(math.exp(lk))[0])
-            return c - (1 + extra) if math.isfinite(c) else math.inf
+            return c - (1 + extra) if math.isfinite(c) else 1e300
 
-        def bracket(step: float) -> float:
+        def edge(step: float) -> float:  # step out in ln k from the optimum past the bound, then solve
             lk = step
             while excess(lk) < 0:
                 if abs(lk) > 50:
                     raise ValueError(f"no size {'below' if step < 0 else 'above'} the optimum costs {extra:.0%} more")
                 lk += step
-            return lk
+            return math.exp(brentq(excess, *sorted((lk, 0.0))))
 
-        lo, hi = bracket(-0.25), bracket(0.25)
-        k_lo = brentq(lambda lk: min(excess(lk), 1e300), lo, 0.0)
-        k_hi = brentq(excess, 0.0, hi)
-        return math.exp(k_lo), math.exp(k_hi)
+        return edge(-0.25), edge(0.25)
 
     def exponents(self) -> dict[str, float]:
         """How a growing budget splits (Fig. 3): N ∝ C^(α_C/α_N), B ∝ C^(α_C/α_B), S ∝ C^(α_C/α_S), and

@@ -346,7 +346,7 @@ def compute_optimal_sizes(optima: dict, *, ax=None, reference: dict | None = Non
             Cs = np.geomspace(lo, hi, 50)
             for j, (label, a) in enumerate((reference or {}).items()):
                 ax.plot(Cs, n0 * (Cs / c0) ** a, color="grey", ls=("--", ":", "-.")[j % 3], lw=1,
-                        label=f"slope {a:g} ({label})")
+                        label=f"slope {a:.2f} ({label})")
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel="compute-optimal size N_opt")
         ax.legend(fontsize="small")
     return fig
@@ -494,7 +494,7 @@ def latency_price(bounds: pd.DataFrame, ms_per_layer: float, *, ax=None) -> Figu
     tighter to the right. `bounds` has columns "latency bound (ms)" and "extra FLOPs" (a fraction)."""
     fig, ax = _plain_axes(ax, (6, 4))
     ax.plot(bounds["latency bound (ms)"], 1 + bounds["extra FLOPs"], "o-")
-    ax.set(xlabel=f"latency bound at batch 1 (ms per token, at {ms_per_layer:g} ms a layer)", yscale="log",
+    ax.set(xlabel=f"latency bound at batch 1 (ms per token, at {ms_per_layer:.3g} ms a layer)", yscale="log",
            ylabel="lifetime FLOPs / without the bound", title="The price of a latency bound")
     ax.invert_xaxis()
     return fig

@@ -268,13 +268,20 @@ def _early_stopped(curve: list[dict[str, Any]]) -> dict[str, float]:
     return dict(early_stopped_loss=best["val_loss"], early_stopped_tokens=best["tokens"])
 
 
+CURVE_RUN_COLUMNS = ("key", "name", "N", "n_layer", "d_model", "batch_size", "n_ctx", "peak_lr", "warmup_tokens",
+                     "seed", "arch", "budget")
+
+
 def curves_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Learning curves, one row per evaluation, with the run's key and shape."""
+    """Learning curves, one row per stored evaluation (step 0 and non-finite losses included): the
+    point's fields after the run's CURVE_RUN_COLUMNS (batch_size in sequences, peak_lr the config's
+    rate, budget its tokens). Without records, those columns and step, tokens, val_loss."""
     rows = []
     for r in records:
         c = r["config"]
         for point in r["curve"]:
             rows.append(dict(key=r["key"], name=r["name"], N=r["N"], n_layer=c["n_layer"], d_model=c["d_model"],
-                             peak_lr=c["lr"], warmup_tokens=c["warmup_tokens"], seed=c["seed"], arch=c["arch"],
+                             batch_size=c["batch_size"], n_ctx=c["n_ctx"], peak_lr=c["lr"],
+                             warmup_tokens=c["warmup_tokens"], seed=c["seed"], arch=c["arch"], budget=r["tokens"],
                              **point))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*CURVE_RUN_COLUMNS, "step", "tokens", "val_loss"])

@@ -133,6 +133,15 @@ def test_isoflop_profiles_mark_each_convex_vertex_filled_inside_and_hollow_at_an
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["vertex inside the sizes", "vertex at an edge"]
     assert fig.axes[1].get_ylabel() == "compute C (FLOPs)"  # the colour bar
 
+
+def test_compute_optimal_sizes_rounds_the_fitted_and_the_reference_slopes_alike():
+    C = np.geomspace(1e15, 1e17, 4)
+    optima = {"fit": (pd.DataFrame(dict(C=C, N_opt=1e-6 * C ** 0.7304)), 0.7304, 1e-6)}
+    ax = plots.compute_optimal_sizes(optima, reference={"App. B": 0.120452, "Kaplan": 0.73}).axes[0]
+    assert len(ax.lines) == 3  # the fitted line and a line per reference slope
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fit: a = 0.73", "slope 0.12 (App. B)",
+                                                                   "slope 0.73 (Kaplan)"]
+
 def test_reference_lines_draw_the_orders_inside_the_loss_range_only():
     fig = plots.loss_vs_budget(pd.DataFrame(dict(key=["a"] * 3, N=[1e3] * 3, tokens=[1e6, 2e6, 4e6],
                                                  final_val_loss=[4.0, 4.5, 5.0])))

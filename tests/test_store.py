@@ -171,6 +171,10 @@ def test_curves_table(tmp_path):
     df = curves_table([fake_record(cfg)])
     assert len(df) == 2 and list(df["step"]) == [0, cfg.steps]
     assert {"key", "N", "n_layer", "d_model", "lr", "seed", "arch", "val_loss"} <= set(df.columns)
+    assert (df["batch_size"].iloc[0], df["n_ctx"].iloc[0], df["peak_lr"].iloc[0]) == (4, 32, cfg.lr)
+    assert list(df["budget"]) == [cfg.steps * cfg.tokens_per_step] * 2  # the run's tokens, at every point
+    empty = curves_table([])
+    assert empty.empty and {"key", "N", "batch_size", "budget", "step", "tokens", "val_loss"} <= set(empty.columns)
 
 
 # --- get_or_train ----------------------------------------------------------------------------
