@@ -11,7 +11,10 @@ test loss at the early-stopping step is the measurement (`table`). From it:
 - `data_needed` inverts it (Eq. 4.4): the data that keeps δL below a tolerance, D ≥ k N^(α_N/α_D),
   which Kaplan et al. state as D ≳ 5×10³ N^0.74 for δL < 2%, the seed-to-seed spread of their runs;
 - `early_stopping` sets each early-stopped run's step beside the lower bound of Eq. 5.7 (§5.3,
-  Fig. 16 left), S_stop ≳ S_c / [L(N, D) − L(N, ∞)]^(1/α_S) (`stop_bound`).
+  Fig. 16 left), S_stop ≳ S_c / [L(N, D) − L(N, ∞)]^(1/α_S) (`stop_bound`);
+- `curve_size`, `size_curves` and `departures` follow one size's runs along training (Fig. 16 right):
+  where each run's validation loss leaves the whole-split run's, and the gap between its training and
+  validation loss at the early-stopping point.
 """
 from __future__ import annotations
 
@@ -24,9 +27,10 @@ import pandas as pd
 
 from . import fit as fitting
 from .batch import bcrit_of_loss
-from .store import runs_table
+from .store import curves_table, runs_table
 
 DELTA = 0.02  # Kaplan et al.'s tolerance for overfitting: about the seed-to-seed spread of their losses (§4.2)
+FOLLOW = 0.01  # the relative gap to the whole-split run's validation loss at which a run is said to leave it
 
 
 def table(records: Iterable[dict[str, Any]], *, loss: str = "test_loss") -> pd.DataFrame:
@@ -176,3 +180,78 @@ def early_stopping(t: pd.DataFrame, nd: NDFit, S_c: float, alpha_S: float,
     out["above"] = out["S"] >= out["bound"]  # NaN compares False
     cols = ["N", "D", "L", "L_inf", "excess", "S_stop", "S_min", "S", "bound", "above"]
     return out[cols].reset_index(drop=True)
+
+
+def curve_size(t: pd.DataFrame) -> int:
+    """The size N of `table` with the most dataset sizes (whole split included), the largest N among
+    ties: the size whose curves Fig. 16 (right) draws."""
+    if t.empty:
+        raise ValueError("no runs to choose a size from")
+    counts = t.groupby("N")["D"].nunique()
+    return int(counts[counts == counts.max()].index.max())
+
+
+def size_curves(records: Iterable[dict[str, Any]], N: int) -> pd.DataFrame:
+    """The learning curves (`store.curves_table`) of the runs of size N, each point with its run's D,
+    whole_split and stop_tokens (the tokens of its lowest validation loss) from `table`, sorted by run
+    and tokens."""
+    records = [r for r in records if r["N"] == N]
+    if not records:
+        raise ValueError(f"no run of size N = {N}")
+    t = table(records)[["key", "D", "whole_split", "stop_tokens"]]
+    c = curves_table(records).merge(t, on="key", validate="many_to_one")
+    for col in ("val_loss", "train_loss"):
+        c[col] = pd.to_numeric(c[col], errors="coerce")  # None (no training step yet) becomes NaN
+    return c.sort_values(["D", "key", "tokens"]).reset_index(drop=True)
+
+
+def departures(curves: pd.DataFrame, tol: float = FOLLOW) -> pd.DataFrame:
+    """For each run of one size's `size_curves`: where its validation loss leaves the whole-split run's,
+    and its gap between validation and training loss at the early-stopping point (Kaplan et al. Fig. 16 right).
+
+    The reference is the size's one whole-split run, its validation loss interpolated linearly in
+    log(tokens) at the run's evaluations that lie within its own (tokens > 0). Columns: N, D,
+    whole_split, stop_tokens; depart_tokens, the first of those evaluations at which
+    |L_val/L_ref − 1| > `tol` (NaN if none does, and for the reference itself); depart_rel, that
+    L_val/L_ref − 1; depart_share = depart_tokens/stop_tokens; compared_to, the last tokens compared
+    (NaN without a reference); val_at_stop and train_at_stop, the validation and training loss at the
+    evaluation of stop_tokens; gap = val_at_stop − train_at_stop (NaN where no training loss was recorded).
+    """
+    if not tol > 0:
+        raise ValueError(f"the tolerance must be positive, not {tol}")
+    if curves["N"].nunique() != 1:
+        raise ValueError(f"the curves of one size, not {curves['N'].nunique()}")
+    refs = curves.loc[curves["whole_split"], "key"].unique()
+    if len(refs) > 1:
+        raise ValueError(f"{len(refs)} whole-split runs of this size: which one is the reference is ambiguous")
+    ref = None
+    if len(refs):
+        r = curves[(curves["key"] == refs[0]) & (curves["tokens"] > 0) & curves["val_loss"].notna()].sort_values("tokens")
+        ref = (np.log(r["tokens"].to_numpy(float)), r["val_loss"].to_numpy(float)) if len(r) else None
+    rows = []
+    for key, c in curves.groupby("key", sort=False):
+        first = c.iloc[0]
+        at_stop = c[c["tokens"] == first["stop_tokens"]]
+        row = dict(N=int(first["N"]), D=float(first["D"]), whole_split=bool(first["whole_split"]),
+                   stop_tokens=float(first["stop_tokens"]), depart_tokens=math.nan, depart_rel=math.nan,
+                   compared_to=math.nan,
+                   val_at_stop=float(at_stop["val_loss"].iloc[0]) if len(at_stop) else math.nan,
+                   train_at_stop=float(at_stop["train_loss"].iloc[0]) if len(at_stop) else math.nan)
+        if ref is not None and not row["whole_split"]:
+            pts = c[(c["tokens"] > 0) & c["val_loss"].notna()].sort_values("tokens")
+            x = np.log(pts["tokens"].to_numpy(float))
+            inside = (x >= ref[0][0]) & (x <= ref[0][-1])
+            tokens, val = pts["tokens"].to_numpy(float)[inside], pts["val_loss"].to_numpy(float)[inside]
+            rel = val / np.interp(x[inside], *ref) - 1.0
+            if len(tokens):
+                row["compared_to"] = tokens[-1]
+            out = np.flatnonzero(np.abs(rel) > tol)
+            if len(out):
+                row["depart_tokens"], row["depart_rel"] = tokens[out[0]], rel[out[0]]
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["depart_share"] = out["depart_tokens"] / out["stop_tokens"]
+    out["gap"] = out["val_at_stop"] - out["train_at_stop"]
+    cols = ["N", "D", "whole_split", "stop_tokens", "depart_tokens", "depart_rel", "depart_share", "compared_to",
+            "val_at_stop", "train_at_stop", "gap"]
+    return out[cols].sort_values("D").reset_index(drop=True)

@@ -455,6 +455,41 @@ def overfit_early_stopping(es: pd.DataFrame, S_c: float, alpha_S: float, *, ax=N
     return fig
 
 
+def overfit_curves(curves: pd.DataFrame, *, ax=None) -> Figure:
+    """One size's runs along training (Kaplan et al. Fig. 16, right; `curves` from `overfit.size_curves`):
+    validation loss solid and training loss dashed against tokens processed, one colour per dataset
+    size D, the whole-split run in black, a circle at each run's lowest validation loss (the model
+    early stopping keeps). Evaluations at 0 tokens have no place on the log axis and are left out."""
+    from matplotlib.lines import Line2D
+
+    pts = curves[curves["tokens"] > 0]
+    with _style():
+        fig, ax = _axes(ax)
+        subsets = pts[~pts["whole_split"]]
+        groups = []
+        if len(subsets):
+            groups, (norm, cmap) = _coloured_groups(subsets, "D", "tokens")
+            fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="dataset size D (tokens)")
+        whole = pts[pts["whole_split"]]
+        if len(whole):
+            groups.append((whole["D"].iloc[0], whole.sort_values("tokens"), "black"))
+        for _, g, colour in groups:
+            for _, run in g.groupby("key"):
+                ax.plot(run["tokens"], run["val_loss"], "-", color=colour, lw=1.5)
+                train = run[run["train_loss"].notna()]
+                ax.plot(train["tokens"], train["train_loss"], "--", color=colour, lw=1)
+                stop = run[run["tokens"] == run["stop_tokens"]]
+                ax.scatter(stop["tokens"], stop["val_loss"], color=colour, edgecolors="white", s=40, zorder=3)
+        handles = [Line2D([], [], color="grey", ls="-", label="validation loss"),
+                   Line2D([], [], color="grey", ls="--", label="training loss (dropout on)"),
+                   Line2D([], [], color="grey", marker="o", ls="", label="early-stopping point")]
+        if len(whole):
+            handles.append(Line2D([], [], color="black", label=f"whole split (D = {whole['D'].iloc[0]:,.0f})"))
+        ax.legend(handles=handles, fontsize="small")
+        ax.set(xscale="log", xlabel="tokens processed", ylabel="loss (nats/token)")
+    return fig
+
+
 # The figures of the budget and context chapters keep matplotlib's own look (no book style, no
 # constrained layout), as they had when the chapters drew them with pyplot.
 def _plain_axes(ax, size, ncols: int = 1, **subplots):

@@ -164,3 +164,107 @@ def test_the_early_stopping_figure_draws_the_runs_and_the_bound():
     ax = plots.overfit_early_stopping(es, 50.0, 0.5).axes[0]
     assert len(ax.collections[0].get_offsets()) == len(es) and len(ax.get_lines()) == 1
     plots.overfit_early_stopping(es.iloc[:0], 50.0, 0.5)  # no run stopped early: empty axes, no error
+
+
+# Fig. 16 (right): one size's runs along training, against the whole-split run.
+REF = [(0, 8.0, None), (1000, 5.0, 5.2), (2000, 4.0, 4.1), (4000, 3.5, 3.6), (8000, 3.2, 3.3)]
+
+
+def _curve_record(data_tokens: int, points, size=(4, 96)) -> dict:
+    r = _record(*size, data_tokens)
+    r["curve"] = [dict(step=tok // 100, tokens=tok, val_loss=v, train_loss=tr) for tok, v, tr in points]
+    return r
+
+
+def _curve_runs():
+    return [
+        _curve_record(0, REF),
+        # leaves the reference at 2,000 tokens (+5%), before its lowest validation loss at 4,000
+        _curve_record(2**18, [(0, 8.0, None), (1000, 5.03, 5.1), (2000, 4.2, 4.0), (4000, 3.8, 3.5),
+                              (8000, 3.9, 2.9)]),
+        # within 0.5% throughout
+        _curve_record(2**19, [(t, v * 1.005, tr) for t, v, tr in REF]),
+    ]
+
+
+def test_the_size_drawn_has_the_most_dataset_sizes_the_largest_among_ties():
+    recs = [_record(L, d, D) for (L, d), Ds in zip(SIZES, ([2**18, 0], [2**18, 2**19, 0], [2**18, 2**20, 0], [0]))
+            for D in Ds]
+    t = overfit.table(recs)
+    assert overfit.curve_size(t) == RunConfig(sweep="overfit", n_layer=3, d_model=64).N  # tied with (2, 32), larger
+    t2 = t[t["N"] != t["N"].unique()[2]]
+    assert overfit.curve_size(t2) == RunConfig(sweep="overfit", n_layer=2, d_model=32).N  # the smaller, with more
+    with pytest.raises(ValueError, match="no runs"):
+        overfit.curve_size(overfit.table([]))
+
+
+def test_size_curves_keeps_one_size_and_carries_each_runs_data_size_and_stop():
+    recs = _curve_runs() + [_record(1, 16, 2**18)]
+    N = recs[0]["N"]
+    c = overfit.size_curves(recs, N)
+    assert set(c["N"]) == {N} and len(c) == 15
+    assert set(c.loc[c["whole_split"], "D"]) == {WHOLE}
+    assert set(c.loc[c["D"] == 2**18, "stop_tokens"]) == {4000}
+    assert c["train_loss"].isna().sum() == 3  # the None at 0 tokens of each run
+    with pytest.raises(ValueError, match="no run of size"):
+        overfit.size_curves(recs, 1)
+
+
+def test_departures_find_where_a_run_leaves_the_whole_split_run_and_the_gap_at_the_stop():
+    recs = _curve_runs()
+    dep = overfit.departures(overfit.size_curves(recs, recs[0]["N"]), tol=0.01).set_index("D")
+    left = dep.loc[2**18]
+    assert left["depart_tokens"] == 2000 and left["depart_rel"] == pytest.approx(0.05)
+    assert left["depart_share"] == pytest.approx(0.5) and left["compared_to"] == 8000
+    assert left["val_at_stop"] == 3.8 and left["gap"] == pytest.approx(0.3)
+    near = dep.loc[2**19]
+    assert np.isnan(near["depart_tokens"]) and np.isnan(near["depart_share"]) and near["compared_to"] == 8000
+    assert near["gap"] == pytest.approx(3.2 * 1.005 - 3.3)
+    whole = dep.loc[WHOLE]
+    assert whole["whole_split"] and np.isnan(whole["depart_tokens"]) and whole["gap"] == pytest.approx(-0.1)
+    # a looser tolerance lets the first run follow until its 4,000 tokens (+8.6%), a tighter one catches the second
+    assert overfit.departures(overfit.size_curves(recs, recs[0]["N"]), tol=0.06).set_index("D").loc[2**18,
+                                                                                                   "depart_tokens"] == 4000
+    assert overfit.departures(overfit.size_curves(recs, recs[0]["N"]), tol=0.004).set_index("D").loc[2**19,
+                                                                                                    "depart_tokens"] == 1000
+    with pytest.raises(ValueError, match="positive"):
+        overfit.departures(overfit.size_curves(recs, recs[0]["N"]), tol=0)
+
+
+def test_departures_interpolate_the_reference_in_log_tokens_and_compare_only_within_it():
+    ref = _curve_record(0, REF[:4])  # the reference stopped at 4,000 tokens
+    # at 1,414 tokens (√2 × 1,000) the reference's loss is midway between 5.0 and 4.0 in log tokens: 4.5
+    run = _curve_record(2**18, [(1414, 4.5 * 1.009, 5.0), (4000, 3.5, 3.4), (8000, 9.0, 3.0)])
+    dep = overfit.departures(overfit.size_curves([ref, run], ref["N"]), tol=0.01).set_index("D").loc[2**18]
+    assert np.isnan(dep["depart_tokens"]) and dep["compared_to"] == 4000  # 9.0 at 8,000 lies beyond the reference
+    run["curve"][0]["val_loss"] = 4.5 * 1.012
+    dep = overfit.departures(overfit.size_curves([ref, run], ref["N"]), tol=0.01).set_index("D").loc[2**18]
+    assert dep["depart_tokens"] == 1414 and dep["depart_rel"] == pytest.approx(0.012, abs=2e-4)
+
+
+def test_departures_are_nan_without_a_reference_and_the_gap_without_a_training_loss():
+    recs = _curve_runs()[1:]  # no whole-split run
+    recs[0]["curve"][3]["train_loss"] = None  # none at its stop
+    dep = overfit.departures(overfit.size_curves(recs, recs[0]["N"])).set_index("D")
+    assert dep["depart_tokens"].isna().all() and dep["compared_to"].isna().all()
+    assert np.isnan(dep.loc[2**18, "gap"]) and dep.loc[2**18, "val_at_stop"] == 3.8
+    assert np.isfinite(dep.loc[2**19, "gap"])
+
+
+def test_the_curves_figure_draws_both_losses_of_each_run_and_its_stop():
+    from scaling_lib import plots
+
+    recs = _curve_runs()
+    c = overfit.size_curves(recs, recs[0]["N"])
+    fig = plots.overfit_curves(c)
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 2 * len(recs)  # validation (solid) and training (dashed) loss of each run
+    assert sorted(line.get_linestyle() for line in lines) == ["-"] * 3 + ["--"] * 3
+    assert all(min(line.get_xdata()) > 0 for line in lines)  # 0 tokens is off the log axis
+    black = [line for line in lines if line.get_color() == "black"]
+    assert len(black) == 2 and list(black[0].get_ydata()) == [v for _, v, _ in REF[1:]]
+    stops = sorted(tuple(col.get_offsets()[0]) for col in ax.collections)
+    assert stops == [(4000, 3.8), (8000, 3.2), (8000, 3.2 * 1.005)]
+    assert len(fig.axes) == 2  # the colour bar of D
+    plots.overfit_curves(c.iloc[:0])  # nothing stored: empty axes, no error
