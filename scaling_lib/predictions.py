@@ -388,15 +388,18 @@ def _opt(row, col) -> float | None:
 
 
 def score_levels(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
-    """The predicted vertices beside those of the slices cut from the prediction's own sources and whatever of its
-    targets is stored (the other runs stored since are left out, so the comparison is the one predicted).
-    Columns: C, N_opt_now, N_opt (predicted), N_opt_lo, N_opt_hi, edge (predicted), N_opt_measured, edge_measured,
-    inside (the measured vertex within the predicted range; None without both)."""
+    """The predicted vertices beside those of the slices cut from the prediction's own sources and its targets,
+    once every target is stored (the other runs stored since are left out, so the comparison is the one
+    predicted; before, the measured columns are NaN and None). Columns: C, N_opt_now, N_opt (predicted), N_opt_lo,
+    N_opt_hi, edge (predicted), N_opt_measured, edge_measured, inside (the measured vertex within the predicted
+    range; None without both)."""
     lv = prediction.get("levels")
     if not lv:
         raise PredictionError(f"prediction {prediction.get('name')!r} files no levels")
-    keys = set(lv["sources"]) | {k for t in prediction["targets"] for k in t["keys"]}
-    pts = slice_points(table[table["key"].isin(keys)]) if len(table) else pd.DataFrame()
+    targets = {k for t in prediction["targets"] for k in t["keys"]}
+    landed = len(table) > 0 and targets <= set(table["key"])
+    keys = set(lv["sources"]) | targets
+    pts = slice_points(table[table["key"].isin(keys)]) if landed else pd.DataFrame()
     got = _coverage(pts, lv["per_decade"], lv["min_sizes"]).set_index("C") if len(pts) else pd.DataFrame()
     rows = []
     for r in lv["rows"]:

@@ -231,8 +231,10 @@ def test_the_longer_runs_move_a_vertex_off_its_small_edge_as_predicted_and_are_s
     assert top["edge_now"] and top["side_now"] == "small N"  # no size below its vertex before the long runs
     assert not top["edge"] and top["edge_corners"] == 0 and top["below"] >= 2
     # scored once the long runs land: on the prediction's sources and its targets only (another run is ignored)
-    before = predictions.score_levels(rec, grid_table())
-    assert before["N_opt_measured"].notna().all() and (before["N_opt_measured"] == before["N_opt_now"]).all()
+    before = predictions.score_levels(rec, grid_table())  # not scored before every long run has landed
+    assert before["N_opt_measured"].isna().all() and before["edge_measured"].isna().all()
+    half = predictions.score_levels(rec, grid_table(extra=[(long_targets()[0], law)]))
+    assert half["N_opt_measured"].isna().all() and half["inside"].isna().all()
     landed = grid_table(extra=[(c, law) for c in long_targets()])
     other = RunConfig(sweep="tune", n_layer=1, d_model=8, tokens=64_000_000, budgets=(32_000_000,), schedule="wsd")
     after = predictions.score_levels(rec, pd.concat([landed, grid_table(shapes=(), extra=[(other, lambda N, D: 1.0)])]))
