@@ -257,6 +257,67 @@ def isoflop_slices(C, N, L, D=None, *, runs=None, levels=None, per_decade: int =
     return out[out["C"].isin(sizes[sizes >= min_sizes].index)].sort_values(["C", "N"]).reset_index(drop=True)
 
 
+COVERAGE_COLUMNS = ["C", "n_sizes", "sizes", "N_opt", "L_opt", "below", "above", "edge", "side", "cause",
+                    "need_more_tokens", "need_fewer_tokens"]
+
+
+def slice_coverage(C, N, L, D=None, *, runs=None, levels=None, per_decade: int = 3,
+                   min_sizes: int = MIN_POINTS_PER_BUDGET) -> pd.DataFrame:
+    """What each IsoFLOP slice of `isoflop_slices` holds, and why its vertex is at an edge where it is.
+
+    The same arguments as `isoflop_slices`, which cuts the slices; then a row per compute level: C;
+    the distinct sizes in its slice (`sizes`, ascending); the vertex of its parabola (`N_opt`, `L_opt`;
+    NaN without a minimum); `below` and `above`, the slice's sizes on either side of the vertex;
+    `edge`, as `isoflop_optima` judges it (fewer than EDGE_MIN_SIDE sizes on a side); `side`, the side
+    it is at the edge of ('small N', 'large N', 'both', '' inside, 'no minimum'); and every size of the
+    data that is not in the slice, with the tokens D it would need to reach C (C over its runs' compute
+    a token, so C/(6N) under C = 6ND): `need_more_tokens`, (N, D) of the sizes whose runs end before C;
+    `need_fewer_tokens`, of those whose runs begin after it.
+
+    `cause` reads the edge: 'more tokens at small N' where the sizes below the vertex that stop short
+    of C would, with longer runs, give it EDGE_MIN_SIDE sizes on its small side; 'below the smallest
+    size' where even they would not (the data hold too few sizes below it); likewise 'shorter budgets at
+    large N' and 'above the largest size' on the large side; joined by '; ' where both sides are short.
+    """
+    cols = COVERAGE_COLUMNS
+    sl = isoflop_slices(C, N, L, D, runs=runs, levels=levels, per_decade=per_decade, min_sizes=min_sizes)
+    if sl.empty:
+        return pd.DataFrame(columns=cols)
+    C, N, L, D = _arrays(C, N, L, D)
+    D = C / (6 * N) if D is None else D
+    labels = np.asarray(N if runs is None else runs)
+    spans = []  # each run: its size, its range of C, its compute a token
+    for run in pd.unique(labels):
+        m = labels == run
+        spans.append((run, float(np.median(N[m])), float(C[m].min()), float(C[m].max()),
+                      float(np.median(C[m] / D[m]))))
+    optima = isoflop_optima(sl["C"], sl["N"], sl["L"]).set_index("C")
+    rows = []
+    for c, g in sl.groupby("C", sort=True):
+        o = optima.loc[c]
+        x_opt = math.log(o["N_opt"]) if o["convex"] else math.nan
+        sizes = np.unique(np.round(np.log(g["N"].to_numpy(float)), 4))
+        below, above = (int((sizes < x_opt).sum()), int((sizes > x_opt).sum())) if o["convex"] else (0, 0)
+        inside = set(g["run"])
+        more = sorted({(int(round(n)), c / cpt) for run, n, lo, hi, cpt in spans if run not in inside and hi < c})
+        fewer = sorted({(int(round(n)), c / cpt) for run, n, lo, hi, cpt in spans if run not in inside and lo > c})
+        short_small, short_large = below < EDGE_MIN_SIDE, above < EDGE_MIN_SIDE
+        side = ("no minimum" if not o["convex"] else "both" if short_small and short_large
+                else "small N" if short_small else "large N" if short_large else "")
+        causes = []
+        if o["convex"] and short_small:
+            gain = below + len({n for n, _ in more if math.log(n) < x_opt})
+            causes.append("more tokens at small N" if gain >= EDGE_MIN_SIDE else "below the smallest size")
+        if o["convex"] and short_large:
+            gain = above + len({n for n, _ in fewer if math.log(n) > x_opt})
+            causes.append("shorter budgets at large N" if gain >= EDGE_MIN_SIDE else "above the largest size")
+        rows.append(dict(C=float(c), n_sizes=len(sizes), sizes=tuple(int(round(n)) for n in sorted(set(g["N"]))),
+                         N_opt=float(o["N_opt"]), L_opt=float(o["L_opt"]), below=below, above=above,
+                         edge=bool(o["edge"]), side=side, cause="; ".join(causes), need_more_tokens=tuple(more),
+                         need_fewer_tokens=tuple(fewer)))
+    return pd.DataFrame(rows, columns=cols)
+
+
 def approach2(C, N, L, D=None, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Allocation:
     """a and b from the optima of IsoFLOP parabolas; the bootstrap resamples budgets (Hoffmann et al. 2022, §3.2)."""
     C, N, L, D = _arrays(C, N, L, D)

@@ -177,31 +177,49 @@ def _predict(args) -> int:
     import subprocess
 
     from . import predictions
-    from .plans import configs
+    from .config import RunConfig
+    from .plans import configs, is_tune_long, profile
     from .store import Store, runs_table
 
     store = Store(args.store) if args.store else Store()
+    p = profile(args.profile)
     recs = [r for r in store.records(args.sweep) if r["status"] in ("ok", "early_stopped")]
-    table = runs_table(recs, budgets=True)
     if args.score:
-        print(predictions.score(predictions.load(args.score, store), table).to_json(orient="records", indent=1))
+        rec = predictions.load(args.score, store)
+        table = runs_table(recs, budgets=True)  # every run: a long run is scored too
+        if rec.get("levels"):
+            print(json.dumps(dict(losses=json.loads(predictions.score(rec, table).to_json(orient="records")),
+                                  levels=json.loads(predictions.score_levels(rec, table).to_json(orient="records"))),
+                             indent=1))
+        else:
+            print(predictions.score(rec, table).to_json(orient="records", indent=1))
         return 0
-    if args.min_n is None or not args.name:
-        raise ValueError("predict needs --name and --min-n (or --score NAME)")
+    if not args.name or (args.min_n is None and not args.long):
+        raise ValueError("predict needs --name and --min-n or --long (or --score NAME)")
+    # the fits read the tuned grids: a long run is no grid run (nor a point of the grid's budgets)
+    table = runs_table([r for r in recs if not is_tune_long(RunConfig.from_stored(r["config"]), p)], budgets=True)
     if args.source_max_n is not None:  # fit only on these sizes (e.g. the finished grids: see `rule --dry-run`)
         table = table[table["N"] <= args.source_max_n]
-    targets = predictions.targets_of(configs(args.sweep, args.profile, store), args.min_n)
+    planned = configs(args.sweep, args.profile, store)
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    rec = predictions.predict_ladder(args.name, table, targets, store=store, bootstrap=args.bootstrap,
-                                     seed=args.seed, commit=head, save=not args.dry_run)
+    if args.long:
+        targets = [c for c in planned if is_tune_long(c, p)]
+        rec = predictions.predict_longer(args.name, table, targets, store=store, bootstrap=args.bootstrap,
+                                         seed=args.seed, commit=head, save=not args.dry_run,
+                                         levels=dict(per_decade=args.per_decade, min_sizes=args.min_sizes))
+    else:
+        targets = predictions.targets_of([c for c in planned if not is_tune_long(c, p)], args.min_n)
+        rec = predictions.predict_ladder(args.name, table, targets, store=store, bootstrap=args.bootstrap,
+                                         seed=args.seed, commit=head, save=not args.dry_run)
     print(json.dumps(rec, indent=1))
     return 0
 
 
 def _rule(args) -> int:
     from . import tuning
-    from .plans import configs
+    from .config import RunConfig
+    from .plans import configs, is_tune_long, profile
     from .store import Store, runs_table
 
     store = Store(args.store) if args.store else Store()
@@ -209,12 +227,16 @@ def _rule(args) -> int:
     if path.exists() and not (args.replace or args.dry_run):
         raise ValueError(f"{path} exists; --replace refits it (the sweeps planned from it keep their keys where "
                          "their rates stay on the same quarter-octave), --dry-run shows the refit")
-    recs = [r for r in store.records(args.sweep) if r["status"] in ("ok", "early_stopped", "diverged")]
+    p = profile(args.profile)
+    # the grids alone: a long run (one rate, past the grid's budgets) is no grid, and no grid run still planned
+    recs = [r for r in store.records(args.sweep) if r["status"] in ("ok", "early_stopped", "diverged")
+            and not is_tune_long(RunConfig.from_stored(r["config"]), p)]
     if not recs:
         raise ValueError(f"no stored run of the {args.sweep!r} sweep under {store.root}")
     table = runs_table(recs, budgets=True)
     grid_seed = int(table["seed"].min())
-    missing = [c.N for c in configs(args.sweep, args.profile, store) if c.seed == grid_seed and not store.has(c)]
+    missing = [c.N for c in configs(args.sweep, args.profile, store)
+               if c.seed == grid_seed and not store.has(c) and not is_tune_long(c, p)]
     rule = tuning.fit_rule_on_complete(table, missing, max_n=args.max_n, bootstrap=args.bootstrap, seed=args.seed)
     out = rule.to_dict()
     out["sources"] = len(rule.sources)  # the keys are in the file; their count is enough here
@@ -380,6 +402,11 @@ def main(argv: list[str] | None = None) -> int:
                    "parameters (default: every stored size below the targets)")
     p.add_argument("--bootstrap", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--long", action="store_true", help="predict the long runs of the tuned ladder (trained past the "
+                   "grid's budgets, `tune_long_sizes`) from their own sizes' grids, and where the Kaplan-or-Chinchilla "
+                   "chapter's IsoFLOP vertices move once they land")
+    p.add_argument("--per-decade", type=int, default=3, help="with --long: IsoFLOP levels a decade (the chapter's 3)")
+    p.add_argument("--min-sizes", type=int, default=3, help="with --long: sizes a level needs (the chapter's 3)")
     p.add_argument("--dry-run", action="store_true", help="print the prediction without filing it")
     p.add_argument("--score", metavar="NAME", help="score a filed prediction against the stored runs")
     p.add_argument("--store")

@@ -28,8 +28,9 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "12_context_recurrence": (("ladder", None), ("ladder", {"long_max_N": 0}), ("context", None), ("recur", None)),
     "13_depth": (("depth", None),),
     "14_overfitting": (("overfit", None),),
-    "15_batch_size": (("batch", None), ("tune", None)),
-    "16_allocation": (("batch", None), ("tune", None), ("overfit", None)),
+    # the tuned grids' best runs only, not the long runs (plans.TUNE_GRID), which the Kaplan-or-Chinchilla chapter reads
+    "15_batch_size": (("batch", None), ("tune", {"tune_long_sizes": ()})),
+    "16_allocation": (("batch", None), ("tune", {"tune_long_sizes": ()}), ("overfit", None)),
     "17_schedules": (("schedule", None),),
 }
 

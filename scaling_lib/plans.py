@@ -53,7 +53,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         shape_lr_tuned=(),  # the smoke grids stay one run a shape (the tests count them)
         lstm_ladder=((1, 8), (1, 16), (2, 16)), lstm_tokens=40_960, lstm_lr_grid=(1e-2, 3e-2),
         tune_ladder=((1, 8), (1, 16)), tune_tokens=40_960, tune_budgets=(10_240, 20_480), tune_seeds=(0, 1),
-        tune_eval_version=EVAL_VERSION,
+        tune_eval_version=EVAL_VERSION, tune_long_sizes=(), tune_long_tokens=163_840,
         context_ladder=((1, 8), (1, 16), (2, 16)), context_n_ctx=(16, 64), context_tokens=20_480,
         recur_ladder=((1, 8), (1, 16), (2, 8), (2, 16)), recur_counts=(1, 2), recur_tokens=20_480,
         depth_sizes=(3_000,), depth_layers=(1, 2, 3), depth_seeds=(0, 1), depth_tokens=20_480, depth_head_size=4,
@@ -86,6 +86,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         tune_ladder=LADDER_TUNED, tune_tokens=16_000_000,
         tune_budgets=(250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000), tune_seeds=(0, 1, 2),
         tune_eval_version=EVAL_VERSION,
+        # the long runs (issue: IsoFLOP slices with their vertex at the small-N edge): at 16M tokens the small
+        # sizes stop short of the compute levels where the slices need them below their vertex
+        # (`allocation.slice_coverage`), so 13.8k and 24.6k go on to 64M tokens (7.1 epochs of the 9.0M-token
+        # split), one run each at the rate that is best at 16M, seed 0, with a cooldown branch at 32M and the
+        # grid's warmup (`tune_long_run`): the levels at 2.2e12 and 4.6e12 FLOPs gain a second size below their
+        # vertex (runs/predictions/tune-long-13.8k-24.6k-64M.json); about 3 worker-hours (2.8 at the tuned
+        # ladder's median rate a cost unit, 3.1 at these sizes' own). Read by the Kaplan-or-Chinchilla chapter;
+        # the chapters about the grids read `TUNE_GRID`
+        tune_long_sizes=((2, 24), (2, 32)), tune_long_tokens=64_000_000,
         # short contexts (Fig. 21; 6 runs, cost 147M) and recurrent transformers (Fig. 17; 12 runs,
         # cost 136M): about 0.8 worker-hours each at the 2.1e-5 s a cost unit of the stored CPU runs,
         # at the rate of the rule fitted to the tuned ladder (lr_rule_file, under the store's root)
@@ -160,6 +169,7 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr_rule_file": (lambda v: isinstance(v, str), "a path under the store's root, or '' for the pilot's rule"),
     **{k: (_int, "an integer") for k in ("batch_size", "n_ctx", "eval_tokens", "tokens", "long_max_N", "long_tokens",
                                           "lr_tokens", "data_budget", "shape_tokens", "lstm_tokens", "tune_tokens",
+                                          "tune_long_tokens",
                                           "eval_version", "tune_eval_version", "context_tokens", "recur_tokens",
                                           "overfit_tokens", "batch_tokens", "batch_evals_per_decade",
                                           "batch_noise_batches",
@@ -170,7 +180,8 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
                                                     "overfit_data_sizes", "batch_sizes", "depth_sizes",
                                                     "depth_layers", "depth_seeds")},
     **{k: (_sizes, "a tuple of (n_layer, d_model) pairs") for k in ("ladder", "seed_sizes", "lstm_ladder",
-                                                                     "tune_ladder", "context_ladder",
+                                                                     "tune_ladder", "tune_long_sizes",
+                                                                     "context_ladder",
                                                                      "recur_ladder", "overfit_ladder", "batch_ladder")},
     **{k: (_floats, "a tuple of positive rates") for k in ("lr_grid", "lstm_lr_grid", "batch_lr_factors")},
     "overfit_dropout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
@@ -332,10 +343,38 @@ def _tuned_grid(base: RunConfig, store: Store, max_steps: int = 3) -> tuple[list
             grow["down"] += 1
 
 
+# Overrides that plan the tuned ladder without its long runs: its grids and their seeds, what the chapters
+# about the grids (the best rates, the rule, L(N, D) of the ladder, the best runs' curves) read.
+TUNE_GRID: dict[str, Any] = {"tune_long_sizes": ()}
+
+
+def tune_long_run(best: RunConfig, p: dict) -> RunConfig:
+    """A size's long run: its grid's best config at the longest budget (seed 0) trained on to
+    `tune_long_tokens`, with a cooldown branch at every doubling of `tune_tokens` below that, and the
+    grid's own warmup, so that its stable phase is the stored run's and it only adds budgets past the
+    grid's (none at or below `tune_tokens`: those points are the grid's)."""
+    budgets, b = [], 2 * p["tune_tokens"]
+    while b < p["tune_long_tokens"]:
+        budgets.append(b)
+        b *= 2
+    return best.replace(tokens=p["tune_long_tokens"], budgets=tuple(budgets), warmup_tokens=best.warmup_tokens)
+
+
+def is_tune_long(cfg: RunConfig, p: dict) -> bool:
+    """Whether a config of the tuned ladder is a long run (trained past the grid's `tune_tokens`)."""
+    return cfg.tokens > p["tune_tokens"]
+
+
 @sweep
 def sweep_tune(p: dict, store: Store) -> list[RunConfig]:
     """The tuned ladder: at every size a grid of peak rates, each a wsd run to the longest budget
-    with cooldown branches at every doubling; then the extra seeds at the size's best rate."""
+    with cooldown branches at every doubling; then the extra seeds at the size's best rate; and, at
+    the sizes of `tune_long_sizes`, the long run (`tune_long_run`) once the size's grid is finished."""
+    unknown = sorted(set(p["tune_long_sizes"]) - set(p["tune_ladder"]))
+    if unknown:
+        raise ValueError(f"tune_long_sizes {unknown} are not sizes of tune_ladder: a long run continues a tuned grid")
+    if p["tune_long_sizes"] and p["tune_long_tokens"] <= p["tune_tokens"]:
+        raise ValueError(f"tune_long_tokens ({p['tune_long_tokens']:,}) must exceed tune_tokens ({p['tune_tokens']:,})")
     cfgs = []
     for n_layer, d_model in p["tune_ladder"]:
         base = _base(p, "tune", n_layer=n_layer, d_model=d_model, tokens=p["tune_tokens"],
@@ -345,8 +384,10 @@ def sweep_tune(p: dict, store: Store) -> list[RunConfig]:
         cfgs += grid
         if best is not None:
             cfgs += [best.replace(seed=s) for s in p["tune_seeds"] if s != best.seed]
+            if (n_layer, d_model) in p["tune_long_sizes"]:
+                cfgs.append(tune_long_run(best, p))
     # the smallest first: the sizes that the prediction is fitted on land before the largest
-    return sorted(cfgs, key=lambda c: (c.N, c.seed, c.lr))
+    return sorted(cfgs, key=lambda c: (c.N, c.seed, c.lr, c.tokens))
 
 
 @sweep

@@ -141,3 +141,272 @@ def _finite(v: float) -> float | None:
 def targets_of(cfgs: Iterable[RunConfig], min_N: float) -> list[RunConfig]:
     """The planned configs at sizes from `min_N` up: the runs a ladder prediction is about."""
     return [c for c in cfgs if c.N >= min_N]
+
+
+# ---------------------------------------------------------------------------------------------
+# Longer runs at stored sizes: the loss past the grid's longest budget, and the IsoFLOP vertices it moves
+# ---------------------------------------------------------------------------------------------
+# each size's own L(D) = E + A / D^alpha (fit form "power-offset" in D), on its budgets from MIN_TOKENS up: the
+# 0.25M branch is mostly warmup and its early fall, which the form does not follow (on the stored tuned ladder the
+# fits from 0.5M extrapolate 4x to within -4.1% to +1.4%, those from 0.25M within -8.4% to +0.6%: a choice made on
+# that backtest, before any longer run exists)
+MIN_TOKENS = 500_000
+PER_SIZE = "power-offset"
+LONGER_JOINT = ("kaplan-nd", "chinchilla")
+LONGER_QUANTITY = ("validation loss at the budget of a run trained past the grid's longest budget at the rate best "
+                   "there (seed 0); at_best_rate of the table, evaluation version {eval_version}")
+
+
+def mean_at_best_rate(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (N, tokens) of a tuned grid's runs table: the mean loss over the seeds at the best rate."""
+    best = tuning.at_best_rate(table)
+    return (best.groupby(["N", "tokens"], as_index=False)
+            .agg(final_val_loss=("final_val_loss", "mean"), seeds=("seed", "nunique")))
+
+
+def _size_fit(pts: pd.DataFrame, min_tokens: float) -> fit.FitResult:
+    use = pts[pts["tokens"] >= 0.99 * min_tokens]  # a budget trains whole steps: 0.5M is 499,712 tokens
+    return fit.fit(PER_SIZE, use["tokens"], use["final_val_loss"])
+
+
+def _cut(budgets: Sequence[int], longest: int, ratio: float) -> int | None:
+    """The longest stored budget at most longest/ratio (budgets are whole steps, so within 0.1%)."""
+    fit_to = [b for b in budgets if b <= longest / ratio * 1.001]
+    return max(fit_to) if fit_to else None
+
+
+def backtest_longer(table: pd.DataFrame, ratio: float, *, min_tokens: float = MIN_TOKENS,
+                    joint: Sequence[str] = LONGER_JOINT) -> pd.DataFrame:
+    """How well each law predicts a budget `ratio` times past the last one it is fitted on, on the stored runs:
+    every size's longest budget predicted from its budgets up to longest/ratio (each size's own L(D) from
+    `min_tokens` up; the joint laws on every size's budgets up to there). Columns: law, N, fit_to, tokens,
+    predicted, measured, error (predicted / measured - 1). A size with fewer budgets than its law needs is left
+    out."""
+    pts = mean_at_best_rate(table)
+    rows = []
+    for N, g in pts.groupby("N"):
+        longest = int(g["tokens"].max())
+        cut = _cut(sorted(g["tokens"]), longest, ratio)
+        if cut is None:
+            continue
+        src = g[g["tokens"] <= cut]
+        try:
+            res = _size_fit(src, min_tokens)
+        except fit.FitError:
+            continue
+        measured = float(g.loc[g["tokens"] == longest, "final_val_loss"].iloc[0])
+        pred = float(res.predict(np.array([longest], float))[0])
+        rows.append(dict(law=PER_SIZE, N=int(N), fit_to=cut, tokens=longest, predicted=pred, measured=measured))
+    best = tuning.at_best_rate(table)
+    longest = int(best["tokens"].max())
+    cut = _cut(sorted(best["tokens"].unique()), longest, ratio)
+    for form in joint if cut is not None else ():
+        src = best[best["tokens"] <= cut]
+        try:
+            res = fit.fit(form, src["N"], src["final_val_loss"], x2=src["tokens"])
+        except fit.FitError:
+            continue
+        at = pts[pts["tokens"] == longest]
+        pred = res.predict(at["N"].to_numpy(float), at["tokens"].to_numpy(float))
+        rows += [dict(law=form, N=int(N), fit_to=cut, tokens=longest, predicted=float(p), measured=float(m))
+                 for N, p, m in zip(at["N"], pred, at["final_val_loss"])]
+    out = pd.DataFrame(rows, columns=["law", "N", "fit_to", "tokens", "predicted", "measured"])
+    out["error"] = out["predicted"] / out["measured"] - 1
+    return out
+
+
+def predict_longer(name: str, table: pd.DataFrame, targets: Sequence[RunConfig], *, store: Store | None = None,
+                   bootstrap: int = 200, seed: int = 0, commit: str | None = None, save: bool = True,
+                   min_tokens: float = MIN_TOKENS, joint: Sequence[str] = LONGER_JOINT,
+                   levels: dict[str, int] | None = None) -> dict[str, Any]:
+    """Predict the loss of runs that go on past the grid's longest budget at sizes the grid has trained (the
+    tuned ladder's long runs), at each of their budgets past it, and file it as `predict_ladder` does.
+
+    Laws: each target size's own L(D) = E + A/D^alpha on its budgets from `min_tokens` up (mean over the seeds at
+    the best rate), and the joint laws of `joint` fitted on every stored size and budget. The per-size law's
+    interval is calibrated on the stored runs (`backtest_longer` at the same ratio of budgets: the range of the
+    relative errors over the stored sizes, so a measurement inside it errs no more than the backtest did); the
+    joint laws' intervals are their hierarchical bootstrap's (sizes, then seeds), and their backtest is
+    recorded beside them. With `levels` (the slicing: per_decade, min_sizes), where the IsoFLOP vertices move
+    (`predict_levels`) is filed with it. Refuses when any target is stored already, when its size has no stored
+    budgets, or when the name is taken. The record's `scope` is "longer" (a ladder prediction's, "larger").
+    """
+    store = store or Store()
+    targets = list(targets)
+    if not targets:
+        raise PredictionError("no target configs to predict")
+    out = path(name, store)
+    if out.exists():
+        raise PredictionError(f"a prediction named {name!r} exists ({out}): a prediction is never redone; "
+                              "file a new one under another name")
+    trained = [c for c in targets if store.has(c)]
+    if trained:
+        raise PredictionError(f"{len(trained)} target run(s) are stored already (e.g. {trained[0].name}): "
+                              "a prediction is made before its runs")
+    pts = mean_at_best_rate(table)
+    best = tuning.at_best_rate(table)
+    have = set(pts["N"].astype(int))
+    lacking = sorted({c.N for c in targets} - have)
+    if lacking:
+        raise PredictionError(f"no stored budgets at N = {', '.join(f'{n:,}' for n in lacking)}: a longer run is "
+                              "predicted from its own size's grid")
+    versions = sorted(table["eval_version"].unique())
+    # the budgets as they will be trained: whole steps of the targets' batch
+    planned = {(c.N, (b // c.tokens_per_step) * c.tokens_per_step, c.key) for c in targets for b in c.all_budgets}
+    rows: dict[tuple[int, int], dict[str, Any]] = {}
+    for N, b, key in sorted(planned):
+        longest = int(pts.loc[pts["N"] == N, "tokens"].max())
+        if b > longest * 1.001:
+            row = rows.setdefault((N, b), dict(N=int(N), tokens=int(b), ratio=b / longest, predicted={}, ci={},
+                                               keys=[]))
+            row["keys"] = sorted({*row["keys"], key})
+    if not rows:
+        raise PredictionError("no target budget lies past its size's longest stored budget")
+    fits, backtests = [], {}
+    ratios = sorted({round(r["ratio"], 3) for r in rows.values()})
+    for ratio in ratios:
+        bt = backtest_longer(table, ratio, min_tokens=min_tokens, joint=joint)
+        backtests[ratio] = bt
+    for N in sorted({N for N, _ in rows}):
+        res = _size_fit(pts[pts["N"] == N], min_tokens)
+        fits.append(dict(on=f"N = {N:,}: its budgets from {min_tokens:,.0f} tokens", **res.to_dict()))
+        for (n, b), row in rows.items():
+            if n != N:
+                continue
+            pred = float(res.predict(np.array([b], float))[0])
+            err = backtests[round(row["ratio"], 3)]
+            err = err.loc[err["law"] == PER_SIZE, "error"].to_numpy(float)
+            row["predicted"][PER_SIZE] = pred
+            row["ci"][PER_SIZE] = ([pred / (1 + err.max()), pred / (1 + err.min())] if len(err) >= 2
+                                   else [None, None])
+    for form in joint:
+        res = fit.fit(form, best["N"], best["final_val_loss"], x2=best["tokens"], bootstrap=bootstrap, seed=seed,
+                      groups=best["N"], within=best["seed"])
+        fits.append(dict(on="every size and budget", **res.to_dict()))
+        keys = sorted(rows)
+        Ns, Ds = np.array([k[0] for k in keys], float), np.array([k[1] for k in keys], float)
+        pred, (lo, hi) = res.predict(Ns, Ds), res.predict_interval(Ns, Ds)
+        for i, k in enumerate(keys):
+            rows[k]["predicted"][form] = float(pred[i])
+            rows[k]["ci"][form] = [_finite(lo[i]), _finite(hi[i])]
+    record = dict(
+        kind="prediction", name=name, made_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        commit=commit, quantity=LONGER_QUANTITY.format(eval_version=", ".join(map(str, versions))),
+        sweep=targets[0].sweep, scope="longer",
+        method=(f"{PER_SIZE}: each size's own L(D) = E + A/D^alpha on its budgets from {min_tokens:,.0f} tokens, "
+                "interval = the range of the relative errors of the same fit on the stored runs, each size's longest "
+                "budget predicted from its budgets up to that budget over the same ratio (`backtest`); "
+                f"{', '.join(joint)}: fitted on every stored size and budget, 95% bootstrap intervals"),
+        bootstrap=dict(resamples=bootstrap, seed=seed, resampling="sizes, then seeds within (the joint laws)"),
+        sources=sorted(best["key"].unique()), source_sizes=sorted(int(n) for n in pts["N"].unique()),
+        source_budgets=sorted(int(b) for b in pts["tokens"].unique()), fits=fits,
+        backtest={f"{r:g}": _records(bt) for r, bt in backtests.items()},
+        targets=[{k: v for k, v in rows[k].items()} for k in sorted(rows)],
+    )
+    if levels is not None:
+        record["levels"] = predict_levels(table, record, **levels)
+    if save:
+        write_json(out, record)
+    return record
+
+
+def scope(prediction: dict[str, Any]) -> str:
+    """What a prediction extrapolates to: "larger" sizes (`predict_ladder`) or "longer" runs (`predict_longer`)."""
+    return prediction.get("scope", "larger")
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: (int(v) if isinstance(v, (np.integer,)) else float(v) if isinstance(v, (float, np.floating)) else v)
+             for k, v in r.items()} for r in df.to_dict("records")]
+
+
+def slice_points(table: pd.DataFrame) -> pd.DataFrame:
+    """The points the Kaplan-or-Chinchilla chapter cuts its IsoFLOP slices from: the runs at each (N, tokens)'s
+    best rate, seed 0, with C = 6ND (Kaplan's counting, N without embeddings). Columns N, tokens, C, L, key."""
+    best = tuning.at_best_rate(table)
+    best = best[best["seed"] == 0]
+    return pd.DataFrame({"N": best["N"].astype(float), "tokens": best["tokens"].astype(float),
+                         "C": 6.0 * best["N"] * best["tokens"], "L": best["final_val_loss"].astype(float),
+                         "key": best["key"]}).reset_index(drop=True)
+
+
+def _coverage(pts: pd.DataFrame, per_decade: int, min_sizes: int) -> pd.DataFrame:
+    from .allocation import slice_coverage
+
+    return slice_coverage(pts["C"], pts["N"], pts["L"], pts["tokens"], runs=pts["N"], per_decade=per_decade,
+                          min_sizes=min_sizes)
+
+
+def predict_levels(table: pd.DataFrame, prediction: dict[str, Any], *, law: str = PER_SIZE, per_decade: int = 3,
+                   min_sizes: int = 3) -> dict[str, Any]:
+    """Where each compute level's IsoFLOP vertex goes once the predicted longer runs join the slices.
+
+    The slices are the chapter's (`slice_points`: seed 0 at the best rate, Kaplan's counting; `per_decade`
+    levels a decade, `min_sizes` sizes a level), cut from the stored runs and from the targets' predicted losses
+    by `law`. Each level's vertex is given now and with the predicted points; its range is the vertex's over every
+    corner of the targets' intervals (each target size at the low or the high end of its interval at all of its
+    budgets), and `edge_corners` counts the corners that leave it at an edge. A level the targets do not reach
+    keeps its vertex. Returns the settings and one row a level, JSON-ready.
+    """
+    import itertools
+
+    now_pts = slice_points(table)
+    tgt = pd.DataFrame([dict(N=float(t["N"]), tokens=float(t["tokens"]), L=t["predicted"][law],
+                             lo=t["ci"][law][0], hi=t["ci"][law][1]) for t in prediction["targets"]])
+    tgt["C"] = 6.0 * tgt["N"] * tgt["tokens"]
+    now = _coverage(now_pts, per_decade, min_sizes).set_index("C")
+    central = _coverage(pd.concat([now_pts, tgt[["N", "tokens", "C", "L"]]], ignore_index=True), per_decade,
+                        min_sizes).set_index("C")
+    sizes = sorted(tgt["N"].unique())
+    corners = []
+    bounded = tgt["lo"].notna().all() and tgt["hi"].notna().all()
+    for ends in itertools.product(("lo", "hi"), repeat=len(sizes)) if bounded else ():
+        pick = dict(zip(sizes, ends))
+        pts = tgt.assign(L=[r[pick[r["N"]]] for _, r in tgt.iterrows()])
+        corners.append(_coverage(pd.concat([now_pts, pts[["N", "tokens", "C", "L"]]], ignore_index=True),
+                                 per_decade, min_sizes).set_index("C"))
+    rows = []
+    for c in sorted(set(now.index) | set(central.index)):
+        r0 = now.loc[c] if c in now.index else None
+        r1 = central.loc[c]
+        at = [k.loc[c] for k in corners if c in k.index]
+        n_opt = [float(k["N_opt"]) for k in at]
+        rows.append(dict(
+            C=float(c), sizes_now=list(r0["sizes"]) if r0 is not None else [], N_opt_now=_opt(r0, "N_opt"),
+            edge_now=bool(r0["edge"]) if r0 is not None else None, side_now=r0["side"] if r0 is not None else None,
+            sizes=list(r1["sizes"]), N_opt=float(r1["N_opt"]), below=int(r1["below"]), above=int(r1["above"]),
+            edge=bool(r1["edge"]), side=r1["side"], cause=r1["cause"],
+            N_opt_lo=min(n_opt) if n_opt else None, N_opt_hi=max(n_opt) if n_opt else None,
+            edge_corners=sum(bool(k["edge"]) for k in at), corners=len(at)))
+    return dict(law=law, per_decade=per_decade, min_sizes=min_sizes, counting="N without embeddings, C = 6ND",
+                points="seed 0 at each (N, tokens)'s best rate", sources=sorted(now_pts["key"].unique()),
+                rows=rows)
+
+
+def _opt(row, col) -> float | None:
+    return None if row is None else _finite(float(row[col]))
+
+
+def score_levels(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
+    """The predicted vertices beside those of the slices cut from the prediction's own sources and its targets,
+    once every target is stored (the other runs stored since are left out, so the comparison is the one
+    predicted; before, the measured columns are NaN and None). Columns: C, N_opt_now, N_opt (predicted), N_opt_lo,
+    N_opt_hi, edge (predicted), N_opt_measured, edge_measured, inside (the measured vertex within the predicted
+    range; None without both)."""
+    lv = prediction.get("levels")
+    if not lv:
+        raise PredictionError(f"prediction {prediction.get('name')!r} files no levels")
+    targets = {k for t in prediction["targets"] for k in t["keys"]}
+    landed = len(table) > 0 and targets <= set(table["key"])
+    keys = set(lv["sources"]) | targets
+    pts = slice_points(table[table["key"].isin(keys)]) if landed else pd.DataFrame()
+    got = _coverage(pts, lv["per_decade"], lv["min_sizes"]).set_index("C") if len(pts) else pd.DataFrame()
+    rows = []
+    for r in lv["rows"]:
+        m = got.loc[r["C"]] if len(got) and r["C"] in got.index else None
+        n = float(m["N_opt"]) if m is not None else float("nan")
+        inside = (None if m is None or r["N_opt_lo"] is None else bool(r["N_opt_lo"] <= n <= r["N_opt_hi"]))
+        rows.append(dict(C=r["C"], N_opt_now=r["N_opt_now"], N_opt=r["N_opt"], N_opt_lo=r["N_opt_lo"],
+                         N_opt_hi=r["N_opt_hi"], edge=r["edge"], N_opt_measured=n,
+                         edge_measured=bool(m["edge"]) if m is not None else None, inside=inside))
+    return pd.DataFrame(rows)

@@ -24,12 +24,16 @@ from .store import curves_table, runs_table
 
 def ladder_curves(records: Iterable[dict]) -> pd.DataFrame:
     """The learning curves of a ladder's best run at each size (seed 0, the lowest final loss over
-    its rates), from the end of the warmup on: the curves §5.2 converts to the critical batch."""
+    its rates, among the size's runs to its grid's budget: the shortest `tokens` of its seed-0 runs,
+    so that a long run, which goes on past the grid's budget at one rate, is not taken for its best
+    rate), from the end of the warmup on: the curves §5.2 converts to the critical batch."""
     records = list(records)
     t = runs_table(records)
     if t.empty:
         return curves_table([])
-    picks = set(t[t["seed"] == 0].sort_values("final_val_loss").groupby("N").head(1)["key"])
+    t = t[t["seed"] == 0]
+    t = t[t["tokens"] == t.groupby("N")["tokens"].transform("min")]
+    picks = set(t.sort_values("final_val_loss").groupby("N").head(1)["key"])
     curves = curves_table([r for r in records if r["key"] in picks])
     return curves[curves["tokens"] > curves["warmup_tokens"]].reset_index(drop=True)
 

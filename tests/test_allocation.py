@@ -415,3 +415,51 @@ def test_counting_variants_count_N_and_C_four_ways():
     assert list(exact["C"]) == [5e9, 9e9] and list(exact["N"]) == [100, 400]
     assert list(chin["C"]) == [5e9, 9e9] and list(chin["N"]) == [1100, 1800]
     assert all(list(x["L"]) == [5.0, 4.0] and list(x["D"]) == [1e6, 2e6] for x in v.values())
+
+
+# --- which side of each IsoFLOP vertex is missing, and why ---------------------------------------
+
+def test_slice_coverage_says_which_side_of_each_vertex_is_missing_and_why():
+    df = _branches()
+    cov = al.slice_coverage(df["C"], df["N"], df["L"], df["D"], per_decade=3)
+    sl = al.isoflop_slices(df["C"], df["N"], df["L"], df["D"], per_decade=3)
+    opt = al.isoflop_optima(sl["C"], sl["N"], sl["L"])
+    assert list(cov.columns) == al.COVERAGE_COLUMNS
+    assert list(cov["C"]) == list(opt["C"]) and list(cov["edge"]) == list(opt["edge"])
+    assert np.allclose(cov["N_opt"], opt["N_opt"]) and list(cov["n_sizes"]) == list(opt["n_sizes"])
+    assert (cov["below"] + cov["above"] == cov["n_sizes"]).all()
+    assert all(list(s) == sorted(s) and len(s) == n for s, n in zip(cov["sizes"], cov["n_sizes"]))
+    inside = cov[~cov["edge"]]
+    assert len(inside) and (inside["side"] == "").all() and (inside["cause"] == "").all()
+    # the lowest level: the large sizes start above it (their first budget is too long)
+    low = cov.iloc[0]
+    assert low["edge"] and low["side"] == "large N" and low["cause"] == "shorter budgets at large N"
+    assert low["need_fewer_tokens"] and not low["need_more_tokens"]
+    for N, D in low["need_fewer_tokens"]:
+        assert D == pytest.approx(low["C"] / (6 * N), rel=1e-6) and D < df.loc[np.isclose(df["N"], N), "D"].min()
+    # the highest: the small sizes stop short of it (their last budget is too short)
+    high = cov.iloc[-1]
+    assert high["edge"] and high["side"] == "small N" and high["cause"] == "more tokens at small N"
+    for N, D in high["need_more_tokens"]:
+        assert D == pytest.approx(high["C"] / (6 * N), rel=1e-6) and D > df.loc[np.isclose(df["N"], N), "D"].max()
+
+
+def test_slice_coverage_tells_a_vertex_below_the_smallest_size_from_one_that_needs_longer_runs():
+    df = _branches()
+    big = df[df["N"] >= 1e8]  # the ladder without its five smallest sizes
+    cov = al.slice_coverage(big["C"], big["N"], big["L"], big["D"], per_decade=3)
+    floor = cov[cov["cause"] == "below the smallest size"]
+    assert len(floor) and (floor["side"] == "small N").all()
+    for r in floor.itertuples():  # even longer runs would leave fewer than two sizes below the vertex
+        assert r.below + len([n for n, _ in r.need_more_tokens if n < r.N_opt]) < al.EDGE_MIN_SIDE
+    longer = cov[cov["cause"] == "more tokens at small N"]
+    for r in longer.itertuples():
+        assert r.below + len([n for n, _ in r.need_more_tokens if n < r.N_opt]) >= al.EDGE_MIN_SIDE
+    # the compute a token is read off each run (sizes are whole numbers in the lists, hence rel 1e-6)
+    tilted = big.assign(C=big["C"] * 1.5)
+    again = al.slice_coverage(tilted["C"], tilted["N"], tilted["L"], tilted["D"], per_decade=3)
+    for r in again.itertuples():
+        for N, D in r.need_more_tokens:
+            assert D == pytest.approx(r.C / (1.5 * 6 * N), rel=1e-6)
+    none = al.slice_coverage(df["C"], df["N"], df["L"], levels=[1e40])
+    assert none.empty and list(none.columns) == al.COVERAGE_COLUMNS

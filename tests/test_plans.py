@@ -181,3 +181,76 @@ def test_all_leaves_out_the_sweeps_that_wait_for_the_rule_and_naming_one_says_wh
     assert cfgs and not {"context", "recur"} & {c.sweep for c in cfgs}
     with pytest.raises(plans.MissingRule):
         configs("recur", "cpu", Store(tmp_path))
+
+
+# --- the tuned ladder's long runs ------------------------------------------------------------------
+LONG = {"tune_long_sizes": ((1, 8),), "tune_long_tokens": 163_840}
+
+
+def _finish_grid(store: Store, cfgs):
+    """File every config with the middle rate of its size's grid best at every budget (a finished grid)."""
+    for c in cfgs:
+        mid = sorted(x.lr for x in cfgs if x.N == c.N)[1]
+        loss = 3.0 + abs(math.log2(c.lr / mid))
+        store.save(dict(schema=2, key=c.key, name=c.name, sweep=c.sweep, config=c.to_dict(), status="ok",
+                        tokens=c.tokens, final=dict(val_loss=loss),
+                        budgets=[dict(tokens=b, val_loss=loss, status="ok") for b in c.all_budgets]))
+
+
+def test_a_long_run_continues_a_finished_grid_past_its_budgets(tmp_path, runs_env):
+    s = Store(tmp_path)
+    p = plans.profile("smoke", LONG)
+    first = configs("tune", "smoke", s, LONG)
+    assert first == configs("tune", "smoke", s)  # no long run while the grid is not finished
+    _finish_grid(s, first)
+    planned = configs("tune", "smoke", s, LONG)
+    long = [c for c in planned if plans.is_tune_long(c, p)]
+    assert len(long) == 1
+    run = long[0]
+    best = next(c for c in first if c.d_model == 8 and c.lr == sorted(x.lr for x in first if x.d_model == 8)[1])
+    assert (run.n_layer, run.d_model, run.lr, run.seed, run.schedule) == (1, 8, best.lr, 0, "wsd")
+    assert run.warmup_tokens == best.warmup_tokens  # the stable phase is the grid run's own
+    assert run.tokens == 163_840 and run.budgets == (81_920,)  # the doublings past tune_tokens, none at or below
+    assert run == plans.tune_long_run(best, p) and run.key not in {c.key for c in first}
+    # TUNE_GRID plans the same sweep without the long runs; the grid's keys do not move
+    assert configs("tune", "smoke", s, {**LONG, **plans.TUNE_GRID}) == [c for c in planned if c != run]
+    assert [c for c in planned if not plans.is_tune_long(c, p)] == configs("tune", "smoke", s)
+
+
+@pytest.mark.parametrize("entry, value, words", [
+    ("tune_long_sizes", ((3, 64),), "not sizes of tune_ladder"),
+    ("tune_long_tokens", 40_960, "must exceed tune_tokens"),
+])
+def test_a_long_run_must_continue_a_size_of_the_ladder_past_its_budget(entry, value, words):
+    with pytest.raises(ValueError, match=words):
+        configs("tune", "smoke", Store("/nonexistent-store"), {**LONG, entry: value})
+
+
+def test_the_long_runs_of_the_stored_tuned_ladder():
+    """The book's long runs: planned at their sizes' best rate at 16M on the stored grids; the grids keep every
+    stored key; about 3 worker-hours at the stored runs' own rate."""
+    from scaling_lib import progress, tuning
+    from scaling_lib.sweep import load_sweep
+
+    p = plans.profile("book")
+    store = Store()
+    planned = configs("tune", "book", store)
+    long = [c for c in planned if plans.is_tune_long(c, p)]
+    grid = configs("tune", "book", store, plans.TUNE_GRID)
+    assert grid == [c for c in planned if not plans.is_tune_long(c, p)]
+    stored = store.records("tune")
+    long_keys = {r["key"] for r in stored if plans.is_tune_long(RunConfig.from_stored(r["config"]), p)}
+    assert {r["key"] for r in stored} - long_keys <= {c.key for c in grid}  # the grid runs' keys are unmoved
+    assert long_keys <= {c.key for c in long}
+    assert sorted((c.n_layer, c.d_model) for c in long) == sorted(p["tune_long_sizes"])
+    recs, _ = load_sweep("tune", "book", overrides=plans.TUNE_GRID)
+    best = tuning.best_rates(runs_table(recs, budgets=True))
+    at_16M = best[best["tokens"] == best["tokens"].max()].set_index("N")["lr_grid"]
+    for c in long:
+        assert c.lr == at_16M[c.N] and c.seed == 0 and c.tokens == p["tune_long_tokens"]
+        assert c.budgets == (2 * p["tune_tokens"],)
+        grid_run = next(g for g in grid if g.N == c.N and g.lr == c.lr and g.seed == 0)
+        assert c.warmup_tokens == grid_run.warmup_tokens and c.eval_version == grid_run.eval_version
+    pairs = [(RunConfig.from_stored(r["config"]), r) for r in stored if r["key"] not in long_keys]
+    hours = progress.seconds_per_cost(pairs) * cost(long) / 3600
+    assert 1 < hours < 4

@@ -115,7 +115,7 @@ def test_the_command_scores_a_filed_prediction_and_asks_for_what_it_lacks(tmp_pa
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 9 and all(r["measured"] is None and r["seeds"] == 0 for r in rows)  # nothing trained yet
     assert main(["predict", "tune", "--store", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == "error: predict needs --name and --min-n (or --score NAME)"
+    assert capsys.readouterr().err.strip() == "error: predict needs --name and --min-n or --long (or --score NAME)"
     assert main(["predict", "tune", "--score", "nothing", "--store", str(tmp_path)]) == 2
     assert "no prediction 'nothing'" in capsys.readouterr().err
 
@@ -139,3 +139,162 @@ def test_the_command_fits_only_the_sizes_it_is_given(tmp_path, capsys):
     assert main([*args, "--source-max-n", "5000"]) == 2
     assert "a prediction needs at least 3" in capsys.readouterr().err
     assert not predictions.path("p", Store(tmp_path)).exists()  # a dry run files nothing
+
+
+# --- longer runs at stored sizes (the tuned ladder's long runs) --------------------------------------
+DOUBLINGS = tuple(int(250_000 * 2**k) // 4096 * 4096 for k in range(7))  # 0.25M to 16M, as trained
+SHAPES = ((1, 8), (1, 16), (2, 24), (2, 32), (2, 48), (3, 64), (3, 80), (4, 80))  # 768 to 307k, as stored
+
+
+def grid_table(shapes=SHAPES, noise=0.002, rng_seed=0, extra=()):
+    """A tuned grid's runs table at every doubling from 0.25M to 16M tokens; `extra`: (config, loss of budget)
+    of runs trained past it (their keys are the configs')."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for L, d in shapes:
+        N = RunConfig(n_layer=L, d_model=d).N
+        for k, lr in enumerate((0.005, 0.01, 0.02)):
+            for D in DOUBLINGS:
+                loss = law(N, D) * (1 + 0.01 * (k - 1) ** 2) * (1 + noise * rng.standard_normal())
+                rows.append(dict(N=N, tokens=D, lr=lr, seed=0, final_val_loss=loss, eval_version=2,
+                                 key=f"k{N}-{lr}", status="ok"))
+    for cfg, loss_of in extra:
+        for b in cfg.all_budgets:
+            D = b // cfg.tokens_per_step * cfg.tokens_per_step
+            rows.append(dict(N=cfg.N, tokens=D, lr=cfg.lr, seed=0, final_val_loss=loss_of(cfg.N, D), eval_version=2,
+                             key=cfg.key, status="ok"))
+    return pd.DataFrame(rows)
+
+
+def long_targets():
+    return [RunConfig(sweep="tune", n_layer=2, d_model=d, tokens=64_000_000, budgets=(32_000_000,), schedule="wsd",
+                      lr=0.01) for d in (24, 32)]
+
+
+def test_a_longer_prediction_fits_each_size_on_its_own_budgets_and_calibrates_its_interval(tmp_path):
+    store = Store(tmp_path)
+    cfgs = long_targets()
+    rec = predictions.predict_longer("long", grid_table(), cfgs, store=store, bootstrap=20, commit="abc")
+    assert json.loads(predictions.path("long", store).read_text()) == rec
+    assert rec["scope"] == "longer" and predictions.scope(rec) == "longer" and rec["commit"] == "abc"
+    assert [(t["N"], t["tokens"]) for t in rec["targets"]] == [(13824, 31_997_952), (13824, 64_000_000),
+                                                               (24576, 31_997_952), (24576, 64_000_000)]
+    assert all(t["keys"] == [next(c.key for c in cfgs if c.N == t["N"])] for t in rec["targets"])
+    assert set(rec["backtest"]) == {"2", "4"}  # 32M is twice the grid's 16M, 64M four times
+    for t in rec["targets"]:
+        assert set(t["predicted"]) == {predictions.PER_SIZE, *predictions.LONGER_JOINT}
+        pred = t["predicted"][predictions.PER_SIZE]
+        # each size's own L(D) is exactly the law's form in D here: its extrapolation lands near the truth
+        assert abs(pred / law(t["N"], t["tokens"]) - 1) < 0.01
+        # its interval: the range of the same fit's errors on the stored sizes at the same ratio of budgets
+        errors = [r["error"] for r in rec["backtest"][f"{round(t['ratio']):d}"] if r["law"] == predictions.PER_SIZE]
+        assert len(errors) == len(SHAPES)
+        assert t["ci"][predictions.PER_SIZE] == pytest.approx([pred / (1 + max(errors)), pred / (1 + min(errors))])
+        lo, hi = t["ci"]["chinchilla"]
+        assert lo is not None and hi is not None and lo <= hi
+    per_size = [f for f in rec["fits"] if f["form"] == predictions.PER_SIZE]
+    assert [f["n_points"] for f in per_size] == [6, 6]  # 0.5M to 16M: the 0.25M branch is left out
+    assert predictions.load_all(store) == [rec]
+
+
+def test_a_longer_prediction_refuses_what_it_cannot_predict_honestly(tmp_path):
+    store = Store(tmp_path)
+    t = grid_table()
+    with pytest.raises(predictions.PredictionError, match="its own size's grid"):
+        predictions.predict_longer("a", grid_table(shapes=SHAPES[:2]), long_targets(), store=store, bootstrap=0)
+    with pytest.raises(predictions.PredictionError, match="past its size's longest"):
+        predictions.predict_longer("a", t, [long_targets()[0].replace(tokens=16_000_000, budgets=())], store=store,
+                                   bootstrap=0)
+    predictions.predict_longer("a", t, long_targets(), store=store, bootstrap=0)
+    with pytest.raises(predictions.PredictionError, match="never redone"):
+        predictions.predict_longer("a", t, long_targets(), store=store, bootstrap=0)
+    cfg = long_targets()[1]
+    (tmp_path / "tune").mkdir()
+    (tmp_path / "tune" / f"{cfg.name}-{cfg.key}.json").write_text("{}")
+    with pytest.raises(predictions.PredictionError, match="before its runs"):
+        predictions.predict_longer("b", t, long_targets(), store=store, bootstrap=0)
+
+
+def test_the_longer_runs_move_a_vertex_off_its_small_edge_as_predicted_and_are_scored_on_the_same_runs(tmp_path):
+    rec = predictions.predict_longer("long", grid_table(), long_targets(), store=Store(tmp_path), bootstrap=0,
+                                     levels=dict(per_decade=3, min_sizes=3))
+    lv = rec["levels"]
+    assert lv["per_decade"] == 3 and lv["law"] == predictions.PER_SIZE and lv["sources"]
+    rows = {round(r["C"], -6): r for r in lv["rows"]}
+    for r in rows.values():
+        if r["sizes"] == r["sizes_now"]:  # a level the long runs do not reach keeps its vertex
+            assert r["N_opt"] == pytest.approx(r["N_opt_now"]) and r["edge"] == r["edge_now"]
+        else:
+            assert set(r["sizes_now"]) < set(r["sizes"]) <= set(r["sizes_now"]) | {13824, 24576}
+            assert r["N_opt_lo"] <= r["N_opt"] <= r["N_opt_hi"] and r["corners"] == 4
+    top = max((r for r in rows.values() if r["sizes"] != r["sizes_now"]), key=lambda r: r["C"])
+    assert top["edge_now"] and top["side_now"] == "small N"  # no size below its vertex before the long runs
+    assert not top["edge"] and top["edge_corners"] == 0 and top["below"] >= 2
+    # scored once the long runs land: on the prediction's sources and its targets only (another run is ignored)
+    before = predictions.score_levels(rec, grid_table())  # not scored before every long run has landed
+    assert before["N_opt_measured"].isna().all() and before["edge_measured"].isna().all()
+    half = predictions.score_levels(rec, grid_table(extra=[(long_targets()[0], law)]))
+    assert half["N_opt_measured"].isna().all() and half["inside"].isna().all()
+    landed = grid_table(extra=[(c, law) for c in long_targets()])
+    other = RunConfig(sweep="tune", n_layer=1, d_model=8, tokens=64_000_000, budgets=(32_000_000,), schedule="wsd")
+    after = predictions.score_levels(rec, pd.concat([landed, grid_table(shapes=(), extra=[(other, lambda N, D: 1.0)])]))
+    row = after[np.isclose(after["C"], top["C"])].iloc[0]
+    assert not row["edge_measured"] and row["N_opt_measured"] == pytest.approx(top["N_opt"], rel=0.1)
+    scored = predictions.score(rec, landed)
+    assert (scored["measured"].notna()).all() and (scored["seeds"] == 1).all()
+    ladder = predictions.predict_ladder("ladder", ladder_table(), targets(), store=Store(tmp_path), bootstrap=0)
+    assert predictions.scope(ladder) == "larger" and "scope" not in ladder
+    with pytest.raises(predictions.PredictionError, match="no levels"):
+        predictions.score_levels(ladder, landed)
+
+
+def fake_long_record(grid_file, profile_name: str = "cpu", loss: float = 4.0) -> dict:
+    """A stored grid run's record as its long run would file it: the long config and key, its budgets past
+    the grid's (32M, 64M) appended at `loss`; for the readers that must tell a long run from the grid."""
+    from scaling_lib import plans
+
+    rec = json.loads(grid_file.read_text())
+    cfg = plans.tune_long_run(RunConfig.from_stored(rec["config"]), plans.profile(profile_name))
+    last = rec["budgets"][-1]
+    extra = [dict(last, tokens=b // cfg.tokens_per_step * cfg.tokens_per_step, steps=b // cfg.tokens_per_step,
+                  val_loss=loss - 0.01 * i, epochs=last["epochs"] * b / last["tokens"])
+             for i, b in enumerate(cfg.all_budgets) if b > last["tokens"]]
+    return dict(rec, key=cfg.key, name=cfg.name, config=cfg.to_dict(), tokens=cfg.tokens, steps=cfg.steps,
+                budgets=rec["budgets"] + extra, final=dict(rec["final"], val_loss=extra[-1]["val_loss"]))
+
+
+def _copy_grids(tmp_path, prefixes=("gpt-L1-d8-", "gpt-L1-d16-", "gpt-L2-d24-", "gpt-L2-d32-")):
+    import shutil
+    from pathlib import Path
+
+    stored = Path(__file__).resolve().parents[1] / "runs" / "tune"
+    (tmp_path / "tune").mkdir()
+    for f in stored.glob("gpt-L*-T16M-*.json"):
+        if f.name.startswith(prefixes):
+            shutil.copy(f, tmp_path / "tune" / f.name)
+    return stored
+
+
+def test_the_command_predicts_the_long_runs_and_keeps_them_out_of_a_ladder_prediction(tmp_path, capsys):
+    from scaling_lib.cli import main
+
+    stored = _copy_grids(tmp_path)
+    args = ["predict", "tune", "--store", str(tmp_path), "--bootstrap", "0", "--dry-run"]
+    assert main([*args, "--long", "--name", "long"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["scope"] == "longer" and rec["source_sizes"] == [768, 3072, 13824, 24576]
+    assert {t["N"] for t in rec["targets"]} == {13824, 24576}  # the book's long sizes whose grids are here
+    assert {round(t["tokens"], -6) for t in rec["targets"]} == {32_000_000, 64_000_000}
+    assert rec["levels"]["per_decade"] == 3 and rec["levels"]["rows"]
+    ladder = [*args, "--min-n", "500000", "--name", "p"]
+    assert main(ladder) == 0
+    before = json.loads(capsys.readouterr().out)
+    # one long run lands: the long prediction is refused, a ladder prediction reads the grids as before
+    grid = next(stored.glob("gpt-L2-d24-T16M-lr0.01-s0-*.json"))
+    Store(tmp_path).save(fake_long_record(grid))
+    assert main([*args, "--long", "--name", "long"]) == 2
+    assert "stored already" in capsys.readouterr().err
+    assert main(ladder) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["sources"] == before["sources"] and after["source_budgets"] == before["source_budgets"]
+    assert after["targets"] == before["targets"]

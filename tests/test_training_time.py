@@ -138,3 +138,19 @@ def test_figs_11_and_19_draw_a_point_set_and_a_line_per_level():
     steps = training_time.steps_to_loss(adj, training_time.loss_targets(adj, 4), B_STAR, ALPHA_B)
     fig = plots.steps_to_targets(steps)
     assert len(fig.axes[0].get_lines()) == 4 and fig.axes[0].get_yscale() == "log"
+
+
+def test_the_ladder_curves_take_the_grid_run_not_a_longer_run_at_the_same_rate():
+    from scaling_lib.config import RunConfig
+
+    def rec(tokens, final, key):
+        cfg = RunConfig(sweep="tune", corpus="tiny", n_layer=1, d_model=8, tokens=tokens, lr=1e-3, warmup_tokens=1000)
+        curve = [dict(step=s, tokens=t, C=6.0 * cfg.N * t, val_loss=v)
+                 for s, t, v in ((0, 0, 8.0), (4, 2000, 6.0), (40, 20_000, 5.2), (400, 200_000, final))]
+        return dict(key=key, name="x", sweep="tune", config=cfg.to_dict(), status="ok", N=cfg.N, N_total=cfg.N,
+                    tokens=cfg.tokens, steps=cfg.steps, data_tokens=0, epochs=0, C=0, C_exact=0, curve=curve,
+                    budgets=[], final=dict(val_loss=final), provenance={})
+
+    # a long run (four times the grid's budget, the same rate) ends lower, and is still not the grid's best run
+    c = training_time.ladder_curves([rec(100_000, 5.0, "grid"), rec(400_000, 4.5, "long")])
+    assert set(c["key"]) == {"grid"}

@@ -142,3 +142,29 @@ def test_the_rule_command_fits_the_finished_grids_of_stored_runs_and_files_them(
     assert main(["rule", "tune", "--store", str(tmp_path / "empty")]) == 2
     assert "no stored run" in capsys.readouterr().err
     assert len(Store(tmp_path).records("tune")) == len(list((tmp_path / "tune").glob("*.json")))  # rules/ is no sweep
+
+
+def test_the_rule_command_reads_the_grids_and_not_a_long_run(tmp_path, capsys):
+    """A long run (one rate, past the grid's budgets, seed 0) is no grid: the rule is fitted as without it, and its
+    size's grid does not count as unfinished while the long run is planned or once it is stored."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from scaling_lib.cli import main
+    from scaling_lib.store import Store
+    from test_predictions import fake_long_record
+
+    stored = Path(__file__).resolve().parents[1] / "runs" / "tune"
+    (tmp_path / "tune").mkdir()
+    for f in stored.glob("gpt-L[12]-d*-T16M-*.json"):
+        if f.name.startswith(("gpt-L1-d8-", "gpt-L1-d16-", "gpt-L2-d24-")):
+            shutil.copy(f, tmp_path / "tune" / f.name)
+    args = ["rule", "tune", "--store", str(tmp_path), "--bootstrap", "20", "--dry-run"]
+    assert main(args) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert before["sizes_used"] == [768, 3072, 13824]  # 13,824's long run is planned, its grid is finished
+    Store(tmp_path).save(fake_long_record(next(stored.glob("gpt-L2-d24-T16M-lr0.01-s0-*.json"))))
+    assert main(args) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after == before
