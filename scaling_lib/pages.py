@@ -16,8 +16,8 @@ import pandas as pd
 CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "01_counting": (),
     "02_learning_curves": (("ladder", None), ("ladder", {"long_max_N": 0})),
-    "03_tuning_lr": (("lr", None),),
-    "04_model_size": (("ladder", None),),
+    "03_tuning_lr": (("lr", None), ("tune", {"tune_long_sizes": ()})),
+    "04_model_size": (("ladder", None), ("tune", {"tune_long_sizes": ()})),
     "05_data_compute": (("ladder", None), ("data", None)),
     "06_transfer": (("ladder", None),),
     "07_power_or_log": (("ladder", None),),
@@ -28,7 +28,8 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "12_context_recurrence": (("ladder", None), ("ladder", {"long_max_N": 0}), ("context", None), ("recur", None)),
     "13_depth": (("depth", None),),
     "14_overfitting": (("overfit", None),),
-    # the tuned grids' best runs only, not the long runs (plans.TUNE_GRID), which the Kaplan-or-Chinchilla chapter reads
+    # {"tune_long_sizes": ()} is plans.TUNE_GRID: the tuned grids and their seeds, not the long runs, which only
+    # the Kaplan-or-Chinchilla chapter reads
     "15_batch_size": (("batch", None), ("tune", {"tune_long_sizes": ()})),
     "16_allocation": (("batch", None), ("tune", {"tune_long_sizes": ()}), ("overfit", None)),
     "17_schedules": (("schedule", None),),

@@ -74,7 +74,7 @@ def test_chapter_records_reads_the_stored_sweeps(monkeypatch, tmp_path):
     assert ("ladder", "book", False, {"long_max_N": 0}) in seen and ("lstm", "gpu", False, None) in seen
     assert pages.run_hours(recs)["cpu_runs"] == 6  # three sweeps, CPU and GPU profile each
     seen.clear()
-    pages.chapter_records("04_model_size", "smoke")
+    pages.chapter_records("06_transfer", "smoke")
     assert [p for _, p, _, _ in seen] == ["smoke"]  # no GPU runs under smoke
     with pytest.raises(KeyError):
         pages.chapter_records("99_nothing", "book")
