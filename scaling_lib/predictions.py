@@ -51,15 +51,10 @@ def load_all(store: Store | None = None) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
 
 
-def predict_ladder(name: str, table: pd.DataFrame, targets: Sequence[RunConfig], *, store: Store | None = None,
-                   bootstrap: int = 200, seed: int = 0, commit: str | None = None, save: bool = True) -> dict[str, Any]:
-    """Fit the ladder's laws on the stored sizes below the targets and predict the targets' losses.
-
-    `table` is a `runs_table(..., budgets=True)` of a tuned grid; `targets` are the configs of the
-    runs to be predicted (every rate and seed planned at those sizes). Refuses when any target is
-    stored already, or when the name is taken.
-    """
-    store = store or Store()
+def _unclaimed(name: str, targets, store: Store) -> tuple[list, Path]:
+    """The targets as a list and the prediction's path, after the refusals every prediction makes: no
+    targets, a name already taken (a prediction is never redone), or a target already trained (a
+    prediction is made before its runs)."""
     targets = list(targets)
     if not targets:
         raise PredictionError("no target configs to predict")
@@ -71,6 +66,19 @@ def predict_ladder(name: str, table: pd.DataFrame, targets: Sequence[RunConfig],
     if trained:
         raise PredictionError(f"{len(trained)} target run(s) are stored already (e.g. {trained[0].name}): "
                               "a prediction is made before its runs")
+    return targets, out
+
+
+def predict_ladder(name: str, table: pd.DataFrame, targets: Sequence[RunConfig], *, store: Store | None = None,
+                   bootstrap: int = 200, seed: int = 0, commit: str | None = None, save: bool = True) -> dict[str, Any]:
+    """Fit the ladder's laws on the stored sizes below the targets and predict the targets' losses.
+
+    `table` is a `runs_table(..., budgets=True)` of a tuned grid; `targets` are the configs of the
+    runs to be predicted (every rate and seed planned at those sizes). Refuses when any target is
+    stored already, or when the name is taken.
+    """
+    store = store or Store()
+    targets, out = _unclaimed(name, targets, store)
     target_N = sorted({c.N for c in targets})
     src = tuning.at_best_rate(table[table["N"] < min(target_N)])
     if src["N"].nunique() < 3:
@@ -232,17 +240,7 @@ def predict_longer(name: str, table: pd.DataFrame, targets: Sequence[RunConfig],
     budgets, or when the name is taken. The record's `scope` is "longer" (a ladder prediction's, "larger").
     """
     store = store or Store()
-    targets = list(targets)
-    if not targets:
-        raise PredictionError("no target configs to predict")
-    out = path(name, store)
-    if out.exists():
-        raise PredictionError(f"a prediction named {name!r} exists ({out}): a prediction is never redone; "
-                              "file a new one under another name")
-    trained = [c for c in targets if store.has(c)]
-    if trained:
-        raise PredictionError(f"{len(trained)} target run(s) are stored already (e.g. {trained[0].name}): "
-                              "a prediction is made before its runs")
+    targets, out = _unclaimed(name, targets, store)
     pts = mean_at_best_rate(table)
     best = tuning.at_best_rate(table)
     have = set(pts["N"].astype(int))
