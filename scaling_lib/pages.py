@@ -53,6 +53,16 @@ def budget_name(tokens: float) -> str:
     return f"{named / 1e6:g}M"
 
 
+def glue_each(prefix: str, key: str, values: dict, names) -> None:
+    """Glue `<prefix>_<name>_<key>` for each of `names` the prose names (a ladder, a distribution), its
+    value from `values`, or "n/a" where `values` has none (a ladder not stored); a '-' in a name reads
+    '_' in the glue's name (python-doc: python_doc)."""
+    from myst_nb import glue
+
+    for name in names:
+        glue(f"{prefix}_{name.replace('-', '_')}_{key}", values.get(name, "n/a"), display=False)
+
+
 def table(df: pd.DataFrame, formats: dict | str | None = None, *, caption: str | None = None, precision: int = 4):
     """A table for the page: no index column, floats rounded (`formats` per column, `precision` digits
     for the floats it leaves out)."""

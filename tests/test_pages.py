@@ -89,3 +89,12 @@ def test_a_budget_is_named_as_the_profiles_plan_it():
     assert pages.budget_name(9_040_030) == "9M" and pages.budget_name(12_951_552) == "13M"
     assert pages.budget_name(20_480) == "20,480"  # the smoke profile's budgets, in full
     assert pages.budget_name(float("nan")) == "n/a"
+
+
+def test_glue_each_glues_every_named_value_and_na_for_the_absent(monkeypatch):
+    import myst_nb
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.update({name: value}))
+    pages.glue_each("tr", "slope", {"email": 0.6}, ("email", "python-doc"))
+    assert glued == {"tr_email_slope": 0.6, "tr_python_doc_slope": "n/a"}
