@@ -49,6 +49,9 @@ KERNEL_MPLBACKEND = "module://matplotlib_inline.backend_inline"
 # Pages that read what the chapters stored (`scaling_lib.results`): executed after every chapter,
 # wherever the toc lists them, and again whenever any chapter is executed.
 EXECUTE_LAST = ("00_results",)
+# Chapters that read what other chapters stored (`results.load`): executed after them, and again
+# whenever one of them is.
+READS: dict[str, tuple[str, ...]] = {"14_overfitting": ("15_batch_size",)}
 # Where a chapter's `results.record` calls write, relative to the folder of the executed notebooks.
 RESULTS_SUBDIR = "_results"
 
@@ -100,8 +103,21 @@ def is_plain_page(stem: str, root: Path | str | None = None) -> bool:
 
 
 def execution_order(stems: Sequence[str]) -> list[str]:
-    """The order to execute pages in: the toc's, with the pages of `EXECUTE_LAST` moved to the end."""
-    return [s for s in stems if s not in EXECUTE_LAST] + [s for s in stems if s in EXECUTE_LAST]
+    """The order to execute pages in: the toc's, with each chapter of `READS` moved after the chapters
+    it reads, and the pages of `EXECUTE_LAST` at the end."""
+    order = [s for s in stems if s not in EXECUTE_LAST]
+    for reader, sources in READS.items():
+        if reader in order:
+            order.remove(reader)
+            after = [order.index(s) for s in sources if s in order]
+            order.insert(max(after) + 1 if after else len(order), reader)
+    return order + [s for s in stems if s in EXECUTE_LAST]
+
+
+def with_readers(chapters: Sequence[str]) -> set[str]:
+    """`chapters` and every chapter of `READS` that reads one of them (a reader is re-made with them)."""
+    chosen = set(chapters)
+    return chosen | {r for r, sources in READS.items() if chosen & set(sources)}
 
 
 def chapter_titles(root: Path | str | None = None) -> dict[str, str]:
@@ -407,7 +423,8 @@ def build(
         if unknown:
             raise BookError(f"not in _toc.yml: {', '.join(unknown)} (the toc has: {', '.join(toc)})")
         # the results page reads every chapter's stored results: it is re-made whenever one changes
-        to_run = [c for c in toc if c in set(chapters) or c in EXECUTE_LAST]
+        # and a chapter that reads another's is re-made with it
+        to_run = [c for c in toc if c in with_readers(chapters) or c in EXECUTE_LAST]
     else:
         to_run = list(toc)
     notebook_chapters = execution_order([c for c in to_run if not is_plain_page(c, base)])

@@ -8,7 +8,7 @@ import pytest
 from scaling_lib import plans, progress
 from scaling_lib.plans import configs, cost
 from scaling_lib.store import Store
-from tests.test_store import fake_record
+from test_store import fake_record
 
 pytestmark = pytest.mark.usefixtures("runs_env")
 
