@@ -15,8 +15,8 @@ import pandas as pd
 from .pages import run_hours
 from .plans import MissingRule, configs, cost
 from .store import Store
+from .sweep import FINISHED
 
-FINISHED = ("ok", "early_stopped")
 COLUMNS = ["sweep", "chapters", "stored", "not_finished", "planned_left", "gpu_stored", "cpu_hours", "hours_left",
            "note"]
 
