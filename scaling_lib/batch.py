@@ -41,6 +41,20 @@ def steps_at_batch(B, S_min: float, B_crit: float) -> np.ndarray:
     return S_min * (1.0 + B_crit / np.asarray(B, dtype=float))
 
 
+def min_steps(S, B, B_crit) -> np.ndarray:
+    """The fewest steps a loss allows, from S steps taken at batch size B: S_min = S/(1 + B_crit/B).
+
+    Kaplan et al. 2020, Eq. 5.4; the inverse of `steps_at_batch`."""
+    return np.asarray(S, dtype=float) / (1.0 + np.asarray(B_crit, dtype=float) / np.asarray(B, dtype=float))
+
+
+def min_compute(C, B, B_crit) -> np.ndarray:
+    """The least compute a loss allows, from C spent at batch size B: C_min = C/(1 + B/B_crit).
+
+    Kaplan et al. 2020, Eq. 5.5."""
+    return np.asarray(C, dtype=float) / (1.0 + np.asarray(B, dtype=float) / np.asarray(B_crit, dtype=float))
+
+
 def _log_steps(lB, th):
     # log S = log S_min + log(1 + B_crit/B), with theta = (log S_min, log B_crit)
     return th[0] + np.logaddexp(0.0, th[1] - lB)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import fit as fitting
-from .batch import bcrit_of_loss
+from .batch import bcrit_of_loss, min_steps
 from .store import curves_table, runs_table
 
 DELTA = 0.02  # Kaplan et al.'s tolerance for overfitting: about the seed-to-seed spread of their losses (§4.2)
@@ -174,7 +174,7 @@ def early_stopping(t: pd.DataFrame, nd: NDFit, S_c: float, alpha_S: float,
         out["S"] = out["S_stop"]
     else:
         B_crit = bcrit_of_loss(es["val_at_stop"].to_numpy(float), *bcrit)
-        out["S_min"] = out["S_stop"] / (1.0 + B_crit / es["B"].to_numpy(float))
+        out["S_min"] = min_steps(out["S_stop"].to_numpy(float), es["B"].to_numpy(float), B_crit)
         out["S"] = out["S_min"]
     out["bound"] = stop_bound(out["excess"], S_c, alpha_S)
     out["above"] = out["S"] >= out["bound"]  # NaN compares False

@@ -100,6 +100,20 @@ def figure_markdown(name: str, caption: str) -> str:
     return f"```{{glue:figure}} {name}\n:name: {name}\n\n{caption}\n```"
 
 
+def on_gpu(record: dict) -> bool:
+    """Whether a run record was trained on a GPU (its provenance names a cuda device)."""
+    return str((record.get("provenance") or {}).get("device", "cpu")).startswith("cuda")
+
+
+def worker_seconds(record: dict) -> float | None:
+    """A CPU run's worker-seconds, wall time x threads; a GPU run's wall time; None without a wall time."""
+    prov = record.get("provenance") or {}
+    wall = prov.get("wall_time_s")
+    if wall is None:
+        return None
+    return float(wall) if on_gpu(record) else float(wall) * int(prov.get("threads") or 1)
+
+
 def run_hours(records: list[dict]) -> dict[str, float]:
     """CPU core-hours (wall time x threads) and GPU hours summed over run records, with the run counts.
 
@@ -108,17 +122,13 @@ def run_hours(records: list[dict]) -> dict[str, float]:
     """
     out = {"cpu_hours": 0.0, "cpu_runs": 0, "gpu_hours": 0.0, "gpu_runs": 0, "no_wall_time": 0}
     for rec in {r["key"]: r for r in records}.values():
-        prov = rec.get("provenance") or {}
-        wall = prov.get("wall_time_s")
-        if wall is None:
+        seconds = worker_seconds(rec)
+        if seconds is None:
             out["no_wall_time"] += 1
-            wall = 0.0
-        if str(prov.get("device", "cpu")).startswith("cuda"):
-            out["gpu_hours"] += wall / 3600
-            out["gpu_runs"] += 1
-        else:
-            out["cpu_hours"] += wall * int(prov.get("threads") or 1) / 3600
-            out["cpu_runs"] += 1
+            seconds = 0.0
+        kind = "gpu" if on_gpu(rec) else "cpu"
+        out[f"{kind}_hours"] += seconds / 3600
+        out[f"{kind}_runs"] += 1
     return out
 
 

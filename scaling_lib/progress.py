@@ -12,7 +12,7 @@ from statistics import median
 
 import pandas as pd
 
-from .pages import run_hours
+from .pages import on_gpu, run_hours, worker_seconds
 from .plans import MissingRule, configs, cost
 from .store import Store
 from .sweep import FINISHED
@@ -37,10 +37,9 @@ def seconds_per_cost(pairs) -> float:
     pairs trained on a CPU; NaN without any. A GPU's runs would make the CPU's sizing look cheap."""
     rates = []
     for cfg, rec in pairs:
-        prov = rec.get("provenance") or {}
-        wall, c = prov.get("wall_time_s"), cost([cfg])
-        if wall and c > 0 and not str(prov.get("device", "cpu")).startswith("cuda"):
-            rates.append(wall * int(prov.get("threads") or 1) / c)
+        seconds, c = worker_seconds(rec), cost([cfg])
+        if seconds and c > 0 and not on_gpu(rec):
+            rates.append(seconds / c)
     return median(rates) if rates else math.nan
 
 

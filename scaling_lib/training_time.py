@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import fit as fitting
-from .batch import bcrit_of_loss, steps_to_reach
+from .batch import bcrit_of_loss, min_compute, min_steps, steps_to_reach
 from .store import curves_table, runs_table
 
 
@@ -49,8 +49,8 @@ def adjusted(curves: pd.DataFrame, B_star: float, alpha_B: float) -> pd.DataFram
     c = curves[(curves["step"] > 0) & np.isfinite(curves["val_loss"])].copy()
     c["B"] = c["tokens"] / c["step"]
     c["B_crit"] = bcrit_of_loss(c["val_loss"], B_star, alpha_B)
-    c["S_min"] = c["step"] / (1.0 + c["B_crit"] / c["B"])
-    c["C_min"] = c["C"] / (1.0 + c["B"] / c["B_crit"])
+    c["S_min"] = min_steps(c["step"], c["B"], c["B_crit"])
+    c["C_min"] = min_compute(c["C"], c["B"], c["B_crit"])
     return c.reset_index(drop=True)
 
 
@@ -76,7 +76,7 @@ def steps_to_loss(adj: pd.DataFrame, targets: Iterable[float], B_star: float, al
         for L in targets:
             S = steps_to_reach(g["step"], g["val_loss"], float(L))
             rows.append(dict(key=key, N=N, target=float(L), S=S,
-                             S_min=S / (1.0 + float(bcrit_of_loss(L, B_star, alpha_B)) / B)))
+                             S_min=float(min_steps(S, B, bcrit_of_loss(L, B_star, alpha_B)))))
     return pd.DataFrame(rows, columns=["key", "N", "target", "S", "S_min"])
 
 
@@ -135,8 +135,8 @@ def spanning_levels(adj: pd.DataFrame, column: str, n: int = 4, *, min_runs: int
     return np.geomspace(lo, hi, n) if hi > lo else np.array([])
 
 
-def loss_targets(adj: pd.DataFrame, n: int = 4, *, min_runs: int = 3) -> np.ndarray:
-    """`n` loss targets for Fig. 19, evenly spaced from the loss every run's curve reaches (the highest
+def reach_targets(adj: pd.DataFrame, n: int = 4, *, min_runs: int = 3) -> np.ndarray:
+    """`n` loss targets for Fig. 19 (the losses whose steps to reach it are read), evenly spaced from the loss every run's curve reaches (the highest
     final loss, with a 1% margin) down to the lowest that `min_runs` runs reach."""
     best = np.sort(adj.groupby("key")["val_loss"].min().to_numpy())
     if len(best) < min_runs:
@@ -176,11 +176,15 @@ def fixed_compute_and_steps(adj: pd.DataFrame, ns: dict, B_star: float, alpha_B:
 
 def best_size_at_compute(at_C: pd.DataFrame, pred_C: pd.DataFrame) -> pd.DataFrame:
     """At each fixed compute of Fig. 11, the sizes whose curves pass it, the one among them with the
-    lowest loss, and the size Eq. 1.6 puts lowest on its grid (at an end of the grid when the optimum
-    lies outside the sizes trained)."""
+    lowest loss (N_best), and the size Eq. 1.6 puts lowest on its grid (N_eq16, at an end of the grid
+    when the optimum lies outside the sizes trained); `inside` says whether N_eq16 lies strictly inside
+    the grid (the sizes trained), `within_2x` whether N_best and N_eq16 differ by at most a factor of 2."""
     rows = []
     for level, g in at_C.groupby("level"):
         line = pred_C[np.isclose(pred_C["level"], level)]
-        rows.append(dict(C_min=level, sizes=len(g), N_best=g.loc[g["val_loss"].idxmin(), "N"],
-                         N_eq16=line.loc[line["val_loss"].idxmin(), "N"] if len(line) else np.nan))
-    return pd.DataFrame(rows, columns=["C_min", "sizes", "N_best", "N_eq16"])
+        N_eq16 = line.loc[line["val_loss"].idxmin(), "N"] if len(line) else np.nan
+        N_best = g.loc[g["val_loss"].idxmin(), "N"]
+        rows.append(dict(C_min=level, sizes=len(g), N_best=N_best, N_eq16=N_eq16,
+                         inside=bool(len(line)) and line["N"].min() < N_eq16 < line["N"].max(),
+                         within_2x=bool(abs(np.log2(N_eq16 / N_best)) <= 1)))
+    return pd.DataFrame(rows, columns=["C_min", "sizes", "N_best", "N_eq16", "inside", "within_2x"])

@@ -18,6 +18,8 @@ from scaling_lib.batch import (
     fit_critical_batch,
     NOISE_CURVE_COLUMNS,
     measure_noise_scale,
+    min_compute,
+    min_steps,
     noise_scale,
     noise_scale_curve,
     steps_at_batch,
@@ -104,6 +106,15 @@ def test_steps_to_reach_a_target():
     assert steps_to_reach(steps[::-1], loss[::-1], 2.5) == pytest.approx(math.sqrt(200 * 400))
     assert steps_to_reach(steps, loss, 5.0) == 100.0
     assert math.isnan(steps_to_reach(steps, loss, 1.0))
+
+
+def test_min_steps_and_compute_invert_the_hyperbola():
+    B, B_crit, S_min = np.array([64.0, 256.0, 1024.0]), 256.0, 1000.0
+    S = steps_at_batch(B, S_min, B_crit)
+    assert min_steps(S, B, B_crit) == pytest.approx(np.full(3, S_min))
+    E = B * S  # examples; C ∝ E at a fixed size, so C_min ∝ E_min = S_min B_crit at every batch size
+    assert min_compute(E, B, B_crit) == pytest.approx(np.full(3, S_min * B_crit))
+    assert min_steps(S[1], B[1], B_crit) == pytest.approx(S[1] / 2)  # at B = B_crit, half the steps
 
 
 def test_bcrit_of_loss_recovers_kaplans_constants():

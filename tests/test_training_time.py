@@ -109,8 +109,21 @@ def test_fig_11_points_lie_on_eq_1_6_when_the_curves_do():
         assert np.allclose(pts["val_loss"], pts["predicted"], rtol=5e-3)  # interpolation error only
         assert len(out[f"pred_{name}"]) == 3 * 60
     best = training_time.best_size_at_compute(out["at_C"], out["pred_C"])
-    assert list(best.columns) == ["C_min", "sizes", "N_best", "N_eq16"] and len(best) == 3
+    assert list(best.columns) == ["C_min", "sizes", "N_best", "N_eq16", "inside", "within_2x"] and len(best) == 3
     assert (best["sizes"] >= 1).all()
+
+
+def test_best_size_says_whether_eq_1_6_puts_it_inside_and_near():
+    at_C = pd.DataFrame(dict(level=[1e12] * 3 + [1e13] * 3, N=[1e3, 1e4, 1e5] * 2,
+                             val_loss=[5.0, 4.8, 4.9, 4.0, 4.1, 4.2]))
+    Ns = np.geomspace(1e3, 1e5, 9)
+    pred_C = pd.DataFrame(dict(level=[1e12] * 9 + [1e13] * 9, N=np.r_[Ns, Ns],
+                               val_loss=np.r_[np.abs(np.log(Ns / 1.5e4)), Ns / 1e3]))  # optima 1.5e4ish, 1e3
+    best = training_time.best_size_at_compute(at_C, pred_C)
+    assert best["N_best"].tolist() == [1e4, 1e3]
+    assert best["inside"].tolist() == [True, False]  # the second optimum is the grid's end
+    assert best["within_2x"].tolist() == [True, True]
+    assert not training_time.best_size_at_compute(at_C.assign(N=at_C["N"] * 8), pred_C)["within_2x"].iloc[1]
 
 
 def test_levels_and_targets_are_passed_by_enough_runs():
@@ -121,7 +134,7 @@ def test_levels_and_targets_are_passed_by_enough_runs():
         span = adj.groupby("key")[col].agg(["min", "max"])
         for lv in levels[[0, -1]]:
             assert ((span["min"] <= lv * (1 + 1e-9)) & (span["max"] >= lv * (1 - 1e-9))).sum() >= 3
-    targets = training_time.loss_targets(adj, 4)
+    targets = training_time.reach_targets(adj, 4)
     assert len(targets) == 4 and np.all(np.diff(targets) < 0)
     reached = training_time.steps_to_loss(adj, targets, B_STAR, ALPHA_B).dropna()
     assert reached.groupby("target").size().min() >= 3
@@ -135,7 +148,7 @@ def test_figs_11_and_19_draw_a_point_set_and_a_line_per_level():
     out = training_time.fixed_compute_and_steps(adj, TRUE, B_STAR, ALPHA_B, n_levels=3)
     fig = plots.at_fixed_compute_and_steps(out["at_C"], out["at_S"], out["pred_C"], out["pred_S"])
     assert [len(ax.get_lines()) for ax in fig.axes] == [6, 6]  # 3 levels x (points, Eq. 1.6)
-    steps = training_time.steps_to_loss(adj, training_time.loss_targets(adj, 4), B_STAR, ALPHA_B)
+    steps = training_time.steps_to_loss(adj, training_time.reach_targets(adj, 4), B_STAR, ALPHA_B)
     fig = plots.steps_to_targets(steps)
     assert len(fig.axes[0].get_lines()) == 4 and fig.axes[0].get_yscale() == "log"
 
