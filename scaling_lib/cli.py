@@ -204,7 +204,9 @@ def _predict(args) -> int:
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent).stdout.strip() or None
     if args.long:
-        targets = [c for c in planned if is_tune_long(c, p)]
+        # a long run that a filed prediction predicts is left to it: a prediction is never redone
+        taken = predictions.claimed(store)
+        targets = [c for c in planned if is_tune_long(c, p) and c.key not in taken]
         rec = predictions.predict_longer(args.name, table, targets, store=store, bootstrap=args.bootstrap,
                                          seed=args.seed, commit=head, save=not args.dry_run,
                                          levels=dict(per_decade=args.per_decade, min_sizes=args.min_sizes))

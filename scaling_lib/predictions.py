@@ -51,6 +51,11 @@ def load_all(store: Store | None = None) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
 
 
+def claimed(store: Store | None = None) -> set[str]:
+    """The config keys of every run some filed prediction predicts."""
+    return {k for rec in load_all(store) for t in rec.get("targets", []) for k in t.get("keys", [])}
+
+
 def _unclaimed(name: str, targets, store: Store) -> tuple[list, Path]:
     """The targets as a list and the prediction's path, after the refusals every prediction makes: no
     targets, a name already taken (a prediction is never redone), or a target already trained (a

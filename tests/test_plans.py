@@ -253,4 +253,4 @@ def test_the_long_runs_of_the_stored_tuned_ladder():
         assert c.warmup_tokens == grid_run.warmup_tokens and c.eval_version == grid_run.eval_version
     pairs = [(RunConfig.from_stored(r["config"]), r) for r in stored if r["key"] not in long_keys]
     hours = progress.seconds_per_cost(pairs) * cost(long) / 3600
-    assert 1 < hours < 4
+    assert 0.5 < hours / len(long) < 2  # worker-hours a long run, at the grids' median rate (an upper bound)

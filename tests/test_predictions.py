@@ -283,7 +283,7 @@ def test_the_command_predicts_the_long_runs_and_keeps_them_out_of_a_ladder_predi
     assert main([*args, "--long", "--name", "long"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["scope"] == "longer" and rec["source_sizes"] == [768, 3072, 13824, 24576]
-    assert {t["N"] for t in rec["targets"]} == {13824, 24576}  # the book's long sizes whose grids are here
+    assert {t["N"] for t in rec["targets"]} == {3072, 13824, 24576}  # the book's long sizes whose grids are here
     assert {round(t["tokens"], -6) for t in rec["targets"]} == {32_000_000, 64_000_000}
     assert rec["levels"]["per_decade"] == 3 and rec["levels"]["rows"]
     ladder = [*args, "--min-n", "500000", "--name", "p"]
@@ -298,3 +298,22 @@ def test_the_command_predicts_the_long_runs_and_keeps_them_out_of_a_ladder_predi
     after = json.loads(capsys.readouterr().out)
     assert after["sources"] == before["sources"] and after["source_budgets"] == before["source_budgets"]
     assert after["targets"] == before["targets"]
+
+
+def test_a_second_long_prediction_leaves_the_runs_a_filed_one_predicts(tmp_path, capsys, monkeypatch):
+    from scaling_lib import plans
+    from scaling_lib.cli import main
+
+    _copy_grids(tmp_path)
+    args = ["predict", "tune", "--store", str(tmp_path), "--bootstrap", "0", "--long"]
+    monkeypatch.setitem(plans.PROFILES["cpu"], "tune_long_sizes", ((2, 24),))
+    assert main([*args, "--name", "first"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert {t["N"] for t in first["targets"]} == {13824}
+    assert predictions.claimed(Store(tmp_path)) == {k for t in first["targets"] for k in t["keys"]}
+    monkeypatch.setitem(plans.PROFILES["cpu"], "tune_long_sizes", ((2, 24), (2, 32)))
+    assert main([*args, "--name", "second"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert {t["N"] for t in second["targets"]} == {24576}  # 13.8k is the first prediction's
+    assert main([*args, "--name", "third"]) == 2
+    assert "no target" in capsys.readouterr().err
