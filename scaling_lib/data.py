@@ -510,7 +510,8 @@ def data_subset(tokens: np.ndarray, n: int, block: int = DATA_BLOCK_TOKENS) -> n
     A prefix would not do: the split concatenates its sources, so its first tokens are one genre,
     and a small prefix would measure a shift of distribution as well as a lack of data. The blocks
     follow one fixed random order (not the run's seed), so the subsets are nested: for sizes that
-    are multiples of `block`, a smaller subset is part of every larger one. A window that straddles
+    are multiples of `block`, or smaller than one block (a start of the first block drawn), a smaller
+    subset is part of every larger one. A window that straddles
     two blocks joins unrelated text; about n_ctx / block of the training windows do (0.8% at 128).
     """
     if n <= 0 or n >= tokens.size:

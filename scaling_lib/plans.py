@@ -57,7 +57,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         context_ladder=((1, 8), (1, 16), (2, 16)), context_n_ctx=(16, 64), context_tokens=20_480,
         recur_ladder=((1, 8), (1, 16), (2, 8), (2, 16)), recur_counts=(1, 2), recur_tokens=20_480,
         depth_sizes=(3_000,), depth_layers=(1, 2, 3), depth_seeds=(0, 1), depth_tokens=20_480, depth_head_size=4,
-        overfit_ladder=((1, 8), (1, 16)), overfit_data_sizes=(16_384, 32_768, 0), overfit_tokens=40_960,
+        overfit_ladder=((1, 8), (1, 16)), overfit_data_sizes=(4_096, 16_384, 0), overfit_tokens=40_960,
         overfit_dropout=0.1,
         batch_ladder=((1, 8), (1, 16)), batch_sizes=(2, 4, 8, 16), batch_tokens=20_480, batch_lr_factors=(0.5, 1, 2),
         batch_evals_per_decade=16, batch_noise_batches=1,

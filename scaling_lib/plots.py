@@ -6,6 +6,7 @@ twice and nothing leaks between cells); one seaborn style for the whole book.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -433,11 +434,12 @@ def overfit_collapse(t: pd.DataFrame, x: np.ndarray, delta: np.ndarray, nd, *, a
     return fig
 
 
-def overfit_early_stopping(es: pd.DataFrame, S_c: float, alpha_S: float, *, ax=None,
-                           ylabel: str = "early-stopping step S_stop", bound_label: str = "Eq. 5.7") -> Figure:
+def overfit_early_stopping(es: pd.DataFrame, bounds: Sequence[tuple[float, float, str]], *, ax=None,
+                           ylabel: str = "early-stopping step S_stop") -> Figure:
     """The early-stopping step S against the excess loss L(N, D) − L(N, ∞), coloured by D, with Eq. 5.7's
-    lower bound S_c/excess^(1/α_S) (Kaplan et al. Fig. 16, left); `es` from `overfit.early_stopping`,
-    runs with no positive excess left out (they have no place on the log axis)."""
+    lower bound S_c/excess^(1/α_S) for each (S_c, α_S, label) of `bounds` (Kaplan et al. Fig. 16, left);
+    `es` from `overfit.early_stopping`, runs with no positive excess left out (they have no place on the
+    log axis). The y range is the points', so a bound that runs far above or below them leaves the frame."""
     from .overfit import stop_bound
 
     pts = es[es["excess"] > 0]
@@ -447,9 +449,13 @@ def overfit_early_stopping(es: pd.DataFrame, S_c: float, alpha_S: float, *, ax=N
             norm = _log_norm(pts["D"])
             cmap = mpl.colormaps[CMAP]
             ax.scatter(pts["excess"], pts["S"], c=[cmap(norm(d)) for d in pts["D"]], s=30, zorder=3)
+            lo, hi = pts["S"].min(), pts["S"].max()
             grid = np.geomspace(pts["excess"].min(), pts["excess"].max(), 100)
-            ax.plot(grid, stop_bound(grid, S_c, alpha_S), "--", color="grey", label=bound_label)
-            ax.legend(fontsize="small")
+            for (S_c, alpha_S, label), style in zip(bounds, ("--", ":", "-.")):
+                ax.plot(grid, stop_bound(grid, S_c, alpha_S), style, color="grey", label=label)
+            ax.set_ylim(lo / 10, hi * 10)
+            if bounds:
+                ax.legend(fontsize="small")
             fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="dataset size D (tokens)")
         ax.set(xscale="log", yscale="log", xlabel="L(N, D) − L(N, ∞) (nats/token)", ylabel=ylabel)
     return fig

@@ -59,6 +59,8 @@ PAPER: dict[str, PaperValue] = {
     **{f"a_approach{k}": PaperValue("a", f"N_opt ∝ C^a, approach {k}", ALLOCATION_A[k],
                                     f"Hoffmann et al. 2022, Table 2 (approach {k})") for k in (1, 2, 3)},
     "alpha_B": PaperValue("α_B", "B_crit(L)", KAPLAN["B_crit(L)"]["alpha_B"], "Kaplan et al. 2020, Eq. 1.4, Fig. 10"),
+    "B_star": PaperValue("B_*", "B_crit(L)", KAPLAN["B_crit(L)"]["B_star"], "Kaplan et al. 2020, Eq. 1.4, Fig. 10"),
+    "ns_S_c": PaperValue("S_c", "L(N, S)", KAPLAN["L(N,S)"]["S_c"], "Kaplan et al. 2020, Eq. 1.6, Table 3"),
     "transfer_slope": PaperValue("slope", "L_other(L_val)", 1.0,
                                  "Kaplan et al. 2020, §3.2.2, Fig. 8 (a constant offset: slope 1)"),
 }

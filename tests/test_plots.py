@@ -204,3 +204,16 @@ def test_recurrent_draws_each_number_of_passes_against_N_and_against_C():
     assert [t.get_text() for t in per_N.get_legend().get_texts()] == ["1 pass", "2 passes"]
     assert np.allclose(per_C.lines[1].get_xdata(), [2e12, 2e13]) and np.allclose(per_N.lines[1].get_xdata(), [1e4, 1e5])
     assert per_N.get_shared_y_axes().joined(per_N, per_C)
+
+
+def test_overfit_early_stopping_draws_each_bound_it_is_given_within_the_points_range():
+    es = pd.DataFrame(dict(N=[1e3, 1e4, 1e5, 1e5], D=[1e5, 1e5, 1e6, 1e6], excess=[0.05, 0.2, 0.5, -0.1],
+                           S=[3000.0, 800.0, 200.0, 100.0]))
+    bounds = [(2100.0, 0.76, "Kaplan"), (50.0, 0.11, "book")]
+    ax = plots.overfit_early_stopping(es, bounds).axes[0]
+    assert len(ax.collections) == 1 and len(ax.collections[0].get_offsets()) == 3  # no place for excess <= 0
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["Kaplan", "book"]
+    x, y = ax.lines[1].get_data()
+    assert np.allclose(y, 50.0 / x ** (1 / 0.11))
+    assert ax.get_ylim() == (20.0, 30000.0)  # a steep bound does not stretch the frame past the points
+    assert plots.overfit_early_stopping(es, []).axes[0].get_legend() is None
