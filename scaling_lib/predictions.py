@@ -147,6 +147,31 @@ def score(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
+    """One sentence on how a filed prediction scored against `table` (`score`, and `score_levels` where it
+    files levels): per law, how many of its scored losses fell inside their intervals and the largest
+    error; and how many of the levels predicted to change their sizes have the measured vertex inside its
+    predicted range, and off the edge where predicted off. Empty while none of its runs is stored."""
+    sc = score(prediction, table).dropna(subset=["measured"])
+    if sc.empty:
+        return ""
+    laws = []
+    for law, g in sc.groupby("law", sort=False):
+        ok = g["inside"].dropna()
+        laws.append(f"{law} {int(ok.sum())} of {len(ok)} inside (errors up to {g['error'].abs().max():.1%})")
+    text = f"Of {sc.groupby(['N', 'tokens']).ngroups} losses measured so far: " + "; ".join(laws) + "."
+    if prediction.get("levels"):
+        lv = score_levels(prediction, table)
+        moved = pd.Series([r["sizes"] != r["sizes_now"] for r in prediction["levels"]["rows"]], index=lv.index)
+        lv = lv[moved & lv["inside"].notna()]
+        if len(lv):
+            off = lv[~lv["edge"].astype(bool)]
+            text += (f" Of the {len(lv)} levels whose sizes the long runs change, {int(lv['inside'].sum())} have "
+                     f"their measured vertex inside the predicted range; {len(off)} were predicted off the edge, "
+                     f"and {int((~off['edge_measured'].astype(bool)).sum())} of those are.")
+    return text
+
+
 def _finite(v: float) -> float | None:
     return float(v) if np.isfinite(v) else None
 

@@ -242,6 +242,13 @@ def test_the_longer_runs_move_a_vertex_off_its_small_edge_as_predicted_and_are_s
     assert not row["edge_measured"] and row["N_opt_measured"] == pytest.approx(top["N_opt"], rel=0.1)
     scored = predictions.score(rec, landed)
     assert (scored["measured"].notna()).all() and (scored["seeds"] == 1).all()
+    assert predictions.summary(rec, grid_table()) == ""  # nothing to say before a run lands
+    text = predictions.summary(rec, landed)
+    inside = scored.dropna(subset=["inside"]).groupby("law")["inside"].agg(["sum", "count"])
+    for name, (k, n) in inside.iterrows():
+        assert f"{name} {k} of {n} inside" in text
+    moved = sum(r["sizes"] != r["sizes_now"] for r in rec["levels"]["rows"])
+    assert f"Of the {moved} levels whose sizes the long runs change" in text
     ladder = predictions.predict_ladder("ladder", ladder_table(), targets(), store=Store(tmp_path), bootstrap=0)
     assert predictions.scope(ladder) == "larger" and "scope" not in ladder
     with pytest.raises(predictions.PredictionError, match="no levels"):
