@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
@@ -152,22 +152,25 @@ class Executor(Protocol):
 
 
 class InlineExecutor:
-    """Each run in this process, one after the other, as it is submitted."""
+    """Each run in this process, one after the other in the order submitted, on one background thread,
+    so that the caller can report progress while a run trains (a SIGTERM still reaches the run: the
+    main thread's handler notes it, and the training loop reads it)."""
 
     def __init__(self, threads: int | None = None):
         self.threads = threads
         self.description = f"this process x {threads or 'all'} thread(s)"
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="scaling_lib-run")
+
+    def _run(self, cfg: RunConfig, store: Store, stop_at: float | None) -> RunResult:
+        if stop_at is not None and time.time() > stop_at:
+            return stopped_result(cfg)
+        return run_one(cfg, store, threads=self.threads, stop_at=stop_at)
 
     def submit(self, cfg: RunConfig, store: Store, stop_at: float | None) -> Future:
-        fut: Future = Future()
-        if stop_at is not None and time.time() > stop_at:
-            fut.set_result(stopped_result(cfg))
-        else:
-            fut.set_result(run_one(cfg, store, threads=self.threads, stop_at=stop_at))
-        return fut
+        return self._thread.submit(self._run, cfg, store, stop_at)
 
     def shutdown(self) -> None:
-        pass
+        self._thread.shutdown(wait=True, cancel_futures=True)
 
 
 def _run_in_worker(cfg_dict: dict, root: str, threads: int, stop_at: float | None,
@@ -230,11 +233,6 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
     every PROGRESS_RETRY_SECONDS until one has). Runs past `stop_at` checkpoint and stop."""
     cfgs = list(cfgs)
     results: list[RunResult] = []
-    if isinstance(executor, InlineExecutor):  # one at a time, each reported as it lands
-        for c in cfgs:
-            results.append(executor.submit(c, store, stop_at).result())
-            report(f"[{len(results)}/{len(cfgs)}] {results[-1].line()}")
-        return results
     futures = {executor.submit(c, store, stop_at): c for c in cfgs}
     started = last_report = time.time()
     interval = PROGRESS_SECONDS

@@ -439,3 +439,26 @@ def test_finished_or_why_says_why_a_chapter_has_nothing_to_show(tmp_path, monkey
     assert recs == [{"status": "ok"}] and missing == ["c"] and why == ""
     monkeypatch.setattr(sweep_mod, "load_sweep", lambda *a, **k: ([], ["c", "d"]))
     assert "2 planned" in sweep_mod.finished_or_why("batch", "book")[2]
+
+
+def test_the_inline_executor_trains_off_the_callers_thread_one_run_after_another(tmp_path, monkeypatch):
+    import threading
+
+    started, release, order = threading.Event(), threading.Event(), []
+
+    def fake_run_one(cfg, store, threads=None, stop_at=None):
+        order.append(cfg.key)
+        started.set()
+        release.wait(10)
+        return runner.RunResult(cfg.key, cfg.sweep, cfg.name, "stored", path="there")
+
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    store = Store(tmp_path)
+    cfgs = configs("ladder", "smoke", store)[:2]
+    ex = runner.InlineExecutor(1)
+    futures = [ex.submit(c, store, None) for c in cfgs]
+    assert started.wait(10) and not futures[0].done()  # the caller is free to report while the run trains
+    assert order == [cfgs[0].key]  # the second waits for the first
+    release.set()
+    assert [f.result(10).key for f in futures] == [c.key for c in cfgs] == order
+    ex.shutdown()
