@@ -444,6 +444,8 @@ def test_finished_or_why_says_why_a_chapter_has_nothing_to_show(tmp_path, monkey
 def test_the_inline_executor_trains_off_the_callers_thread_one_run_after_another(tmp_path, monkeypatch):
     import threading
 
+    from scaling_lib import runner
+
     started, release, order = threading.Event(), threading.Event(), []
 
     def fake_run_one(cfg, store, threads=None, stop_at=None):
