@@ -32,15 +32,41 @@ def sweeps_of(chapter_sweeps: dict[str, tuple]) -> dict[str, list[str]]:
     return out
 
 
-def seconds_per_cost(pairs) -> float:
-    """The median worker-seconds (wall time x threads) per unit of `plans.cost` over (config, record)
-    pairs trained on a CPU; NaN without any. A GPU's runs would make the CPU's sizing look cheap."""
-    rates = []
+def _cpu_rates(pairs) -> list[tuple[int, float]]:
+    """(N, worker-seconds per unit of `plans.cost`) of each (config, record) pair trained on a CPU."""
+    out = []
     for cfg, rec in pairs:
         seconds, c = worker_seconds(rec), cost([cfg])
         if seconds and c > 0 and not on_gpu(rec):
-            rates.append(seconds / c)
+            out.append((cfg.N, seconds / c))
+    return out
+
+
+def seconds_per_cost(pairs) -> float:
+    """The median worker-seconds (wall time x threads) per unit of `plans.cost` over (config, record)
+    pairs trained on a CPU; NaN without any. A GPU's runs would make the CPU's sizing look cheap."""
+    rates = [r for _, r in _cpu_rates(pairs)]
     return median(rates) if rates else math.nan
+
+
+def hours_left(pairs, missing) -> float:
+    """The worker-hours the `missing` configs should take: each at the median rate (worker-seconds per
+    unit of `plans.cost`) of the stored CPU runs of the size nearest its own (in log N), since a small
+    model runs many times slower per unit than a large one; NaN without any stored CPU run."""
+    rates = _cpu_rates(pairs)
+    if not missing:
+        return 0.0
+    if not rates:
+        return math.nan
+    by_size: dict[int, list[float]] = {}
+    for n, r in rates:
+        by_size.setdefault(n, []).append(r)
+    sizes = sorted(by_size)
+    total = 0.0
+    for cfg in missing:
+        near = min(sizes, key=lambda n: abs(math.log(n / cfg.N)))
+        total += median(by_size[near]) * cost([cfg])
+    return total / 3600
 
 
 def sweep_progress(chapter_sweeps: dict[str, tuple], profile: str = "book", store: Store | None = None,
@@ -52,8 +78,8 @@ def sweep_progress(chapter_sweeps: dict[str, tuple], profile: str = "book", stor
     - the finished runs a lent GPU stored under the 'gpu' profile (outside 'smoke'; the chapters read
       them beside the CPU's);
     - the CPU worker-hours the stored runs took (`pages.run_hours`);
-    - the worker-hours left, estimated at the median rate of the sweep's own stored runs (NaN while
-      none is stored).
+    - the worker-hours left, each planned run at the median rate of the sweep's own stored runs of
+      the nearest size (`hours_left`; NaN while none is stored).
     A sweep whose grid grows from its results (the learning-rate edges, the batch grid) counts only
     what is planned so far; a sweep that cannot be planned yet says why in `note`. With
     `checkpoints`, a column counts the missing runs that hold a checkpoint on this machine."""
@@ -76,7 +102,7 @@ def sweep_progress(chapter_sweeps: dict[str, tuple], profile: str = "book", stor
         row["not_finished"] = len(pairs) - row["stored"]
         row["planned_left"] = len(missing)
         row["cpu_hours"] = run_hours([r for _, r in pairs])["cpu_hours"]
-        row["hours_left"] = seconds_per_cost(pairs) * cost(missing) / 3600 if missing else 0.0
+        row["hours_left"] = hours_left(pairs, missing)
         if profile != "smoke":  # a lent GPU's runs, planned under their own profile, join the chapters
             try:
                 gpu = [store.load(c) for c in dict.fromkeys(configs(name, "gpu", store)) if store.has(c)]

@@ -44,6 +44,24 @@ def test_progress_counts_stored_and_left_and_sizes_the_rest_from_the_stored_rate
     assert math.isnan(lr.hours_left)
 
 
+def test_the_hours_left_take_each_run_at_the_rate_of_the_nearest_stored_size():
+    cfgs = list(dict.fromkeys(configs("ladder", "smoke", Store("/nonexistent"))))
+    small, large = min(cfgs, key=lambda c: c.N), max(cfgs, key=lambda c: c.N)
+    assert small.N < large.N
+
+    def timed(c, rate):
+        rec = fake_record(c)
+        rec["provenance"].update(wall_time_s=rate * cost([c]), threads=1)
+        return c, rec
+
+    pairs = [timed(small, 9e-5), timed(large, 1e-5), timed(large, 3e-5)]
+    missing = [small.replace(seed=7), large.replace(seed=7), large.replace(seed=8)]
+    want = (9e-5 * cost(missing[:1]) + 2e-5 * cost(missing[1:])) / 3600  # the large size's median: 2e-5
+    assert progress.hours_left(pairs, missing) == pytest.approx(want)
+    assert progress.hours_left(pairs, []) == 0.0
+    assert math.isnan(progress.hours_left([], missing))
+
+
 def test_a_diverged_run_is_stored_but_not_finished(tmp_path):
     store = Store(tmp_path)
     _store_some(store, "lr", 1, 1e-5, status="diverged")
