@@ -36,6 +36,7 @@ class PaperValue:
     law: str
     value: float
     source: str
+    scale: bool = False  # a law's scale (B_*, S_c), not an exponent: in the table, not in the ratio figure
 
 
 # Kaplan et al. 2020 (arXiv 2001.08361) §1.2 and Tables 2-3; Hoffmann et al. 2022, Approach 3.
@@ -59,8 +60,10 @@ PAPER: dict[str, PaperValue] = {
     **{f"a_approach{k}": PaperValue("a", f"N_opt ∝ C^a, approach {k}", ALLOCATION_A[k],
                                     f"Hoffmann et al. 2022, Table 2 (approach {k})") for k in (1, 2, 3)},
     "alpha_B": PaperValue("α_B", "B_crit(L)", KAPLAN["B_crit(L)"]["alpha_B"], "Kaplan et al. 2020, Eq. 1.4, Fig. 10"),
-    "B_star": PaperValue("B_*", "B_crit(L)", KAPLAN["B_crit(L)"]["B_star"], "Kaplan et al. 2020, Eq. 1.4, Fig. 10"),
-    "ns_S_c": PaperValue("S_c", "L(N, S)", KAPLAN["L(N,S)"]["S_c"], "Kaplan et al. 2020, Eq. 1.6, Table 3"),
+    "B_star": PaperValue("B_*", "B_crit(L)", KAPLAN["B_crit(L)"]["B_star"], "Kaplan et al. 2020, Eq. 1.4, Fig. 10",
+                         scale=True),
+    "ns_S_c": PaperValue("S_c", "L(N, S)", KAPLAN["L(N,S)"]["S_c"], "Kaplan et al. 2020, Eq. 1.6, Table 3",
+                         scale=True),
     "transfer_slope": PaperValue("slope", "L_other(L_val)", 1.0,
                                  "Kaplan et al. 2020, §3.2.2, Fig. 8 (a constant offset: slope 1)"),
 }
@@ -104,6 +107,12 @@ def _round(v: float | None) -> float | None:
     if v is None or not math.isfinite(v):
         return None
     return float(f"{float(v):.{SIGNIFICANT}g}")
+
+
+def is_scale(res: "Result") -> bool:
+    """Whether a result is a law's scale (B_*, S_c), whose ratio to the paper's spans orders of magnitude
+    as its exponent moves and whose units (steps, tokens) are this book's: compared in the table only."""
+    return res.paper is not None and PAPER[res.paper].scale
 
 
 def verdict(value: float, lo: float | None, hi: float | None, paper_value: float | None) -> str:

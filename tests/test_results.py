@@ -92,3 +92,11 @@ def test_every_paper_value_names_its_source():
     for key, pv in results.PAPER.items():
         assert pv.source and ("Eq." in pv.source or "Table" in pv.source or "Fig." in pv.source or "§" in pv.source), key
         assert np.isfinite(pv.value)
+
+
+def test_a_laws_scale_is_told_apart_from_an_exponent(fresh):
+    scale = results.record("15_batch_size", "bs_B_star", 2.5e12, paper="B_star", glue=False)
+    exponent = results.record("15_batch_size", "bs_alpha_B", 0.09, paper="alpha_B", glue=False)
+    unpaired = results.record("15_batch_size", "bs_other", 1.0, glue=False)
+    assert [results.is_scale(r) for r in (scale, exponent, unpaired)] == [True, False, False]
+    assert {k for k, pv in results.PAPER.items() if pv.scale} == {"B_star", "ns_S_c"}
