@@ -159,7 +159,8 @@ def summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
     for law, g in sc.groupby("law", sort=False):
         ok = g["inside"].dropna()
         laws.append(f"{law} {int(ok.sum())} of {len(ok)} inside (errors up to {g['error'].abs().max():.1%})")
-    text = f"Of {sc.groupby(['N', 'tokens']).ngroups} losses measured so far: " + "; ".join(laws) + "."
+    total = len(prediction["targets"])
+    text = f"{sc.groupby(['N', 'tokens']).ngroups} of its {total} losses measured: " + "; ".join(laws) + "."
     if prediction.get("levels"):
         lv = score_levels(prediction, table)
         moved = pd.Series([r["sizes"] != r["sizes_now"] for r in prediction["levels"]["rows"]], index=lv.index)
