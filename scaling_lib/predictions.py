@@ -167,9 +167,10 @@ def summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
         lv = lv[moved & lv["inside"].notna()]
         if len(lv):
             off = lv[~lv["edge"].astype(bool)]
+            k = int((~off["edge_measured"].astype(bool)).sum())
             text += (f" Of the {len(lv)} levels whose sizes the long runs change, {int(lv['inside'].sum())} have "
-                     f"their measured vertex inside the predicted range; {len(off)} were predicted off the edge, "
-                     f"and {int((~off['edge_measured'].astype(bool)).sum())} of those are.")
+                     f"their measured vertex inside the predicted range; of the {len(off)} predicted off the edge, "
+                     f"{k} {'is' if k == 1 else 'are'} off it.")
     return text
 
 
