@@ -161,9 +161,9 @@ def test_the_early_stopping_figure_draws_the_runs_and_the_bound():
 
     t = overfit.table(_stopped_grid())
     es = overfit.early_stopping(t, overfit.fit_nd(t), 50.0, 0.5)
-    ax = plots.overfit_early_stopping(es, 50.0, 0.5).axes[0]
+    ax = plots.overfit_early_stopping(es, [(50.0, 0.5, "Eq. 5.7")]).axes[0]
     assert len(ax.collections[0].get_offsets()) == len(es) and len(ax.get_lines()) == 1
-    plots.overfit_early_stopping(es.iloc[:0], 50.0, 0.5)  # no run stopped early: empty axes, no error
+    plots.overfit_early_stopping(es.iloc[:0], [(50.0, 0.5, "Eq. 5.7")])  # no run stopped early: empty axes, no error
 
 
 # Fig. 16 (right): one size's runs along training, against the whole-split run.
