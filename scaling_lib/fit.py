@@ -37,10 +37,22 @@ PARAMS: dict[str, tuple[str, ...]] = {
 
 TWO_VARIABLE = ("kaplan-nd", "kaplan-ns", "chinchilla")
 
+# The exponents the least-squares fitters bound from above. A resample that ends at the cap has not
+# found an optimum in it: an interval that reaches the cap has no upper end (`FitResult.reaches_cap`).
+EXPONENT_CAP = 10.0
+CAPPED: dict[str, tuple[str, ...]] = {
+    "power-offset": ("alpha",),
+    "kaplan-nd": ("alpha_N", "alpha_D"),
+    "kaplan-ns": ("alpha_N", "alpha_S"),
+}
+
 
 def free_params(form: str) -> int:
     """How many parameters of `form` are fitted (the power law's log_X_c is X_c again, not a free one)."""
     return len(PARAMS[form]) - (form == "power")
+
+
+CAP_TEXT = f"upper end not identified: resamples reach the fit's cap of {EXPONENT_CAP:g}"
 
 
 class FitError(ValueError):
@@ -199,6 +211,12 @@ class FitResult:
         lo, hi = sorted((scale * self.ci[name][0], scale * self.ci[name][1]))
         return (lo, hi)
 
+    def reaches_cap(self, name: str) -> bool:
+        """Whether the interval of `name` runs up to `EXPONENT_CAP`, the bound its fitter puts on it: then
+        the resamples do not identify an upper end, and the interval's top is the optimiser's, not the data's."""
+        hi = self.interval(name)[1]
+        return name in CAPPED.get(self.form, ()) and math.isfinite(hi) and hi >= EXPONENT_CAP * (1 - 1e-6)
+
     def contains(self, name: str, value: float) -> bool | None:
         """Whether `value` lies in the interval of `name`; None where there is no finite interval."""
         lo, hi = self.interval(name)
@@ -216,6 +234,8 @@ class FitResult:
             return f"n/a ({self.ci_missing})"
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return f"n/a ({name} is not finite in some of the {self.n_boot_ok} resamples)"
+        if self.reaches_cap(name) and scale == 1.0:
+            return f"≥ {lo:{fmt}} ({CAP_TEXT})"
         return interval_text(lo, hi, fmt, sep)
 
     def predict(self, x, x2=None) -> np.ndarray:
@@ -421,7 +441,7 @@ def _fit_power_offset(lx, lx2, ly, starts):
         for f_E, alpha in itertools.product((0.0, 0.3, 0.6, 0.9), (0.05, 0.15, 0.4, 1.0)):
             E = f_E * y_min
             th_starts.append([E, float(np.mean(np.log(y - E) + alpha * lx)), alpha])
-    lower, upper = [0.0, -np.inf, 1e-6], [y_min, np.inf, 10.0]
+    lower, upper = [0.0, -np.inf, 1e-6], [y_min, np.inf, EXPONENT_CAP]
     th = _multistart(_least_squares(resid, jac, lower, upper), th_starts)
     return {"E": float(th[0]), "A": float(_exp(th[1])), "alpha": float(th[2])}
 
@@ -453,7 +473,7 @@ def _fit_kaplan_nd(lN, lD, ly, starts):
         for aN, aD, sN, sD in itertools.product((0.04, 0.08, 0.16), (0.05, 0.1, 0.2), (0, -3), (0, -3)):
             # Scales put each term alone at the data's level, then below it by e^3.
             th_starts.append([aN, aD, np.median(lN + ly / aN) + sN, np.median(lD + ly / aD) + sD])
-    lower, upper = [1e-4, 1e-4, -200.0, -200.0], [10.0, 10.0, 700.0, 700.0]
+    lower, upper = [1e-4, 1e-4, -200.0, -200.0], [EXPONENT_CAP, EXPONENT_CAP, 700.0, 700.0]
     th = _multistart(_least_squares(resid, jac, lower, upper), th_starts)
     return {"alpha_N": float(th[0]), "alpha_D": float(th[1]), "N_c": float(_exp(th[2])), "D_c": float(_exp(th[3]))}
 
@@ -486,7 +506,7 @@ def _fit_kaplan_ns(lN, lS, ly, starts):
             lNc = np.median(lN + np.log(f_N * y) / aN)
             lSc = np.median(lS + np.log((1 - f_N) * y) / aS)
             th_starts.append([aN, lNc, aS, lSc])
-    lower, upper = [1e-4, -200.0, 1e-4, -200.0], [10.0, 700.0, 10.0, 700.0]
+    lower, upper = [1e-4, -200.0, 1e-4, -200.0], [EXPONENT_CAP, 700.0, EXPONENT_CAP, 700.0]
     th = _multistart(_least_squares(resid, jac, lower, upper), th_starts)
     return {"alpha_N": float(th[0]), "N_c": float(_exp(th[1])), "alpha_S": float(th[2]), "S_c": float(_exp(th[3]))}
 

@@ -182,6 +182,18 @@ def early_stopping(t: pd.DataFrame, nd: NDFit, S_c: float, alpha_S: float,
     return out[cols].reset_index(drop=True)
 
 
+def stop_summary(es: pd.DataFrame) -> dict[str, Any]:
+    """How the runs of `early_stopping` sit against Eq. 5.7's bound: `bounded` (the runs that have a
+    bound, their loss above L(N, ∞)), `above` (of those, how many stopped at or after it), `share`
+    (above/bounded) and `median_ratio` (the median of step/bound); NaN shares and ratios without a
+    bounded run."""
+    bounded = es[es["bound"].notna()]
+    n = len(bounded)
+    return {"bounded": n, "above": int(bounded["above"].sum()),
+            "share": float(bounded["above"].mean()) if n else math.nan,
+            "median_ratio": float(np.median(bounded["S"] / bounded["bound"])) if n else math.nan}
+
+
 def curve_size(t: pd.DataFrame) -> int:
     """The size N of `table` with the most dataset sizes (whole split included), the largest N among
     ties: the size whose curves Fig. 16 (right) draws."""

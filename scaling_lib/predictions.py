@@ -417,19 +417,41 @@ def _opt(row, col) -> float | None:
     return None if row is None else _finite(float(row[col]))
 
 
+def _as_predicted(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `table` a longer prediction's levels are scored on: the grid as it stood when the prediction
+    was made, and its targets at the budgets it predicted.
+
+    The grid as it stood: the runs finished by `made_at` (a run without the time counts as earlier), less every
+    run trained past the grid's longest budget. The best rate at each (N, tokens) averages the seeds
+    (`tuning.best_rates`), so a seed stored later, or one left out, could move a vertex the targets never reach.
+    Of the targets, only the budgets predicted are read: their branches at the grid's budgets were not predicted.
+    """
+    if table.empty:
+        return table
+    longest = max(prediction["source_budgets"])
+    long_keys = set(table.loc[table["tokens"] > longest, "key"])
+    made = pd.Timestamp(prediction["made_at"])
+    then = ~table["key"].isin(long_keys)
+    if "finished" in table:
+        finished = pd.to_datetime(table["finished"], utc=True, format="ISO8601")
+        then &= finished.isna() | (finished <= made)
+    predicted = {(k, round(float(t["tokens"]))) for t in prediction["targets"] for k in t["keys"]}
+    at_target = np.array([(k, round(float(d))) in predicted for k, d in zip(table["key"], table["tokens"])], bool)
+    return table[then.to_numpy() | at_target]
+
+
 def score_levels(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
     """The predicted vertices beside those of the slices cut from the prediction's own sources and its targets,
-    once every target is stored (the other runs stored since are left out, so the comparison is the one
-    predicted; before, the measured columns are NaN and None). Columns: C, N_opt_now, N_opt (predicted), N_opt_lo,
-    N_opt_hi, edge (predicted), N_opt_measured, edge_measured, inside (the measured vertex within the predicted
-    range; None without both)."""
+    once every target is stored; before, the measured columns are NaN and None. The slices are cut as the
+    prediction cut them, from the table it saw with the targets' predicted points added: `_as_predicted`.
+    Columns: C, N_opt_now, N_opt (predicted), N_opt_lo, N_opt_hi, edge (predicted), N_opt_measured,
+    edge_measured, inside (the measured vertex within the predicted range; None without both)."""
     lv = prediction.get("levels")
     if not lv:
         raise PredictionError(f"prediction {prediction.get('name')!r} files no levels")
     targets = {k for t in prediction["targets"] for k in t["keys"]}
     landed = len(table) > 0 and targets <= set(table["key"])
-    keys = set(lv["sources"]) | targets
-    pts = slice_points(table[table["key"].isin(keys)]) if landed else pd.DataFrame()
+    pts = slice_points(_as_predicted(prediction, table)) if landed else pd.DataFrame()
     got = _coverage(pts, lv["per_decade"], lv["min_sizes"]).set_index("C") if len(pts) else pd.DataFrame()
     rows = []
     for r in lv["rows"]:

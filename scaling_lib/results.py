@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .fit import CAP_TEXT, interval_text
 from .laws import ALLOCATION_A, CHINCHILLA, KAPLAN
 
 RESULTS_ENV = "SCALING_LIB_RESULTS"
@@ -93,10 +94,10 @@ class Result:
 
     @property
     def ci_text(self) -> str:
+        if self.lo is not None and self.hi is None:  # an upper end the data do not identify
+            return f"≥ {self.lo:{self.fmt}} ({self.ci_missing})"
         if self.lo is None or self.hi is None:
             return f"n/a ({self.ci_missing})" if self.ci_missing else "n/a"
-        from .fit import interval_text  # '-0.45 to -0.22' where a bound is negative, which a dash would garble
-
         return interval_text(self.lo, self.hi, self.fmt)
 
 
@@ -158,12 +159,14 @@ def record(chapter: str, name: str, value: float, ci=None, *, paper: str | None 
         ci_missing = fit.ci_missing
         ci = None if ci_missing else fit.interval(param)
     lo, hi = (None, None) if ci is None else (_round(ci[0]), _round(ci[1]))
-    if (lo is None or hi is None) and ci_missing is None:
+    if fit is not None and ci is not None and fit.reaches_cap(param):
+        hi, ci_missing = None, CAP_TEXT  # a lower end only: the top is the optimiser's bound
+    elif (lo is None or hi is None) and ci_missing is None:
         ci_missing = "no interval" if ci is None else "interval not finite"
         lo = hi = None
     pv = PAPER[paper] if paper else None
     res = Result(chapter=chapter, name=name, label=label or name, value=_round(value), lo=lo, hi=hi,
-                 ci_missing=None if lo is not None else ci_missing, paper=paper,
+                 ci_missing=None if lo is not None and hi is not None else ci_missing, paper=paper,
                  paper_value=pv.value if pv else None, paper_source=pv.source if pv else None,
                  unit=unit, fmt=fmt, why=why, verdict=verdict(value, lo, hi, pv.value if pv else None),
                  paper_note=paper_note)

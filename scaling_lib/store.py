@@ -188,7 +188,7 @@ def runs_table(records: Iterable[dict[str, Any]], *, budgets: bool = False, mixe
             N_total=r["N_total"], vocab=vocab_size(c["tokenizer"]), data_tokens=r["data_tokens"],
             flops_per_token=_forward_flops(c),
             wall_time_s=r["provenance"].get("wall_time_s"), device_name=r["provenance"].get("device"),
-            test_loss=r["final"].get("test_loss"), best_val_loss=r["final"].get("best_val_loss"),
+            finished=r["provenance"].get("finished"), test_loss=r["final"].get("test_loss"), best_val_loss=r["final"].get("best_val_loss"),
             val_loss_se=r["final"].get("val_loss_se", math.nan),
             **{f"loss_{k}": v for k, v in r["final"].get("other", {}).items()},
             **_early_stopped(r["curve"]),

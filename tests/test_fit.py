@@ -15,6 +15,8 @@ import pytest
 import scaling_lib.fit as fitting
 
 from scaling_lib.fit import (
+    CAP_TEXT,
+    EXPONENT_CAP,
     FORMS,
     PARAMS,
     FitError,
@@ -224,6 +226,19 @@ def test_ci_text_formats_the_interval_and_flips_it_for_a_negative_scale():
     assert r.contains("alpha", (lo + hi) / 2) is True and r.contains("alpha", hi + 1) is False
     assert inf.contains("alpha", (lo + hi) / 2) is None
     assert fit("power", x, y).contains("alpha", 0.07) is None
+
+
+def test_an_interval_that_reaches_the_exponent_cap_has_no_upper_end():
+    x, x2, y, _ = _data("kaplan-nd")
+    r = fit("kaplan-nd", x, y, x2, bootstrap=10, seed=0)
+    lo, hi = r.ci["alpha_D"]
+    assert not r.reaches_cap("alpha_D") and r.ci_text("alpha_D") == f"{lo:.4f}–{hi:.4f}"
+    capped = dataclasses.replace(r, ci={**r.ci, "alpha_D": (lo, EXPONENT_CAP)})
+    assert capped.reaches_cap("alpha_D") and not capped.reaches_cap("alpha_N")
+    assert capped.ci_text("alpha_D", ".3f") == f"≥ {lo:.3f} ({CAP_TEXT})"
+    # N_c is not bounded by the cap: a large scale is just large
+    big = dataclasses.replace(r, ci={**r.ci, "N_c": (1.0, 1e6)})
+    assert not big.reaches_cap("N_c")
 
 
 def test_extrapolation_small_on_a_clean_power_law():

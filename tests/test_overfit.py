@@ -154,6 +154,13 @@ def test_a_run_at_or_below_the_infinite_data_loss_has_no_bound():
     es = overfit.early_stopping(t, nd, 50.0, 0.5)
     low = es["excess"] <= 0
     assert low.sum() == 1 and es.loc[low, "bound"].isna().all() and not es.loc[low, "above"].any()
+    sm = overfit.stop_summary(es)
+    assert sm["bounded"] == len(es) - 1  # the run without a bound is not counted
+    assert sm["above"] == int(es["above"].sum()) and sm["share"] == sm["above"] / sm["bounded"]
+    ratio = (es["S"] / es["bound"])[~low]
+    assert sm["median_ratio"] == float(np.median(ratio))
+    none = overfit.stop_summary(es[low])
+    assert none["bounded"] == 0 and none["above"] == 0 and np.isnan(none["share"]) and np.isnan(none["median_ratio"])
 
 
 def test_the_early_stopping_figure_draws_the_runs_and_the_bound():

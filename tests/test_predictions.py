@@ -255,6 +255,39 @@ def test_the_longer_runs_move_a_vertex_off_its_small_edge_as_predicted_and_are_s
         predictions.score_levels(ladder, landed)
 
 
+def test_the_levels_are_scored_on_the_grid_as_the_prediction_saw_it(tmp_path):
+    # a seed at 13.8k's middle rate, stored before the prediction, moves its best rate at 1M tokens to 0.02
+    seed1 = grid_table(shapes=((2, 24),), noise=0.0)
+    seed1 = seed1[seed1["lr"] == 0.01].assign(seed=1, key="seed1")
+    seed1.loc[seed1["tokens"] == DOUBLINGS[2], "final_val_loss"] *= 1.10
+    grid = pd.concat([grid_table(), seed1], ignore_index=True)
+    rec = predictions.predict_longer("long", grid, long_targets(), store=Store(tmp_path), bootstrap=0,
+                                     levels=dict(per_decade=3, min_sizes=3))
+    kept = [i for i, r in enumerate(rec["levels"]["rows"]) if r["sizes"] == r["sizes_now"]]
+    assert kept  # levels the long runs do not reach: the prediction says they keep their vertex
+
+    def after(*extra):
+        rows = grid_table(extra=[(c, law) for c in long_targets()])
+        rows = pd.concat([rows, seed1, *extra], ignore_index=True)
+        return predictions.score_levels(rec, rows).iloc[kept]
+
+    def unmoved(scored):
+        return np.allclose(scored["N_opt_measured"], scored["N_opt_now"], rtol=1e-9)
+
+    assert unmoved(after())
+    # a seed stored after the prediction, 5% worse at the best rate everywhere, is not read
+    late = grid_table(shapes=((1, 16), (2, 24), (2, 32)))
+    late = late[late["lr"] == 0.01].assign(seed=2, key=lambda d: "late" + d["N"].astype(str),
+                                           final_val_loss=lambda d: d["final_val_loss"] * 1.05,
+                                           finished="2099-01-01T00:00:00+0000")
+    assert unmoved(after(late))
+    assert not unmoved(after(late.assign(finished=None)))  # the same rows read as stored before do move it
+    # the long runs' branches at the grid's budgets were not predicted (here 3% below the grid's runs)
+    branches = pd.DataFrame([dict(N=c.N, tokens=D, lr=c.lr, seed=0, final_val_loss=0.97 * law(c.N, D), eval_version=2,
+                                  key=c.key, status="ok") for c in long_targets() for D in DOUBLINGS])
+    assert unmoved(after(branches))
+
+
 def fake_long_record(grid_file, profile_name: str = "cpu", loss: float = 4.0) -> dict:
     """A stored grid run's record as its long run would file it: the long config and key, its budgets past
     the grid's (32M, 64M) appended at `loss`; for the readers that must tell a long run from the grid."""
