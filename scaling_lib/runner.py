@@ -158,6 +158,7 @@ class InlineExecutor:
 
     def __init__(self, threads: int | None = None):
         self.threads = threads
+        self.local = True  # its runs train in this process: `progress_line` tells them by its pid
         self.description = f"this process x {threads or 'all'} thread(s)"
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="scaling_lib-run")
 
@@ -199,6 +200,7 @@ class LocalExecutor:
             raise ValueError(f"workers and threads must be at least 1 and runs_per_worker at least 0 "
                              f"(0: no limit), not {workers}, {threads}, {runs_per_worker}")
         self.threads = threads
+        self.local = True  # its runs train in children of this process: `progress_line` tells them by its pid
         each = {1: "a fresh process a run", 0: "each for the whole sweep"}.get(runs_per_worker,
                                                                              f"{runs_per_worker} runs each")
         self.description = f"{workers} worker(s) x {threads} thread(s), {each}"
@@ -259,7 +261,8 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
             report(f"[{len(results)}/{len(cfgs)}] {res.line()}")
         if pending and time.time() - last_report > interval:
             last_report = time.time()
-            under_way = progress_line([futures[f] for f in pending], since=started)
+            under_way = progress_line([futures[f] for f in pending], since=started,
+                                      owner=os.getpid() if getattr(executor, "local", False) else None)
             # the runs checkpoint every train.CHECKPOINT_SECONDS from their start, so the first look
             # finds nothing to say: look again soon, not a whole interval later
             interval = PROGRESS_SECONDS if under_way else PROGRESS_RETRY_SECONDS
@@ -268,11 +271,13 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
     return results
 
 
-def progress_line(cfgs: list[RunConfig], since: float | None = None) -> str:
+def progress_line(cfgs: list[RunConfig], since: float | None = None, owner: int | None = None) -> str:
     """'name 42% (val 4.123, 12 min)' for each of these runs that has checkpointed, '' if none has.
 
     With `since` (a time.time()), a run whose last checkpoint is older is not under way: it waits
-    in the queue to resume (an earlier sweep stopped it), and is counted, not listed.
+    in the queue to resume (an earlier sweep stopped it), and is counted, not listed. With `owner` (a
+    process id), a run whose checkpoint another process wrote, neither `owner` nor a child of it, is
+    left out: a second sweep is training it, and this one will skip it.
     """
     parts, waiting = [], 0
     for c in cfgs:
@@ -281,6 +286,8 @@ def progress_line(cfgs: list[RunConfig], since: float | None = None) -> str:
             continue
         if since is not None and progress_path(c.key).stat().st_mtime < since:
             waiting += 1
+            continue
+        if owner is not None and "pids" in p and owner not in p["pids"]:
             continue
         val = f"val {p['val_loss']:.3f}, " if p.get("val_loss") is not None else ""
         parts.append(f"{c.sweep}/{c.name} {p['step'] / p['steps']:.0%} ({val}{p['wall_s'] / 60:.0f} min)")

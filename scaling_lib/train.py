@@ -617,10 +617,11 @@ def _save_checkpoint(path: Path, state, model, opt, rng, world: World = World())
 
 
 def _write_progress(ckpt: Path, cfg: RunConfig, state) -> None:
-    """A small JSON beside the checkpoint (data.read_progress), so a sweep can say how far its runs are."""
+    """A small JSON beside the checkpoint (data.read_progress), so a sweep can say how far its runs are;
+    `pids` (this process and its parent) tell a sweep its own runs from those another process trains."""
     last = state["curve"][-1] if state["curve"] else {}
     info = dict(key=cfg.key, name=cfg.name, step=state["step"], steps=cfg.steps, wall_s=state["wall"],
-                val_loss=last.get("val_loss"), val_tokens=last.get("tokens"))
+                val_loss=last.get("val_loss"), val_tokens=last.get("tokens"), pids=[os.getpid(), os.getppid()])
     path = progress_path(cfg.key, ckpt.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info))

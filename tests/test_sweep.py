@@ -362,6 +362,19 @@ def test_progress_line_counts_a_checkpoint_older_than_the_sweep_as_queued(tmp_pa
                                                          "1 queued to resume from a checkpoint"
 
 
+def test_progress_line_leaves_out_the_runs_another_process_trains(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALING_LIB_CACHE", str(tmp_path))
+    cfgs = configs("ladder", "smoke", Store(tmp_path / "runs"))[:3]
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    me = os.getpid()
+    for c, pids in zip(cfgs, ([me, 1], [me + 1, me], [me + 1, me + 2])):  # this process; a child of it; another sweep
+        (d / f"{c.key}.progress.json").write_text(json.dumps(dict(step=30, steps=120, wall_s=600.0, pids=pids)))
+    mine = [f"ladder/{c.name} 25% (10 min)" for c in cfgs[:2]]
+    assert progress_line(cfgs, owner=me) == "; ".join(mine)
+    assert progress_line(cfgs) == "; ".join(mine + [f"ladder/{cfgs[2].name} 25% (10 min)"])  # no owner: every run
+
+
 def test_a_stopped_run_resumes_from_its_checkpoint_only_if_it_has_one(tmp_path, monkeypatch):
     from scaling_lib import runner
 
@@ -415,7 +428,7 @@ def test_the_first_progress_line_comes_once_a_run_has_checkpointed_not_an_interv
 
     monkeypatch.setattr(runner, "time", SimpleNamespace(time=lambda: clock[0]))
     monkeypatch.setattr(runner, "wait", wait)
-    monkeypatch.setattr(runner, "progress_line", lambda cfgs, since=None: "ladder/x 50%" if clock[0] >= checkpoint_at else "")
+    monkeypatch.setattr(runner, "progress_line", lambda cfgs, since=None, owner=None: "ladder/x 50%" if clock[0] >= checkpoint_at else "")
     lines = []
     results = runner.run_all(cfgs, Store(tmp_path), Pending(), report=lambda line: lines.append((clock[0], line)))
     assert [r.status for r in results] == ["stored", "stored"]

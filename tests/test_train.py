@@ -412,6 +412,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_cfg, tmp_path, monk
     # beside it, how far the run got, readable without torch (what a sweep logs)
     progress = read_progress(cfg.key, ckpt_dir)
     assert (progress["step"], progress["steps"], progress["name"]) == (20, cfg.steps, cfg.name)
+    assert progress["pids"] == [os.getpid(), os.getppid()]  # whose run it is: a sweep lists only its own
     last_eval = [p for p in reference["curve"] if p["step"] < 20][-1]  # step 20 is evaluated after resuming
     assert progress["val_loss"] == pytest.approx(last_eval["val_loss"], rel=1e-6)
 
