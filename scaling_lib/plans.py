@@ -94,9 +94,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         # vertex (runs/predictions/tune-long-13.8k-24.6k-64M.json); about 3 worker-hours (2.8 at the tuned
         # ladder's median rate a cost unit, 3.1 at these sizes' own; they took about 0.5 each). A second round,
         # 3.1k and 55k the same way, for the levels at 4.6e11, 1e12 and 1e13 FLOPs
-        # (runs/predictions/tune-long-3.1k-55k-64M.json). Read by the Kaplan-or-Chinchilla chapter; the
-        # chapters about the grids read `TUNE_GRID`
-        tune_long_sizes=((1, 16), (2, 24), (2, 32), (2, 48)), tune_long_tokens=64_000_000,
+        # (runs/predictions/tune-long-3.1k-55k-64M.json). A third, 768 the same way, for the level at 2.2e11
+        # FLOPs, whose slice has one size below its vertex and would gain 768 at 47M tokens (`slice_coverage`'s
+        # need_more_tokens); about 0.4 worker-hours by 3.1k's run. Read by the Kaplan-or-Chinchilla chapter;
+        # the chapters about the grids read `TUNE_GRID`
+        tune_long_sizes=((1, 8), (1, 16), (2, 24), (2, 32), (2, 48)), tune_long_tokens=64_000_000,
         # short contexts (Fig. 21; 6 runs, cost 147M) and recurrent transformers (Fig. 17; 12 runs,
         # cost 136M): about 0.8 worker-hours each at the 2.1e-5 s a cost unit of the stored CPU runs,
         # at the rate of the rule fitted to the tuned ladder (lr_rule_file, under the store's root)
