@@ -52,7 +52,8 @@ def free_params(form: str) -> int:
     return len(PARAMS[form]) - (form == "power")
 
 
-CAP_TEXT = f"upper end not identified: resamples reach the fit's cap of {EXPONENT_CAP:g}"
+CAP_REACHED = f"resamples reach the fit's cap of {EXPONENT_CAP:g}"
+CAP_TEXT = f"upper end not identified: {CAP_REACHED}"
 
 
 class FitError(ValueError):
@@ -222,6 +223,8 @@ class FitResult:
         lo, hi = self.interval(name)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return None
+        if self.reaches_cap(name):  # no upper end: a value above the lower one may or may not be inside
+            return False if value < lo else None
         return bool(lo <= value <= hi)
 
     def ci_text(self, name: str, fmt: str = ".4f", sep: str = "–", scale: float = 1.0) -> str:
@@ -234,8 +237,9 @@ class FitResult:
             return f"n/a ({self.ci_missing})"
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return f"n/a ({name} is not finite in some of the {self.n_boot_ok} resamples)"
-        if self.reaches_cap(name) and scale == 1.0:
-            return f"≥ {lo:{fmt}} ({CAP_TEXT})"
+        if self.reaches_cap(name):  # the lower end only, scaled (a negative scale turns it into an upper end)
+            end = scale * self.interval(name)[0]
+            return f"{'≥' if scale > 0 else '≤'} {end:{fmt}} ({CAP_TEXT})"
         return interval_text(lo, hi, fmt, sep)
 
     def predict(self, x, x2=None) -> np.ndarray:

@@ -76,6 +76,22 @@ class NDFit:
         """The 95% interval of α_N/α_D over the fit's bootstrap resamples (NaN without a bootstrap)."""
         return _boot_interval(self.result, lambda boot: boot["alpha_N"] / boot["alpha_D"])
 
+    def ratio_ci_text(self, fmt: str = ".3f") -> str:
+        """The interval of α_N/α_D as text. Where α_D's interval reaches the fitter's cap (`fit.EXPONENT_CAP`),
+        the resamples at the cap make the ratio's lower end the optimiser's: only the upper end is given; where
+        α_N's does, only the lower; where both do, none."""
+        lo, hi = self.ratio_ci()
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return f"n/a ({self.result.ci_missing or 'not finite in some resamples'})"
+        capped = [k for k in ("alpha_N", "alpha_D") if self.result.reaches_cap(k)]
+        if len(capped) == 2:
+            return f"n/a (α_N's and α_D's {fitting.CAP_REACHED})"
+        if capped == ["alpha_D"]:
+            return f"≤ {hi:{fmt}} (lower end not identified: α_D's {fitting.CAP_REACHED})"
+        if capped == ["alpha_N"]:
+            return f"≥ {lo:{fmt}} (upper end not identified: α_N's {fitting.CAP_REACHED})"
+        return fitting.interval_text(lo, hi, fmt)
+
     def loss(self, N, D) -> np.ndarray:
         p = self.params
         return fitting.kaplan_nd(N, D, p["alpha_N"], p["alpha_D"], p["N_c"], p["D_c"])

@@ -164,13 +164,16 @@ def summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
     if prediction.get("levels"):
         lv = score_levels(prediction, table)
         moved = pd.Series([r["sizes"] != r["sizes_now"] for r in prediction["levels"]["rows"]], index=lv.index)
-        lv = lv[moved & lv["inside"].notna()]
+        lv = lv[moved & lv["edge_measured"].notna()]  # measured once every target is stored
+        ranged = lv[lv["inside"].notna()]  # a level has no range where a target's interval is missing
         if len(lv):
+            inside = int(ranged["inside"].sum())
             off = lv[~lv["edge"].astype(bool)]
             k = int((~off["edge_measured"].astype(bool)).sum())
-            text += (f" Of the {len(lv)} levels whose sizes the long runs change, {int(lv['inside'].sum())} have "
-                     f"their measured vertex inside the predicted range; of the {len(off)} predicted off the edge, "
-                     f"{k} {'is' if k == 1 else 'are'} off it.")
+            text += (f" Of the {len(lv)} levels whose sizes the long runs change, "
+                     + (f"{inside} have their measured vertex inside the predicted range" if len(ranged) == len(lv)
+                        else f"{len(ranged)} have a predicted range and {inside} their measured vertex inside it")
+                     + f"; of the {len(off)} predicted off the edge, {k} {'is' if k == 1 else 'are'} off it.")
     return text
 
 
@@ -425,13 +428,14 @@ def _as_predicted(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFra
     run trained past the grid's longest budget. The best rate at each (N, tokens) averages the seeds
     (`tuning.best_rates`), so a seed stored later, or one left out, could move a vertex the targets never reach.
     Of the targets, only the budgets predicted are read: their branches at the grid's budgets were not predicted.
+    Sizes outside the prediction's `source_sizes` (which a `--source-max-n` may have narrowed) are left out.
     """
     if table.empty:
         return table
     longest = max(prediction["source_budgets"])
     long_keys = set(table.loc[table["tokens"] > longest, "key"])
     made = pd.Timestamp(prediction["made_at"])
-    then = ~table["key"].isin(long_keys)
+    then = ~table["key"].isin(long_keys) & table["N"].isin(prediction["source_sizes"])
     if "finished" in table:
         finished = pd.to_datetime(table["finished"], utc=True, format="ISO8601")
         then &= finished.isna() | (finished <= made)
@@ -441,10 +445,9 @@ def _as_predicted(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFra
 
 
 def score_levels(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
-    """The predicted vertices beside those of the slices cut from the prediction's own sources and its targets,
-    once every target is stored; before, the measured columns are NaN and None. The slices are cut as the
-    prediction cut them, from the table it saw with the targets' predicted points added: `_as_predicted`.
-    Columns: C, N_opt_now, N_opt (predicted), N_opt_lo, N_opt_hi, edge (predicted), N_opt_measured,
+    """The predicted vertices beside those measured on the slices cut as the prediction cut them (`_as_predicted`),
+    once every target is stored; before, the measured columns are NaN and None: the table the prediction saw,
+    with its targets' points at the budgets it predicted. Columns: C, N_opt_now, N_opt (predicted), N_opt_lo, N_opt_hi, edge (predicted), N_opt_measured,
     edge_measured, inside (the measured vertex within the predicted range; None without both)."""
     lv = prediction.get("levels")
     if not lv:

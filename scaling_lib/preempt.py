@@ -31,6 +31,12 @@ def requested() -> int | None:
     return _requested
 
 
+def request(signum: int = signal.SIGINT) -> None:
+    """Note a request to stop as a signal would: for a caller that caught Ctrl-C (KeyboardInterrupt) in the
+    main thread while a run trains on another, which reads the request after its step."""
+    _note(signum, None)
+
+
 def clear() -> None:
     """Forget a request (tests, and a process that goes on after handling one)."""
     global _requested

@@ -69,7 +69,7 @@ PAPER: dict[str, PaperValue] = {
                                  "Kaplan et al. 2020, §3.2.2, Fig. 8 (a constant offset: slope 1)"),
 }
 
-VERDICTS = ("agrees", "differs", "no interval", "no paper value")
+VERDICTS = ("agrees", "differs", "no interval", "no paper value", "other units")
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,13 @@ def is_scale(res: "Result") -> bool:
     return res.paper is not None and PAPER[res.paper].scale
 
 
-def verdict(value: float, lo: float | None, hi: float | None, paper_value: float | None) -> str:
-    """'agrees' if the paper's value lies in the 95% interval, 'differs' if not; else why no verdict."""
+def verdict(value: float, lo: float | None, hi: float | None, paper_value: float | None, scale: bool = False) -> str:
+    """'agrees' if the paper's value lies in the 95% interval, 'differs' if not; else why no verdict: 'other
+    units' for a law's scale (`PaperValue.scale`: steps and tokens of this book's batch and tokenizer)."""
     if paper_value is None:
         return "no paper value"
+    if scale:
+        return "other units"
     if lo is None or hi is None:
         return "no interval"
     return "agrees" if lo <= paper_value <= hi else "differs"
@@ -168,7 +171,8 @@ def record(chapter: str, name: str, value: float, ci=None, *, paper: str | None 
     res = Result(chapter=chapter, name=name, label=label or name, value=_round(value), lo=lo, hi=hi,
                  ci_missing=None if lo is not None and hi is not None else ci_missing, paper=paper,
                  paper_value=pv.value if pv else None, paper_source=pv.source if pv else None,
-                 unit=unit, fmt=fmt, why=why, verdict=verdict(value, lo, hi, pv.value if pv else None),
+                 unit=unit, fmt=fmt, why=why,
+                 verdict=verdict(value, lo, hi, pv.value if pv else None, scale=bool(pv and pv.scale)),
                  paper_note=paper_note)
     _RECORDED.setdefault(chapter, {})[name] = res
     out = results_dir()

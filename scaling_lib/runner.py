@@ -15,6 +15,7 @@ import math
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import tempfile
 import time
 import traceback
@@ -236,12 +237,30 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
     cfgs = list(cfgs)
     results: list[RunResult] = []
     futures = {executor.submit(c, store, stop_at): c for c in cfgs}
-    started = last_report = time.time()
-    interval = PROGRESS_SECONDS
     pending = set(futures)
+    with preempt.handling():  # on the main thread: a SIGTERM is noted, and the runs read it
+        try:
+            _collect(futures, pending, results, store, executor, report, time.time(), len(cfgs))
+        except KeyboardInterrupt:  # Ctrl-C: the run under way checkpoints after its step, nothing more starts
+            preempt.request(signal.SIGINT)
+            for fut in pending:
+                fut.cancel()
+            if hasattr(executor, "stop"):
+                executor.stop()
+            raise
+    return results
+
+
+def _collect(futures: dict[Future, RunConfig], pending: set[Future], results: list[RunResult], store: Store,
+             executor: Executor, report: Callable[[str], None], started: float, total: int) -> None:
+    """`run_all`'s loop: each result as it lands, the progress of the runs under way, and a stop request
+    passed on. `pending` is emptied as the futures finish, so a caller that stops it knows what is left."""
+    last_report = started
+    interval = PROGRESS_SECONDS
     stopping = False
     while pending:
-        done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+        done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+        pending -= done
         if preempt.requested() and not stopping:  # SIGTERM: start nothing more, stop what runs
             stopping = True
             report("[sweep] asked to stop: the runs under way checkpoint and stop")
@@ -258,7 +277,7 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
             except Exception as e:  # the worker itself died (killed, out of memory)
                 res = _failed(cfg, store, f"{type(e).__name__}: {e}", traceback.format_exc())
             results.append(res)
-            report(f"[{len(results)}/{len(cfgs)}] {res.line()}")
+            report(f"[{len(results)}/{total}] {res.line()}")
         if pending and time.time() - last_report > interval:
             last_report = time.time()
             under_way = progress_line([futures[f] for f in pending], since=started,
@@ -268,7 +287,6 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
             interval = PROGRESS_SECONDS if under_way else PROGRESS_RETRY_SECONDS
             if under_way:
                 report(f"[sweep] under way: {under_way}")
-    return results
 
 
 def progress_line(cfgs: list[RunConfig], since: float | None = None, owner: int | None = None) -> str:

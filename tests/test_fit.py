@@ -236,6 +236,8 @@ def test_an_interval_that_reaches_the_exponent_cap_has_no_upper_end():
     capped = dataclasses.replace(r, ci={**r.ci, "alpha_D": (lo, EXPONENT_CAP)})
     assert capped.reaches_cap("alpha_D") and not capped.reaches_cap("alpha_N")
     assert capped.ci_text("alpha_D", ".3f") == f"≥ {lo:.3f} ({CAP_TEXT})"
+    assert capped.ci_text("alpha_D", ".3f", scale=-1) == f"≤ {-lo:.3f} ({CAP_TEXT})"
+    assert capped.contains("alpha_D", lo / 2) is False and capped.contains("alpha_D", 2 * lo) is None
     # N_c is not bounded by the cap: a large scale is just large
     big = dataclasses.replace(r, ci={**r.ci, "N_c": (1.0, 1e6)})
     assert not big.reaches_cap("N_c")

@@ -67,6 +67,16 @@ def test_the_bootstrap_resamples_sizes_and_gives_an_interval_for_the_ratio():
     nd = overfit.fit_nd(overfit.table(_grid(noise=0.005, seed=1)), bootstrap=40, seed=0)
     lo, hi = nd.ratio_ci()
     assert lo < nd.ratio < hi and nd.result.resampling == "groups"
+    assert nd.ratio_ci_text() == f"{lo:.3f}–{hi:.3f}"
+    # resamples whose α_D ends at the fitter's cap make the ratio's lower end the optimiser's: only the upper is given
+    import dataclasses
+
+    boot = nd.result.boot_params.copy()
+    boot.loc[boot.index[:5], "alpha_D"] = fit.EXPONENT_CAP
+    capped = overfit.NDFit(dataclasses.replace(nd.result, boot_params=boot,
+                                               ci={**nd.result.ci, "alpha_D": (0.05, fit.EXPONENT_CAP)}))
+    text = capped.ratio_ci_text()
+    assert text.startswith("≤ ") and "lower end not identified" in text and fit.CAP_REACHED in text
 
 
 def test_one_size_or_one_data_size_is_too_few():

@@ -323,7 +323,7 @@ def test_the_command_predicts_the_long_runs_and_keeps_them_out_of_a_ladder_predi
     assert main([*args, "--long", "--name", "long"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["scope"] == "longer" and rec["source_sizes"] == [768, 3072, 13824, 24576]
-    assert {t["N"] for t in rec["targets"]} == {3072, 13824, 24576}  # the book's long sizes whose grids are here
+    assert {t["N"] for t in rec["targets"]} == {768, 3072, 13824, 24576}  # the book's long sizes whose grids are here
     assert {round(t["tokens"], -6) for t in rec["targets"]} == {32_000_000, 64_000_000}
     assert rec["levels"]["per_decade"] == 3 and rec["levels"]["rows"]
     ladder = [*args, "--min-n", "500000", "--name", "p"]

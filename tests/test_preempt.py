@@ -187,3 +187,38 @@ def test_a_sweep_sent_sigterm_stops_its_workers_runs_and_exits_0_then_resumes(tm
     assert {rec["key"] for rec in Store(runs).records()} == {c.key for c in cfgs}
     assert all(rec["status"] == "ok" for rec in Store(runs).records())
     assert not list(ckpts.glob("*.pt"))
+
+
+def test_ctrl_c_in_a_sweep_notes_a_stop_request_and_stops_the_executor(tmp_path, monkeypatch):
+    """A KeyboardInterrupt in the main thread, while the runs train elsewhere (a thread of the inline
+    executor, a pool's workers): the request is noted for the runs to read after their step, the runs not
+    begun are cancelled, the executor is told to stop, and the interrupt goes on to the caller."""
+    from concurrent.futures import Future
+
+    from scaling_lib import runner
+    from scaling_lib.config import RunConfig
+
+    class Never:
+        def __init__(self):
+            self.futures, self.stopped = [], False
+
+        def submit(self, cfg, store, stop_at):
+            self.futures.append(Future())
+            return self.futures[-1]
+
+        def stop(self):
+            self.stopped = True
+
+        def shutdown(self):
+            pass
+
+    def interrupt(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "wait", interrupt)
+    ex = Never()
+    cfgs = [RunConfig(n_layer=1, d_model=8, seed=s) for s in (0, 1)]
+    with pytest.raises(KeyboardInterrupt):
+        run_all(cfgs, Store(tmp_path), ex, report=lambda m: None)
+    assert preempt.requested() == signal.SIGINT
+    assert ex.stopped and all(f.cancelled() for f in ex.futures)

@@ -22,6 +22,9 @@ def test_verdict_reads_the_interval():
     assert results.verdict(0.05, 0.04, 0.06, 0.076) == "differs"
     assert results.verdict(0.05, None, None, 0.076) == "no interval"
     assert results.verdict(0.05, 0.04, 0.06, None) == "no paper value"
+    assert results.verdict(2e8, 1e8, 3e8, 2.1e8, scale=True) == "other units"  # a scale is compared in the table only
+    r = results.record("x", "bs_B_star", 2e8, (1e8, 3e8), paper="B_star")
+    assert r.verdict == "other units" and results.counts([r])["other units"] == 1
 
 
 def test_record_writes_the_chapters_results_in_order_and_reads_back(fresh):
@@ -99,7 +102,8 @@ def test_glance_table_links_chapters_and_counts_verdicts(fresh):
     assert "Table 2" in table.loc[1, "paper"]
     md = results.markdown_table(table)
     assert md.splitlines()[0].startswith("| quantity |") and len(md.splitlines()) == 4
-    assert results.counts(stored) == {"agrees": 1, "differs": 1, "no interval": 0, "no paper value": 0}
+    assert results.counts(stored) == {"agrees": 1, "differs": 1, "no interval": 0, "no paper value": 0,
+                                      "other units": 0}
 
 
 def test_every_paper_value_names_its_source():
