@@ -49,9 +49,9 @@ KERNEL_MPLBACKEND = "module://matplotlib_inline.backend_inline"
 # Pages that read what the chapters stored (`scaling_lib.results`): executed after every chapter,
 # wherever the toc lists them, and again whenever any chapter is executed.
 EXECUTE_LAST = ("00_results",)
-# Chapters that read what other chapters stored (`results.load`): executed after them, and again
-# whenever one of them is.
-READS: dict[str, tuple[str, ...]] = {"14_overfitting": ("15_batch_size",)}
+# Chapters that read what other chapters stored (`results.load`; `planner.get_law("book")` reads the
+# model-size chapter's fit): executed after them, and again whenever one of them is.
+READS: dict[str, tuple[str, ...]] = {"11_budget": ("04_model_size",), "14_overfitting": ("15_batch_size",)}
 # Where a chapter's `results.record` calls write, relative to the folder of the executed notebooks.
 RESULTS_SUBDIR = "_results"
 
@@ -103,14 +103,17 @@ def is_plain_page(stem: str, root: Path | str | None = None) -> bool:
 
 
 def execution_order(stems: Sequence[str]) -> list[str]:
-    """The order to execute pages in: the toc's, with each chapter of `READS` moved after the chapters
-    it reads, and the pages of `EXECUTE_LAST` at the end."""
+    """The order to execute pages in: the toc's, with each chapter of `READS` that comes before a chapter
+    it reads moved to just after the last of them (a reader none of whose sources is run stays where it
+    is), and the pages of `EXECUTE_LAST` at the end."""
     order = [s for s in stems if s not in EXECUTE_LAST]
     for reader, sources in READS.items():
-        if reader in order:
+        if reader not in order:
+            continue
+        last = max((order.index(s) for s in sources if s in order), default=-1)
+        if last > order.index(reader):
             order.remove(reader)
-            after = [order.index(s) for s in sources if s in order]
-            order.insert(max(after) + 1 if after else len(order), reader)
+            order.insert(last, reader)  # the last source moved up one when the reader left
     return order + [s for s in stems if s in EXECUTE_LAST]
 
 

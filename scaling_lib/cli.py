@@ -180,10 +180,11 @@ def _predict(args) -> int:
     from .config import RunConfig
     from .plans import configs, is_tune_long, profile
     from .store import Store, runs_table
+    from .sweep import FINISHED
 
     store = Store(args.store) if args.store else Store()
     p = profile(args.profile)
-    recs = [r for r in store.records(args.sweep) if r["status"] in ("ok", "early_stopped")]
+    recs = [r for r in store.records(args.sweep) if r["status"] in FINISHED]
     if args.score:
         rec = predictions.load(args.score, store)
         table = runs_table(recs, budgets=True)  # every run: a long run is scored too
@@ -223,6 +224,7 @@ def _rule(args) -> int:
     from .config import RunConfig
     from .plans import configs, is_tune_long, profile
     from .store import Store, runs_table
+    from .sweep import FINISHED
 
     store = Store(args.store) if args.store else Store()
     path = store.root / tuning.RULE_FILE
@@ -231,7 +233,7 @@ def _rule(args) -> int:
                          "their rates stay on the same quarter-octave), --dry-run shows the refit")
     p = profile(args.profile)
     # the grids alone: a long run (one rate, past the grid's budgets) is no grid, and no grid run still planned
-    recs = [r for r in store.records(args.sweep) if r["status"] in ("ok", "early_stopped", "diverged")
+    recs = [r for r in store.records(args.sweep) if r["status"] in (*FINISHED, "diverged")
             and not is_tune_long(RunConfig.from_stored(r["config"]), p)]
     if not recs:
         raise ValueError(f"no stored run of the {args.sweep!r} sweep under {store.root}")

@@ -307,7 +307,9 @@ def lattice_lr(k: int) -> float:
 
 def _budget_losses(rec: dict) -> dict[int, float]:
     """A stored run's loss at each of its budgets; a diverged run or budget is the worst result."""
-    if rec["status"] not in ("ok", "early_stopped"):
+    from .sweep import FINISHED  # here: sweep imports plans
+
+    if rec["status"] not in FINISHED:
         return {b["tokens"]: math.inf for b in rec.get("budgets", [])} or {0: math.inf}
     budgets = rec.get("budgets") or [dict(tokens=rec.get("tokens", 0), val_loss=rec["final"].get("val_loss"),
                                           status=rec["status"])]

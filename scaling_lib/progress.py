@@ -2,8 +2,9 @@
 
 The book's status is counted from the store, never typed: `sweep_progress` compares each sweep's
 planned grid (`plans.configs`) with the records under `runs/`, and sizes what is left from the
-sweep's own stored runs (their wall time per unit of `plans.cost`), so the next session can be
-planned from the same table that the results page and `python -m scaling_lib progress` print.
+sweep's own stored runs that trained their whole budget (their wall time per unit of `plans.cost`),
+so the next session can be planned from the same table that the results page and
+`python -m scaling_lib progress` print.
 """
 from __future__ import annotations
 
@@ -33,26 +34,22 @@ def sweeps_of(chapter_sweeps: dict[str, tuple]) -> dict[str, list[str]]:
 
 
 def _cpu_rates(pairs) -> list[tuple[int, float]]:
-    """(N, worker-seconds per unit of `plans.cost`) of each (config, record) pair trained on a CPU."""
+    """(N, worker-seconds per unit of `plans.cost`) of each (config, record) pair that trained its whole
+    planned budget (status 'ok') on a CPU. A diverged or early-stopped run trained fewer tokens than its
+    planned cost counts, so it would read as cheap; a GPU's run would make the CPU's sizing look cheap."""
     out = []
     for cfg, rec in pairs:
         seconds, c = worker_seconds(rec), cost([cfg])
-        if seconds and c > 0 and not on_gpu(rec):
+        if rec["status"] == "ok" and seconds and c > 0 and not on_gpu(rec):
             out.append((cfg.N, seconds / c))
     return out
 
 
-def seconds_per_cost(pairs) -> float:
-    """The median worker-seconds (wall time x threads) per unit of `plans.cost` over (config, record)
-    pairs trained on a CPU; NaN without any. A GPU's runs would make the CPU's sizing look cheap."""
-    rates = [r for _, r in _cpu_rates(pairs)]
-    return median(rates) if rates else math.nan
-
-
 def hours_left(pairs, missing) -> float:
     """The worker-hours the `missing` configs should take: each at the median rate (worker-seconds per
-    unit of `plans.cost`) of the stored CPU runs of the size nearest its own (in log N), since a small
-    model runs many times slower per unit than a large one; NaN without any stored CPU run."""
+    unit of `plans.cost`) of the stored CPU runs that finished their budget, of the size nearest its own
+    (in log N), since a small model runs many times slower per unit than a large one; 0 without any
+    `missing`, NaN without any such stored run."""
     rates = _cpu_rates(pairs)
     if not missing:
         return 0.0
@@ -78,8 +75,8 @@ def sweep_progress(chapter_sweeps: dict[str, tuple], profile: str = "book", stor
     - the finished runs a lent GPU stored under the 'gpu' profile (outside 'smoke'; the chapters read
       them beside the CPU's);
     - the CPU worker-hours the stored runs took (`pages.run_hours`);
-    - the worker-hours left, each planned run at the median rate of the sweep's own stored runs of
-      the nearest size (`hours_left`; NaN while none is stored).
+    - the worker-hours left, each planned run at the median rate of the sweep's own stored CPU runs
+      that finished their budget, of the nearest size (`hours_left`; NaN while none is stored).
     A sweep whose grid grows from its results (the learning-rate edges, the batch grid) counts only
     what is planned so far; a sweep that cannot be planned yet says why in `note`. With
     `checkpoints`, a column counts the missing runs that hold a checkpoint on this machine."""

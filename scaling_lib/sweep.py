@@ -118,7 +118,7 @@ def finished_or_why(name: str, profile_name: str, store: Store | None = None, *,
 
 
 def load_by_machine(name: str, profile_name: str, *, min_sizes: int = 1,
-                    status: tuple[str, ...] = ("ok", "early_stopped"),
+                    status: tuple[str, ...] = FINISHED,
                     overrides: dict | None = None) -> tuple[dict[str, list[dict]], list[RunConfig]]:
     """A sweep's finished runs by the machine that trained them: {"CPU": [...], "GPU": [...]}.
 

@@ -135,13 +135,15 @@ def spanning_levels(adj: pd.DataFrame, column: str, n: int = 4, *, min_runs: int
     return np.geomspace(lo, hi, n) if hi > lo else np.array([])
 
 
-def reach_targets(adj: pd.DataFrame, n: int = 4, *, min_runs: int = 3) -> np.ndarray:
-    """`n` loss targets for Fig. 19 (the losses whose steps to reach it are read), evenly spaced from the loss every run's curve reaches (the highest
-    final loss, with a 1% margin) down to the lowest that `min_runs` runs reach."""
+def reach_targets(adj: pd.DataFrame, n: int = 4, *, min_runs: int = 3, margin: float = 0.01) -> np.ndarray:
+    """`n` loss targets for Fig. 19 (the losses whose steps to reach them are read), evenly spaced from a
+    loss every run's curve reaches (the highest of the runs' lowest losses, raised by the fraction
+    `margin`) down to the lowest that `min_runs` runs reach (the `min_runs`-th lowest of the runs' lowest
+    losses); empty with fewer than `min_runs` runs."""
     best = np.sort(adj.groupby("key")["val_loss"].min().to_numpy())
     if len(best) < min_runs:
         return np.array([])
-    hi, lo = best[-1] * 1.01, best[min_runs - 1]
+    hi, lo = best[-1] * (1 + margin), best[min_runs - 1]
     return np.linspace(hi, lo, n) if hi > lo else np.array([])
 
 

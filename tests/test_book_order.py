@@ -39,7 +39,7 @@ def test_executing_one_chapter_executes_the_results_page_after_it(monkeypatch, t
     monkeypatch.setattr(book, "ensure_mathjax", lambda base: None)
     monkeypatch.setattr(book, "_run_jupyter_book", lambda base: None)
     book.build("book", chapters=["04_model_size"])
-    assert ran == ["04_model_size", "00_results"]
+    assert ran == ["04_model_size", "11_budget", "00_results"]  # 11_budget reads 04_model_size's fit
 
 
 def test_a_chapter_that_reads_another_runs_after_it_and_again_with_it(monkeypatch):
@@ -47,20 +47,30 @@ def test_a_chapter_that_reads_another_runs_after_it_and_again_with_it(monkeypatc
     toc = ["00_results", "14_overfitting", "15_batch_size", "16_allocation"]
     assert book.execution_order(toc) == ["15_batch_size", "14_overfitting", "16_allocation", "00_results"]
     assert book.execution_order(["14_overfitting"]) == ["14_overfitting"]  # its source not run: it stays
+    assert book.execution_order(["14_overfitting", "16_allocation"]) == ["14_overfitting", "16_allocation"]
+    assert book.execution_order(["15_batch_size", "16_allocation", "14_overfitting"]) == \
+        ["15_batch_size", "16_allocation", "14_overfitting"]  # already after its source: not moved up
     assert book.with_readers(["15_batch_size"]) == {"15_batch_size", "14_overfitting"}
     assert book.with_readers(["16_allocation"]) == {"16_allocation"}
 
 
 def test_every_chapter_that_reads_another_is_declared():
-    """A chapter calling results.load on another chapter's results is listed in book.READS."""
+    """A chapter calling results.load on another chapter's results, or planner.get_law("book") (which reads
+    the model-size chapter's stored fit), is listed in book.READS as reading that chapter."""
     import re
+
+    from scaling_lib import planner
 
     found = set()
     for path in (book._root(None) / "notebooks").glob("*.md"):
         stem = path.stem
         if stem in book.EXECUTE_LAST:
             continue
-        read = set(re.findall(r'\.chapter == "(\w+)"', path.read_text(encoding="utf-8")))
+        text = path.read_text(encoding="utf-8")
+        read = set(re.findall(r'\.chapter == "(\w+)"', text))
+        if re.search(r"""get_law\(\s*["']book["']\s*\)""", text):
+            read.add(planner.BOOK_CHAPTER)
         assert read <= set(book.READS.get(stem, ())), (stem, read)
-        found |= read
-    assert found >= {"15_batch_size"}  # the pattern finds the overfitting chapter's read
+        found |= {(stem, s) for s in read}
+    # the patterns find the overfitting chapter's read and the budget chapter's law
+    assert found >= {("14_overfitting", "15_batch_size"), ("11_budget", "04_model_size")}

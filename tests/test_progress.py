@@ -73,7 +73,23 @@ def test_gpu_runs_do_not_size_the_cpu_work():
     cfg = configs("ladder", "smoke", Store("/nonexistent"))[0]
     gpu = fake_record(cfg)
     gpu["provenance"].update(device="cuda:0", wall_time_s=1.0)
-    assert math.isnan(progress.seconds_per_cost([(cfg, gpu)]))
+    assert math.isnan(progress.hours_left([(cfg, gpu)], [cfg.replace(seed=7)]))
+
+
+@pytest.mark.parametrize("status", ["diverged", "early_stopped"])
+def test_a_run_that_stopped_short_of_its_budget_does_not_make_the_rest_look_cheap(status):
+    cfg = configs("ladder", "smoke", Store("/nonexistent"))[0]
+    done = fake_record(cfg)
+    done["provenance"].update(wall_time_s=4e-5 * cost([cfg]), threads=1)
+    short = fake_record(cfg.replace(seed=1), status=status)  # stopped a tenth of the way in
+    short.update(tokens=cfg.tokens // 10, steps=cfg.steps // 10,
+                 diverged_at_step=cfg.steps // 10 if status == "diverged" else None)
+    short["provenance"].update(wall_time_s=4e-5 * cost([cfg]) / 10, threads=1)
+    missing = [cfg.replace(seed=7)]
+    want = 4e-5 * cost(missing) / 3600
+    pairs = [(cfg, done), (cfg.replace(seed=1), short)]
+    assert progress.hours_left(pairs, missing) == pytest.approx(want)
+    assert math.isnan(progress.hours_left(pairs[1:], missing))  # nothing that trained its budget to size by
 
 
 def test_a_sweep_waiting_for_the_rule_says_so(tmp_path, monkeypatch):

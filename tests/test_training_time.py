@@ -136,6 +136,11 @@ def test_levels_and_targets_are_passed_by_enough_runs():
             assert ((span["min"] <= lv * (1 + 1e-9)) & (span["max"] >= lv * (1 - 1e-9))).sum() >= 3
     targets = training_time.reach_targets(adj, 4)
     assert len(targets) == 4 and np.all(np.diff(targets) < 0)
+    lowest = np.sort(adj.groupby("key")["val_loss"].min().to_numpy())  # each run's lowest loss
+    assert targets[0] == pytest.approx(lowest[-1] * 1.01) and targets[-1] == pytest.approx(lowest[2])
+    wider = training_time.reach_targets(adj, 4, min_runs=2, margin=0.05)
+    assert wider[0] == pytest.approx(lowest[-1] * 1.05) and wider[-1] == pytest.approx(lowest[1])
+    assert len(training_time.reach_targets(adj, 4, min_runs=len(lowest) + 1)) == 0
     reached = training_time.steps_to_loss(adj, targets, B_STAR, ALPHA_B).dropna()
     assert reached.groupby("target").size().min() >= 3
     assert len(training_time.spanning_levels(adj[adj["N"] == 3e3], "S_min")) == 0  # one run: no levels
