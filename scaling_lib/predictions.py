@@ -447,8 +447,8 @@ def _as_predicted(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFra
 def score_levels(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
     """The predicted vertices beside those measured on the slices cut as the prediction cut them (`_as_predicted`),
     once every target is stored; before, the measured columns are NaN and None: the table the prediction saw,
-    with its targets' points at the budgets it predicted. Columns: C, N_opt_now, N_opt (predicted), N_opt_lo, N_opt_hi, edge (predicted), N_opt_measured,
-    edge_measured, inside (the measured vertex within the predicted range; None without both)."""
+    with its targets' points at the budgets it predicted. Columns: C, N_opt_now, N_opt (predicted), N_opt_lo,
+    N_opt_hi, edge (predicted), N_opt_measured, edge_measured, inside (the measured vertex within the predicted range; None without both)."""
     lv = prediction.get("levels")
     if not lv:
         raise PredictionError(f"prediction {prediction.get('name')!r} files no levels")
