@@ -160,6 +160,18 @@ def data_needed_coefficient_ci(nd: NDFit, delta: float = DELTA) -> tuple[float, 
     return _boot_interval(nd.result, lambda boot: [_coefficient(row, delta) for _, row in boot.iterrows()])
 
 
+def data_needed_coefficient_text(nd: NDFit, delta: float = DELTA, fmt: str = ".3g") -> str:
+    """k as text with its 95% interval: "k (95% interval lo–hi)"; k alone without a bootstrap; and no
+    interval where α_N's or α_D's reaches the fitter's cap (`fit.EXPONENT_CAP`), since k depends on both
+    and those resamples' k is then the optimiser's."""
+    k = f"{data_needed_coefficient(nd, delta):{fmt}}"
+    capped = [name for name in ("alpha_N", "alpha_D") if nd.result.reaches_cap(name)]
+    if capped:
+        return f"{k} (no interval: {' and '.join(capped)} {fitting.CAP_REACHED})"
+    lo, hi = data_needed_coefficient_ci(nd, delta)
+    return f"{k} (95% interval {fitting.interval_text(lo, hi, fmt)})" if math.isfinite(lo) else k
+
+
 def stop_bound(excess, S_c: float, alpha_S: float) -> np.ndarray:
     """The lower bound on the early-stopping step, S_c / [L(N, D) − L(N, ∞)]^(1/α_S), at an excess
     loss L(N, D) − L(N, ∞); NaN where the excess is not positive. Kaplan et al. 2020, Eq. 5.7."""

@@ -278,8 +278,10 @@ def per_position(df: pd.DataFrame, *, ax=None, style: str | None = "family") -> 
 def against_paper(rows: pd.DataFrame, *, ax=None) -> Figure:
     """Each measured value over the paper's, with its 95% interval, against the line of agreement (1).
 
-    `rows` has columns label, value, lo, hi, paper_value (lo/hi NaN where there is no interval);
-    rows without a paper value are left out. An empty table draws an empty, labelled axis.
+    `rows` has columns label, value, lo, hi, paper_value (lo/hi NaN where there is no interval; one of them NaN
+    where the interval has one end only, as when an exponent's reaches the fitter's cap: it is drawn from that end
+    through the value to an arrow on the open side); rows without a paper value are left out. An empty table draws
+    an empty, labelled axis.
     """
     with _style():
         fig, ax = _axes(ax, size=(7.5, max(2.5, 0.38 * len(rows) + 1.2)))
@@ -290,9 +292,14 @@ def against_paper(rows: pd.DataFrame, *, ax=None) -> Figure:
             lo = (ok["lo"] / ok["paper_value"]).to_numpy(float)
             hi = (ok["hi"] / ok["paper_value"]).to_numpy(float)
             has = np.isfinite(lo) & np.isfinite(hi)
+            one = np.isfinite(lo) ^ np.isfinite(hi)
             ax.errorbar(ratio[has], y[has], xerr=np.vstack([ratio[has] - lo[has], hi[has] - ratio[has]]), fmt="o",
                         color="C0", capsize=3, label="book, 95% interval")
-            ax.scatter(ratio[~has], y[~has], marker="x", color="C1", zorder=3, label="book, no interval")
+            if one.any():
+                _one_sided(ax, ratio[one], y[one], np.where(np.isfinite(lo), lo, hi)[one],
+                           open_up=(np.isfinite(lo) == (ok["paper_value"].to_numpy(float) > 0))[one])
+            none = ~has & ~one
+            ax.scatter(ratio[none], y[none], marker="x", color="C1", zorder=3, label="book, no interval")
             ax.set_yticks(y, ok["label"])
             ax.legend(fontsize="small", loc="lower right")
         else:
@@ -301,6 +308,18 @@ def against_paper(rows: pd.DataFrame, *, ax=None) -> Figure:
         ax.axvline(1.0, color="grey", ls="--", lw=1)
         ax.set(xlabel="book's value / paper's value (1 = the paper's)")
     return fig
+
+
+def _one_sided(ax, x, y, end, open_up) -> None:
+    """Intervals with one end: a bar from `end` through the value `x`, ending in an arrow on the open side
+    (towards larger x where `open_up`), as long again as end-to-value or a tenth of the drawn range."""
+    span = np.ptp(np.concatenate([x, end])) if len(x) > 1 else 0.0
+    ax.scatter(x, y, marker="o", color="C2", zorder=3, label="book, one end only (arrow: open side)")
+    for xi, yi, e, up in zip(x, y, end, open_up):
+        reach = max(abs(xi - e), 0.1 * span, 0.05 * max(abs(xi), 1e-12))
+        tip = (max(xi, e) + reach) if up else (min(xi, e) - reach)
+        ax.plot([e, e], [yi - 0.15, yi + 0.15], color="C2", lw=1)
+        ax.annotate("", xy=(tip, yi), xytext=(e, yi), arrowprops=dict(arrowstyle="->", color="C2", lw=1.2))
 
 
 def isoflop_profiles(slices: pd.DataFrame, optima: pd.DataFrame | None = None, *, ax=None) -> Figure:

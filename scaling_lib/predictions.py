@@ -163,8 +163,7 @@ def summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
     text = f"{sc.groupby(['N', 'tokens']).ngroups} of its {total} losses measured: " + "; ".join(laws) + "."
     if prediction.get("levels"):
         lv = score_levels(prediction, table)
-        moved = pd.Series([r["sizes"] != r["sizes_now"] for r in prediction["levels"]["rows"]], index=lv.index)
-        lv = lv[moved & lv["edge_measured"].notna()]  # measured once every target is stored
+        lv = lv[lv["moved"] & lv["edge_measured"].notna()]  # measured once every target is stored
         ranged = lv[lv["inside"].notna()]  # a level has no range where a target's interval is missing
         if len(lv):
             inside = int(ranged["inside"].sum())
@@ -448,7 +447,8 @@ def score_levels(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFram
     """The predicted vertices beside those measured on the slices cut as the prediction cut them (`_as_predicted`),
     once every target is stored; before, the measured columns are NaN and None: the table the prediction saw,
     with its targets' points at the budgets it predicted. Columns: C, N_opt_now, N_opt (predicted), N_opt_lo,
-    N_opt_hi, edge (predicted), N_opt_measured, edge_measured, inside (the measured vertex within the predicted range; None without both)."""
+    N_opt_hi, edge (predicted), N_opt_measured, edge_measured, inside (the measured vertex within the predicted
+    range; None without both), moved (the prediction has the long runs change the level's sizes)."""
     lv = prediction.get("levels")
     if not lv:
         raise PredictionError(f"prediction {prediction.get('name')!r} files no levels")
@@ -463,5 +463,6 @@ def score_levels(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFram
         inside = (None if m is None or r["N_opt_lo"] is None else bool(r["N_opt_lo"] <= n <= r["N_opt_hi"]))
         rows.append(dict(C=r["C"], N_opt_now=r["N_opt_now"], N_opt=r["N_opt"], N_opt_lo=r["N_opt_lo"],
                          N_opt_hi=r["N_opt_hi"], edge=r["edge"], N_opt_measured=n,
-                         edge_measured=bool(m["edge"]) if m is not None else None, inside=inside))
+                         edge_measured=bool(m["edge"]) if m is not None else None, inside=inside,
+                         moved=r["sizes"] != r["sizes_now"]))
     return pd.DataFrame(rows)

@@ -104,6 +104,19 @@ def test_the_data_coefficient_has_an_interval_from_the_bootstrap():
     assert np.isnan(overfit.data_needed_coefficient_ci(overfit.fit_nd(overfit.table(_grid())))[0])
 
 
+def test_the_data_coefficient_text_gives_the_interval_or_says_why_there_is_none():
+    import dataclasses
+
+    nd = overfit.fit_nd(overfit.table(_grid(noise=0.005, seed=1)), bootstrap=40, seed=0)
+    k = overfit.data_needed_coefficient(nd)
+    lo, hi = overfit.data_needed_coefficient_ci(nd)
+    assert overfit.data_needed_coefficient_text(nd) == f"{k:.3g} (95% interval {lo:.3g}–{hi:.3g})"
+    assert overfit.data_needed_coefficient_text(overfit.fit_nd(overfit.table(_grid()))).count("(") == 0  # no bootstrap
+    capped = dataclasses.replace(nd.result, ci={**nd.result.ci, "alpha_N": (0.05, fit.EXPONENT_CAP)})
+    text = overfit.data_needed_coefficient_text(overfit.NDFit(capped))
+    assert text.startswith(f"{k:.3g} (no interval: alpha_N ") and fit.CAP_REACHED in text
+
+
 def _stopped_grid():
     """The exact grid, the whole-split runs having run out their budget instead of stopping early."""
     recs = _grid()

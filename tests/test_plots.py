@@ -93,6 +93,13 @@ def test_against_paper_draws_ratios_with_intervals_and_skips_rows_without_a_pape
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
     assert ax.get_legend() is not None
+    # an interval with a lower end only (an exponent's at the fitter's cap) draws an arrow towards larger ratios
+    one = pd.DataFrame(dict(label=["capped", "capped, paper negative"], value=[0.2, -0.2], lo=[0.15, -0.25],
+                            hi=[np.nan, np.nan], paper_value=[0.1, -0.1]))
+    ax = plots.against_paper(one).axes[0]
+    arrows = [(a.xy[0], a.xyann[0]) for a in ax.texts]
+    assert len(arrows) == 2 and arrows[0][0] > arrows[0][1] and arrows[1][0] < arrows[1][1]
+    assert any("one end only" in t.get_text() for t in ax.get_legend().get_texts())
     empty = plots.against_paper(rows.iloc[:0])
     assert "no results" in empty.axes[0].texts[0].get_text()
 

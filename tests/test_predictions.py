@@ -248,6 +248,7 @@ def test_the_longer_runs_move_a_vertex_off_its_small_edge_as_predicted_and_are_s
     for name, (k, n) in inside.iterrows():
         assert f"{name} {k} of {n} inside" in text
     moved = sum(r["sizes"] != r["sizes_now"] for r in rec["levels"]["rows"])
+    assert after["moved"].sum() == moved and bool(row["moved"])  # the top level reached is one the long runs move
     assert f"Of the {moved} levels whose sizes the long runs change" in text
     ladder = predictions.predict_ladder("ladder", ladder_table(), targets(), store=Store(tmp_path), bootstrap=0)
     assert predictions.scope(ladder) == "larger" and "scope" not in ladder
