@@ -195,8 +195,8 @@ def _predict(args) -> int:
         else:
             print(predictions.score(rec, table).to_json(orient="records", indent=1))
         return 0
-    if not args.name or (args.min_n is None and not args.long):
-        raise ValueError("predict needs --name and --min-n or --long (or --score NAME)")
+    if not args.name or sum((args.min_n is not None, args.long, args.between is not None)) != 1:
+        raise ValueError("predict needs --name and one of --min-n, --long or --between (or --score NAME)")
     # the fits read the tuned grids: a long run is no grid run (nor a point of the grid's budgets)
     table = runs_table([r for r in recs if not is_tune_long(RunConfig.from_stored(r["config"]), p)], budgets=True)
     if args.source_max_n is not None:  # fit only on these sizes (e.g. the finished grids: see `rule --dry-run`)
@@ -211,6 +211,19 @@ def _predict(args) -> int:
         rec = predictions.predict_longer(args.name, table, targets, store=store, bootstrap=args.bootstrap,
                                          seed=args.seed, commit=head, save=not args.dry_run,
                                          levels=dict(per_decade=args.per_decade, min_sizes=args.min_sizes))
+    elif args.between is not None:
+        sizes = {int(float(n)) for n in args.between.split(",") if n.strip()}
+        targets = [c for c in planned if c.N in sizes and not is_tune_long(c, p)]
+        if {c.N for c in targets} != sizes:
+            raise ValueError(f"--between: no planned run of the {args.sweep!r} sweep ({args.profile}) at N = "
+                             f"{', '.join(f'{n:,}' for n in sorted(sizes - {c.N for c in targets}))}; the sizes "
+                             "must be in the profile's ladder (e.g. tune_ladder)")
+        # the slices are the chapter's: the long runs included
+        slices = runs_table(recs, budgets=True)
+        rec = predictions.predict_ladder(args.name, table, targets, store=store, bootstrap=args.bootstrap,
+                                         seed=args.seed, commit=head, save=not args.dry_run, between=True,
+                                         levels=dict(per_decade=args.per_decade, min_sizes=args.min_sizes),
+                                         slices=slices)
     else:
         targets = predictions.targets_of([c for c in planned if not is_tune_long(c, p)], args.min_n)
         rec = predictions.predict_ladder(args.name, table, targets, store=store, bootstrap=args.bootstrap,
@@ -409,8 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long", action="store_true", help="predict the long runs of the tuned ladder (trained past the "
                    "grid's budgets, `tune_long_sizes`) from their own sizes' grids, and where the Kaplan-or-Chinchilla "
                    "chapter's IsoFLOP vertices move once they land")
-    p.add_argument("--per-decade", type=int, default=3, help="with --long: IsoFLOP levels a decade (the chapter's 3)")
-    p.add_argument("--min-sizes", type=int, default=3, help="with --long: sizes a level needs (the chapter's 3)")
+    p.add_argument("--between", metavar="N,N,...", help="predict new sizes of the ladder inside the stored range "
+                   "(non-embedding parameters, e.g. 1536,6144) from every other stored size, and where the IsoFLOP "
+                   "vertices move once they land")
+    p.add_argument("--per-decade", type=int, default=3, help="with --long or --between: IsoFLOP levels a decade (the "
+                   "chapter's 3)")
+    p.add_argument("--min-sizes", type=int, default=3, help="with --long or --between: sizes a level needs (the "
+                   "chapter's 3)")
     p.add_argument("--dry-run", action="store_true", help="print the prediction without filing it")
     p.add_argument("--score", metavar="NAME", help="score a filed prediction against the stored runs")
     p.add_argument("--store")

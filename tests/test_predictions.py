@@ -115,7 +115,7 @@ def test_the_command_scores_a_filed_prediction_and_asks_for_what_it_lacks(tmp_pa
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 9 and all(r["measured"] is None and r["seeds"] == 0 for r in rows)  # nothing trained yet
     assert main(["predict", "tune", "--store", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == "error: predict needs --name and --min-n or --long (or --score NAME)"
+    assert capsys.readouterr().err.strip() == "error: predict needs --name and one of --min-n, --long or --between (or --score NAME)"
     assert main(["predict", "tune", "--score", "nothing", "--store", str(tmp_path)]) == 2
     assert "no prediction 'nothing'" in capsys.readouterr().err
 
@@ -358,3 +358,63 @@ def test_a_second_long_prediction_leaves_the_runs_a_filed_one_predicts(tmp_path,
     assert {t["N"] for t in second["targets"]} == {24576}  # 13.8k is the first prediction's
     assert main([*args, "--name", "third"]) == 2
     assert "no target" in capsys.readouterr().err
+
+
+# --- new sizes between stored ones ---------------------------------------------------------------------
+def between_targets(n_layer=2, d_model=16):
+    base = RunConfig(sweep="tune", n_layer=n_layer, d_model=d_model, tokens=16_000_000, schedule="wsd",
+                     budgets=(250_000, 500_000, 1_000_000, 2_000_000, 4_000_000, 8_000_000))
+    return [base.replace(lr=lr) for lr in (0.005, 0.01, 0.02)]
+
+
+def test_a_prediction_between_sizes_interpolates_and_files_the_levels_it_moves(tmp_path):
+    store = Store(tmp_path)
+    cfgs = between_targets()  # N = 6,144, between 3,072 and 13,824
+    rec = predictions.predict_ladder("mid", grid_table(), cfgs, store=store, bootstrap=20, between=True,
+                                     levels=dict(per_decade=3, min_sizes=3))
+    assert predictions.scope(rec) == "between" and rec["scope"] == "between"
+    assert rec["source_sizes"] == sorted(RunConfig(n_layer=L, d_model=d).N for L, d in SHAPES)  # both sides
+    assert {t["N"] for t in rec["targets"]} == {6144} and len(rec["targets"]) == len(DOUBLINGS)
+    assert all(t["keys"] == sorted(c.key for c in cfgs) for t in rec["targets"])  # every rate of the grid
+    for t in rec["targets"]:  # the joint laws interpolate a size close to the truth at every budget
+        assert abs(t["predicted"]["chinchilla"] / law(6144, t["tokens"]) - 1) < 0.01
+        lo, hi = t["ci"]["kaplan-nd"]
+        assert lo <= t["predicted"]["kaplan-nd"] <= hi
+    lv = rec["levels"]
+    assert lv["law"] == predictions.BETWEEN_LEVELS_LAW and lv["rows"]
+    moved = [r for r in lv["rows"] if r["sizes"] != r["sizes_now"]]
+    # the new size joins levels, or makes one that had too few sizes (sizes_now empty)
+    assert moved and all(6144 in r["sizes"] and (not r["sizes_now"] or set(r["sizes"]) - set(r["sizes_now"]) == {6144})
+                         for r in moved)
+    assert all(r["corners"] == 2 for r in moved)  # one new size, at either end of its interval
+    # scored once the grid lands: the moved levels' vertices are measured, the summary names the new sizes
+    assert predictions.score_levels(rec, grid_table())["N_opt_measured"].isna().all()
+    landed = pd.concat([grid_table(), grid_table(shapes=(), extra=[(c, law) for c in cfgs])], ignore_index=True)
+    scored = predictions.score_levels(rec, landed)
+    assert scored.loc[scored["moved"], "N_opt_measured"].notna().all()
+    assert "levels whose sizes the new sizes change" in predictions.summary(rec, landed)
+
+
+def test_a_prediction_between_sizes_needs_a_stored_size_on_either_side(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(predictions.PredictionError, match="no stored size on one side"):  # 192: below 768
+        predictions.predict_ladder("low", grid_table(), between_targets(1, 4), store=store, bootstrap=0, between=True)
+    with pytest.raises(predictions.PredictionError, match="levels are filed"):  # a ladder prediction files none
+        predictions.predict_ladder("top", ladder_table(), targets(), store=store, bootstrap=0,
+                                   levels=dict(per_decade=3, min_sizes=3))
+    assert predictions.load_all(store) == []
+
+
+def test_the_command_predicts_planned_sizes_between_stored_ones(tmp_path, capsys):
+    from scaling_lib.cli import main
+
+    _copy_grids(tmp_path)  # 768, 3,072, 13,824 and 24,576
+    args = ["predict", "tune", "--store", str(tmp_path), "--bootstrap", "0", "--dry-run", "--name", "mid"]
+    assert main([*args, "--between", "6144"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["scope"] == "between" and {t["N"] for t in rec["targets"]} == {6144}
+    assert rec["source_sizes"] == [768, 3072, 13824, 24576] and rec["levels"]["rows"]
+    assert main([*args, "--between", "5000"]) == 2  # not a planned size
+    assert "no planned run" in capsys.readouterr().err
+    assert main([*args, "--between", "6144", "--long"]) == 2
+    assert "one of --min-n, --long or --between" in capsys.readouterr().err
