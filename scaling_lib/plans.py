@@ -402,6 +402,37 @@ def sweep_tune(p: dict, store: Store) -> list[RunConfig]:
     return sorted(cfgs, key=lambda c: (c.N, c.seed, c.lr, c.tokens))
 
 
+def _tune_foreseen(p: dict, store: Store) -> list[RunConfig]:
+    """The runs `sweep_tune` plans once a size's grid is finished, at every size whose grid is not: the extra
+    seeds, and the long run where the size has one, at the grid's centre rate (the best where no edge wins)."""
+    out = []
+    for n_layer, d_model in p["tune_ladder"]:
+        base = _base(p, "tune", n_layer=n_layer, d_model=d_model, tokens=p["tune_tokens"],
+                     budgets=p["tune_budgets"], schedule="wsd").replace(eval_version=p["tune_eval_version"])
+        grid, best = _tuned_grid(base, store)
+        if best is None:
+            centre = grid[len(grid) // 2]
+            out += [centre.replace(seed=s) for s in p["tune_seeds"] if s != centre.seed]
+            if (n_layer, d_model) in p["tune_long_sizes"]:
+                out.append(tune_long_run(centre, p))
+    return out
+
+
+# the sweeps whose plan grows from their results in a way that can be foreseen: what they will add
+FORESEEN: dict[str, SweepFn] = {"tune": _tune_foreseen}
+
+
+def foreseen(name: str, profile_name: str, store: Store | None = None,
+             overrides: dict | None = None) -> list[RunConfig]:
+    """The runs a sweep will plan once the runs planned now land, where that can be told in advance (the tuned
+    ladder's seeds and long runs at a size whose grid is unfinished, taken at the grid's centre rate); empty
+    for the sweeps that plan everything at once, or whose growth cannot be told (a grid that grows past a
+    winning edge adds rates no one can foresee). `overrides` as for `configs`."""
+    if name not in FORESEEN:
+        return []
+    return FORESEEN[name](profile(profile_name, overrides), store or Store())
+
+
 @sweep
 def sweep_data(p: dict, store: Store) -> list[RunConfig]:
     """L(D): one large model on nested subsets of the training split, early-stopped (Kaplan §3.1)."""

@@ -14,12 +14,12 @@ from statistics import median
 import pandas as pd
 
 from .pages import on_gpu, run_hours, worker_seconds
-from .plans import MissingRule, configs, cost
+from .plans import MissingRule, configs, cost, foreseen
 from .store import Store
 from .sweep import FINISHED
 
-COLUMNS = ["sweep", "chapters", "stored", "not_finished", "planned_left", "gpu_stored", "cpu_hours", "hours_left",
-           "note"]
+COLUMNS = ["sweep", "chapters", "stored", "not_finished", "planned_left", "foreseen", "gpu_stored", "cpu_hours",
+           "hours_left", "note"]
 
 
 def sweeps_of(chapter_sweeps: dict[str, tuple]) -> dict[str, list[str]]:
@@ -72,20 +72,22 @@ def sweep_progress(chapter_sweeps: dict[str, tuple], profile: str = "book", stor
     - the chapters that read it;
     - the finished runs stored, and the stored runs that did not finish (diverged, failed);
     - the planned runs not stored yet;
+    - the runs the sweep will plan once those land, where that can be foreseen (`plans.foreseen`: the tuned
+      ladder's seeds and long runs at a size whose grid is unfinished);
     - the finished runs a lent GPU stored under the 'gpu' profile (outside 'smoke'; the chapters read
       them beside the CPU's);
     - the CPU worker-hours the stored runs took (`pages.run_hours`);
-    - the worker-hours left, each planned run at the median rate of the sweep's own stored CPU runs
-      that finished their budget, of the nearest size (`hours_left`; NaN while none is stored).
-    A sweep whose grid grows from its results (the learning-rate edges, the batch grid) counts only
-    what is planned so far; a sweep that cannot be planned yet says why in `note`. With
+    - the worker-hours left, each planned or foreseen run at the median rate of the sweep's own stored CPU
+      runs that finished their budget, of the nearest size (`hours_left`; NaN while none is stored).
+    A sweep whose grid grows from its results past what can be foreseen (the learning-rate edges, the batch
+    grid) counts only what is planned so far; a sweep that cannot be planned yet says why in `note`. With
     `checkpoints`, a column counts the missing runs that hold a checkpoint on this machine."""
     from .data import read_progress
 
     store = store or Store()
     rows = []
     for name, chapters in sweeps_of(chapter_sweeps).items():
-        row = dict(sweep=name, chapters=", ".join(chapters), stored=0, not_finished=0, planned_left=0,
+        row = dict(sweep=name, chapters=", ".join(chapters), stored=0, not_finished=0, planned_left=0, foreseen=0,
                    gpu_stored=0, cpu_hours=0.0, hours_left=math.nan, note="")
         try:
             cfgs = list(dict.fromkeys(configs(name, profile, store)))
@@ -98,8 +100,10 @@ def sweep_progress(chapter_sweeps: dict[str, tuple], profile: str = "book", stor
         row["stored"] = sum(r["status"] in FINISHED for _, r in pairs)
         row["not_finished"] = len(pairs) - row["stored"]
         row["planned_left"] = len(missing)
+        later = [c for c in foreseen(name, profile, store) if not store.has(c)]
+        row["foreseen"] = len(later)
         row["cpu_hours"] = run_hours([r for _, r in pairs])["cpu_hours"]
-        row["hours_left"] = hours_left(pairs, missing)
+        row["hours_left"] = hours_left(pairs, missing + later)
         if profile != "smoke":  # a lent GPU's runs, planned under their own profile, join the chapters
             try:
                 gpu = [store.load(c) for c in dict.fromkeys(configs(name, "gpu", store)) if store.has(c)]

@@ -51,6 +51,23 @@ def test_the_tuned_grid_grows_at_a_winning_edge_then_adds_seeds_at_the_best(tmp_
     assert [c.lr for c in seeds] == [best] and {c.seed for c in seeds} == set(plans.PROFILES["smoke"]["tune_seeds"]) - {0}
 
 
+def test_the_tuned_ladder_foresees_its_seeds_until_a_grid_is_finished(tmp_path, runs_env):
+    s = Store(tmp_path)
+    seeds = set(plans.PROFILES["smoke"]["tune_seeds"]) - {0}
+    before = plans.foreseen("tune", "smoke", s)
+    sizes = {(c.n_layer, c.d_model) for c in before}
+    assert sizes == set(plans.PROFILES["smoke"]["tune_ladder"]) and {c.seed for c in before} == seeds
+    grid = [c for c in configs("tune", "smoke", s) if c.d_model == 8]
+    centre = sorted(c.lr for c in grid)[1]
+    assert {c.lr for c in before if c.d_model == 8} == {centre}  # at the grid's centre rate
+    _store_losses(s, grid, lambda lr: abs(math.log(lr / centre)))  # the centre wins: the grid is finished
+    after = plans.foreseen("tune", "smoke", s)
+    assert {c.d_model for c in after} == {16}  # 8's seeds are planned now, not foreseen
+    planned = [c for c in configs("tune", "smoke", s) if c.d_model == 8 and c.seed != 0]
+    assert {c.key for c in planned} == {c.key for c in before if c.d_model == 8}  # and they are the ones foreseen
+    assert plans.foreseen("ladder", "smoke", s) == []  # a sweep planned at once foresees nothing
+
+
 def test_the_lattice_is_shared_by_every_size():
     assert lattice_lr(0) == 0.01 and lattice_lr(-2) == 0.0025 and lattice_lr(3) == 0.08
 

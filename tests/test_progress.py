@@ -39,6 +39,7 @@ def test_progress_counts_stored_and_left_and_sizes_the_rest_from_the_stored_rate
     assert row.chapters == "02_learning_curves, 04_model_size"
     assert row.cpu_hours == pytest.approx(3e-5 * cost(ladder[:2]) / 3600)
     assert row.hours_left == pytest.approx(3e-5 * cost(ladder[2:]) / 3600)
+    assert row.foreseen == 0  # the ladder plans every run at once
     lr = table.loc["lr"]  # nothing stored: nothing to size the rest by
     assert lr.stored == 0 and lr.planned_left == len(set(configs("lr", "smoke", store)))
     assert math.isnan(lr.hours_left)
@@ -108,3 +109,12 @@ def test_a_lent_gpus_runs_are_counted_beside_the_cpus(tmp_path):
     row = progress.sweep_progress(chapters, "cpu", store).iloc[0]
     assert (row.stored, row.gpu_stored) == (0, 1)
     assert progress.sweep_progress(chapters, "smoke", store).iloc[0].gpu_stored == 0  # smoke never reads them
+
+
+def test_the_runs_a_sweep_will_plan_are_counted_and_sized_with_the_rest(tmp_path):
+    store = Store(tmp_path)
+    tune = _store_some(store, "tune", 1, seconds_per_cost=3e-5)
+    row = progress.sweep_progress({"04_model_size": (("tune", None),)}, "smoke", store).iloc[0]
+    later = plans.foreseen("tune", "smoke", store)
+    assert row.foreseen == len(later) > 0 and row.planned_left == len(tune) - 1
+    assert row.hours_left == pytest.approx(3e-5 * cost(tune[1:] + later) / 3600)
