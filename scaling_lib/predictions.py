@@ -458,7 +458,10 @@ def _as_predicted(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFra
     prediction between sizes cuts its slices from the long runs too). The best rate at each (N, tokens) averages the seeds
     (`tuning.best_rates`), so a seed stored later, or one left out, could move a vertex the targets never reach.
     Of the targets, only the budgets predicted are read: their branches at the grid's budgets were not predicted.
-    Sizes outside the prediction's `source_sizes` (which a `--source-max-n` may have narrowed) are left out.
+    Sizes outside the prediction's `source_sizes` (which a `--source-max-n` may have narrowed) are left out, but
+    for the new sizes a prediction between sizes is about: their whole grid up to the longest budget is read,
+    every rate and seed it came to hold, as the chapter reads it (a grid grows past a winning edge after the
+    prediction, and the prediction is of the tuned size, not of the rates it happened to list).
     """
     if table.empty:
         return table
@@ -466,12 +469,14 @@ def _as_predicted(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFra
     long_keys = set(table.loc[table["tokens"] > longest, "key"]) - set(prediction.get("levels", {}).get("sources", ()))
     made = pd.Timestamp(prediction["made_at"])
     then = ~table["key"].isin(long_keys) & table["N"].isin(prediction["source_sizes"])
+    new_sizes = {t["N"] for t in prediction["targets"]} - set(prediction["source_sizes"])
+    grown = (table["N"].isin(new_sizes) & (table["tokens"] <= longest * 1.001)).to_numpy()
     if "finished" in table:
         finished = pd.to_datetime(table["finished"], utc=True, format="ISO8601")
         then &= finished.isna() | (finished <= made)
     predicted = {(k, round(float(t["tokens"]))) for t in prediction["targets"] for k in t["keys"]}
     at_target = np.array([(k, round(float(d))) in predicted for k, d in zip(table["key"], table["tokens"])], bool)
-    return table[then.to_numpy() | at_target]
+    return table[then.to_numpy() | at_target | grown]
 
 
 def score_levels(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:

@@ -393,6 +393,15 @@ def test_a_prediction_between_sizes_interpolates_and_files_the_levels_it_moves(t
     scored = predictions.score_levels(rec, landed)
     assert scored.loc[scored["moved"], "N_opt_measured"].notna().all()
     assert "levels whose sizes the new sizes change" in predictions.summary(rec, landed)
+    # the grid grows past its edge after the prediction: the rate it adds is read, as the chapter reads it
+    better = cfgs[0].replace(lr=0.0025)
+    grown = pd.concat([landed, grid_table(shapes=(), extra=[(better, lambda N, D: 0.9 * law(N, D))])],
+                      ignore_index=True)
+    cut = predictions._as_predicted(rec, grown)
+    assert better.key in set(cut["key"]) and set(cut["key"]) >= {c.key for c in cfgs}
+    moved = predictions.score_levels(rec, grown)["moved"]
+    assert not np.allclose(predictions.score_levels(rec, grown).loc[moved, "N_opt_measured"],
+                           scored.loc[moved, "N_opt_measured"])
 
 
 def test_a_prediction_between_sizes_needs_a_stored_size_on_either_side(tmp_path):
