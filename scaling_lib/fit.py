@@ -218,6 +218,15 @@ class FitResult:
         hi = self.interval(name)[1]
         return name in CAPPED.get(self.form, ()) and math.isfinite(hi) and hi >= EXPONENT_CAP * (1 - 1e-6)
 
+    def cap_text(self, name: str) -> str:
+        """Why an interval that reaches the cap has no upper end, with how many resamples ended at the cap where
+        the resamples are kept: 'upper end not identified: k of n resamples reach the fit's cap of 10'."""
+        boot = self.boot_params
+        if boot is None or name not in boot or not len(boot):
+            return CAP_TEXT
+        k = int((boot[name].to_numpy(float) >= EXPONENT_CAP * (1 - 1e-6)).sum())
+        return f"upper end not identified: {k} of {len(boot)} resamples reach the fit's cap of {EXPONENT_CAP:g}"
+
     def contains(self, name: str, value: float) -> bool | None:
         """Whether `value` lies in the interval of `name`; None where there is no finite interval."""
         lo, hi = self.interval(name)
@@ -239,7 +248,7 @@ class FitResult:
             return f"n/a ({name} is not finite in some of the {self.n_boot_ok} resamples)"
         if self.reaches_cap(name):  # the lower end only, scaled (a negative scale turns it into an upper end)
             end = scale * self.interval(name)[0]
-            return f"{'≥' if scale > 0 else '≤'} {end:{fmt}} ({CAP_TEXT})"
+            return f"{'≥' if scale > 0 else '≤'} {end:{fmt}} ({self.cap_text(name)})"
         return interval_text(lo, hi, fmt, sep)
 
     def predict(self, x, x2=None) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .fit import CAP_TEXT, interval_text
+from .fit import interval_text
 from .laws import ALLOCATION_A, CHINCHILLA, KAPLAN
 
 RESULTS_ENV = "SCALING_LIB_RESULTS"
@@ -163,7 +163,7 @@ def record(chapter: str, name: str, value: float, ci=None, *, paper: str | None 
         ci = None if ci_missing else fit.interval(param)
     lo, hi = (None, None) if ci is None else (_round(ci[0]), _round(ci[1]))
     if fit is not None and ci is not None and fit.reaches_cap(param):
-        hi, ci_missing = None, CAP_TEXT  # a lower end only: the top is the optimiser's bound
+        hi, ci_missing = None, fit.cap_text(param)  # a lower end only: the top is the optimiser's bound
     elif (lo is None or hi is None) and ci_missing is None:
         ci_missing = "no interval" if ci is None else "interval not finite"
         lo = hi = None

@@ -233,10 +233,15 @@ def test_an_interval_that_reaches_the_exponent_cap_has_no_upper_end():
     r = fit("kaplan-nd", x, y, x2, bootstrap=10, seed=0)
     lo, hi = r.ci["alpha_D"]
     assert not r.reaches_cap("alpha_D") and r.ci_text("alpha_D") == f"{lo:.4f}–{hi:.4f}"
-    capped = dataclasses.replace(r, ci={**r.ci, "alpha_D": (lo, EXPONENT_CAP)})
+    boot = r.boot_params.copy()
+    boot.loc[boot.index[:3], "alpha_D"] = EXPONENT_CAP  # 3 of the 10 resamples end at the cap
+    capped = dataclasses.replace(r, ci={**r.ci, "alpha_D": (lo, EXPONENT_CAP)}, boot_params=boot)
     assert capped.reaches_cap("alpha_D") and not capped.reaches_cap("alpha_N")
-    assert capped.ci_text("alpha_D", ".3f") == f"≥ {lo:.3f} ({CAP_TEXT})"
-    assert capped.ci_text("alpha_D", ".3f", scale=-1) == f"≤ {-lo:.3f} ({CAP_TEXT})"
+    why = "upper end not identified: 3 of 10 resamples reach the fit's cap of 10"
+    assert capped.cap_text("alpha_D") == why
+    assert capped.ci_text("alpha_D", ".3f") == f"≥ {lo:.3f} ({why})"
+    assert capped.ci_text("alpha_D", ".3f", scale=-1) == f"≤ {-lo:.3f} ({why})"
+    assert dataclasses.replace(capped, boot_params=None).cap_text("alpha_D") == CAP_TEXT  # no resamples kept
     assert capped.contains("alpha_D", lo / 2) is False and capped.contains("alpha_D", 2 * lo) is None
     # N_c is not bounded by the cap: a large scale is just large
     big = dataclasses.replace(r, ci={**r.ci, "N_c": (1.0, 1e6)})

@@ -70,10 +70,12 @@ def test_a_fit_whose_interval_reaches_the_cap_records_a_lower_end_only(fresh):
     N = np.geomspace(1e3, 1e6, 8)
     L = (1e9 / N) ** 0.07 * np.exp(np.random.default_rng(0).normal(0, 0.003, 8))
     r = fit.fit("power-offset", N, L, bootstrap=10, seed=0)
-    capped = dataclasses.replace(r, ci={**r.ci, "alpha": (0.034, fit.EXPONENT_CAP)})
+    boot = r.boot_params.copy()
+    boot.loc[boot.index[:2], "alpha"] = fit.EXPONENT_CAP
+    capped = dataclasses.replace(r, ci={**r.ci, "alpha": (0.034, fit.EXPONENT_CAP)}, boot_params=boot)
     res = results.record("x", "a", None, fit=capped, param="alpha", paper="alpha_D")
     assert res.lo == 0.034 and res.hi is None and res.verdict == "no interval"
-    assert res.ci_text == f"≥ 0.034 ({fit.CAP_TEXT})"
+    assert res.ci_text == f"≥ 0.034 ({capped.cap_text('alpha')})" and "2 of 10 resamples" in res.ci_text
     loaded = results.load(fresh, ["x"])[0]
     assert loaded.ci_text == res.ci_text
 
