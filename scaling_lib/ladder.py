@@ -130,6 +130,12 @@ def _drop_shortest(t):
     return t[t["tokens"] > t["tokens"].min()], "N"
 
 
+def _one_per_width(t):
+    # N counts depth and width alike; at a width the ladder holds at several depths, only the shallowest stays
+    shallowest = t.groupby("d_model")["n_layer"].transform("min")
+    return t[t["n_layer"] == shallowest], "N"
+
+
 def _total(t):
     return t, "N_total"
 
@@ -145,6 +151,7 @@ CHOICES: dict[str, Callable[[pd.DataFrame], tuple[pd.DataFrame, str]]] = {
     "shortest budget left out": _drop_shortest,
     "all parameters N_total in place of N": _total,
     "N from the exact compute, C_exact / 6D": _exact,
+    "one size per width (a deeper size of a width left out)": _one_per_width,
 }
 CHOICE_COLUMNS = ["choice", "sizes", "points", "fixed_budget", "fixed_alpha_N", "fixed_alpha_N_ci", "nd_alpha_N", "nd_alpha_N_ci",
                   "nd_alpha_D", "nd_alpha_D_ci", "ch_alpha", "ch_alpha_ci", "ch_beta", "ch_beta_ci"]

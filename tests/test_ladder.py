@@ -24,7 +24,8 @@ def table(sizes=SIZES, budgets=BUDGETS, seeds=(0,), law=chinchilla, noise=0.0, r
         for s in seeds:
             for D in budgets:
                 loss = law(N, D) * (1 + noise * rng.standard_normal())
-                rows.append(dict(N=N, N_total=N + 4096 * 64, n_layer=n_layer, seed=s, tokens=D, final_val_loss=loss,
+                rows.append(dict(N=N, N_total=N + 4096 * 64, n_layer=n_layer, d_model=round(math.sqrt(N / (12 * n_layer))),
+                                 seed=s, tokens=D, final_val_loss=loss,
                                  C_exact=6 * (N + 20_000) * D, is_longest=D == budgets[-1], epochs=D / 9e6))
     return pd.DataFrame(rows)
 
@@ -86,6 +87,14 @@ def test_the_choices_table_changes_one_thing_at_a_time():
     spread = ladder.choice_spread(ch)
     row = spread.set_index("exponent").loc["ch_alpha"]
     assert row["lo"] <= row["book"] <= row["hi"] and math.isclose(row["spread"], row["hi"] - row["lo"])
+
+
+def test_one_size_per_width_leaves_out_the_deeper_sizes_of_a_width():
+    t = table(sizes=(*SIZES, (2, 1536), (2, 6144)))  # 2 x 8 and 2 x 16: the widths of 768 and 3,072
+    ch = ladder.choices(t, bootstrap=0).set_index("choice")
+    assert ch.loc["as fitted in the book", "sizes"] == 9
+    assert ch.loc["one size per width (a deeper size of a width left out)", "sizes"] == 7
+    assert ladder.choices(table(), bootstrap=0).iloc[-1]["sizes"] == 7  # one depth a width: nothing to leave out
 
 
 def test_a_choice_that_leaves_too_few_sizes_says_so():
