@@ -192,6 +192,9 @@ def summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
     if prediction.get("levels"):
         lv = score_levels(prediction, table)
         lv = lv[lv["moved"] & lv["edge_measured"].notna()]  # measured once every target is stored
+        # a level whose parabola has no minimum inside (as predicted or as measured) has no vertex to score
+        vertexless = int((lv["N_opt"].isna() | lv["N_opt_measured"].isna()).sum())
+        lv = lv[lv["N_opt"].notna() & lv["N_opt_measured"].notna()]
         ranged = lv[lv["inside"].notna()]  # a level has no range where a target's interval is missing
         if len(lv):
             inside = int(ranged["inside"].sum())
@@ -201,7 +204,8 @@ def summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
             text += (f" Of the {len(lv)} levels whose sizes the {runs} change, "
                      + (f"{inside} have their measured vertex inside the predicted range" if len(ranged) == len(lv)
                         else f"{len(ranged)} have a predicted range and {inside} their measured vertex inside it")
-                     + f"; of the {len(off)} predicted off the edge, {k} {'is' if k == 1 else 'are'} off it.")
+                     + f"; of the {len(off)} predicted off the edge, {k} {'is' if k == 1 else 'are'} off it"
+                     + (f" ({vertexless} more without a vertex, predicted or measured)." if vertexless else "."))
     return text
 
 
@@ -496,7 +500,8 @@ def score_levels(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFram
     for r in lv["rows"]:
         m = got.loc[r["C"]] if len(got) and r["C"] in got.index else None
         n = float(m["N_opt"]) if m is not None else float("nan")
-        inside = (None if m is None or r["N_opt_lo"] is None else bool(r["N_opt_lo"] <= n <= r["N_opt_hi"]))
+        inside = (None if m is None or r["N_opt_lo"] is None or not np.isfinite(n)
+                  else bool(r["N_opt_lo"] <= n <= r["N_opt_hi"]))
         rows.append(dict(C=r["C"], N_opt_now=r["N_opt_now"], N_opt=r["N_opt"], N_opt_lo=r["N_opt_lo"],
                          N_opt_hi=r["N_opt_hi"], edge=r["edge"], N_opt_measured=n,
                          edge_measured=bool(m["edge"]) if m is not None else None, inside=inside,

@@ -393,6 +393,13 @@ def test_a_prediction_between_sizes_interpolates_and_files_the_levels_it_moves(t
     scored = predictions.score_levels(rec, landed)
     assert scored.loc[scored["moved"], "N_opt_measured"].notna().all()
     assert "levels whose sizes the new sizes change" in predictions.summary(rec, landed)
+    # a level without a vertex (no minimum inside its sizes) is not scored as inside or off the edge
+    flat = predictions.score_levels(rec, landed)
+    flat_level = [r for r in rec["levels"]["rows"] if r["sizes"] != r["sizes_now"]][0]
+    no_vertex = dict(rec, levels=dict(rec["levels"], rows=[dict(r, N_opt=float("nan")) if r is flat_level else r
+                                                            for r in rec["levels"]["rows"]]))
+    text = predictions.summary(no_vertex, landed)
+    assert f"Of the {int(flat['moved'].sum()) - 1} levels" in text and "1 more without a vertex" in text
     # the grid grows past its edge after the prediction: the rate it adds is read, as the chapter reads it
     better = cfgs[0].replace(lr=0.0025)
     grown = pd.concat([landed, grid_table(shapes=(), extra=[(better, lambda N, D: 0.9 * law(N, D))])],
