@@ -377,6 +377,12 @@ def is_tune_long(cfg: RunConfig, p: dict) -> bool:
     return cfg.tokens > p["tune_tokens"]
 
 
+def _tune_base(p: dict, n_layer: int, d_model: int) -> RunConfig:
+    """A tuned-ladder size's grid run before its rate: wsd to `tune_tokens`, branches at `tune_budgets`."""
+    return _base(p, "tune", n_layer=n_layer, d_model=d_model, tokens=p["tune_tokens"], budgets=p["tune_budgets"],
+                 schedule="wsd").replace(eval_version=p["tune_eval_version"])
+
+
 @sweep
 def sweep_tune(p: dict, store: Store) -> list[RunConfig]:
     """The tuned ladder: at every size a grid of peak rates, each a wsd run to the longest budget
@@ -389,10 +395,7 @@ def sweep_tune(p: dict, store: Store) -> list[RunConfig]:
         raise ValueError(f"tune_long_tokens ({p['tune_long_tokens']:,}) must exceed tune_tokens ({p['tune_tokens']:,})")
     cfgs = []
     for n_layer, d_model in p["tune_ladder"]:
-        base = _base(p, "tune", n_layer=n_layer, d_model=d_model, tokens=p["tune_tokens"],
-                     budgets=p["tune_budgets"], schedule="wsd")
-        base = base.replace(eval_version=p["tune_eval_version"])
-        grid, best = _tuned_grid(base, store)
+        grid, best = _tuned_grid(_tune_base(p, n_layer, d_model), store)
         cfgs += grid
         if best is not None:
             cfgs += [best.replace(seed=s) for s in p["tune_seeds"] if s != best.seed]
@@ -407,9 +410,7 @@ def _tune_foreseen(p: dict, store: Store) -> list[RunConfig]:
     seeds, and the long run where the size has one, at the grid's centre rate (the best where no edge wins)."""
     out = []
     for n_layer, d_model in p["tune_ladder"]:
-        base = _base(p, "tune", n_layer=n_layer, d_model=d_model, tokens=p["tune_tokens"],
-                     budgets=p["tune_budgets"], schedule="wsd").replace(eval_version=p["tune_eval_version"])
-        grid, best = _tuned_grid(base, store)
+        grid, best = _tuned_grid(_tune_base(p, n_layer, d_model), store)
         if best is None:
             centre = grid[len(grid) // 2]
             out += [centre.replace(seed=s) for s in p["tune_seeds"] if s != centre.seed]
