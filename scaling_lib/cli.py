@@ -197,8 +197,10 @@ def _predict(args) -> int:
         return 0
     if not args.name or sum((args.min_n is not None, args.long, args.between is not None)) != 1:
         raise ValueError("predict needs --name and one of --min-n, --long or --between (or --score NAME)")
-    # the fits read the tuned grids: a long run is no grid run (nor a point of the grid's budgets)
-    table = runs_table([r for r in recs if not is_tune_long(RunConfig.from_stored(r["config"]), p)], budgets=True)
+    # the fits read the tuned grids: a long run is no grid run (nor a point of the grid's budgets); but a prediction
+    # of long runs reads the stored ones too: a longer round extrapolates from them, as the chapter's slices do
+    grids = [r for r in recs if not is_tune_long(RunConfig.from_stored(r["config"]), p)]
+    table = runs_table(recs if args.long else grids, budgets=True)
     if args.source_max_n is not None:  # fit only on these sizes (e.g. the finished grids: see `rule --dry-run`)
         table = table[table["N"] <= args.source_max_n]
     planned = configs(args.sweep, args.profile, store)

@@ -59,7 +59,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         shape_lr_tuned=(),  # the smoke grids stay one run a shape (the tests count them)
         lstm_ladder=((1, 8), (1, 16), (2, 16)), lstm_tokens=40_960, lstm_lr_grid=(1e-2, 3e-2),
         tune_ladder=((1, 8), (1, 16)), tune_tokens=40_960, tune_budgets=(10_240, 20_480), tune_seeds=(0, 1),
-        tune_eval_version=EVAL_VERSION, tune_long_sizes=(), tune_long_tokens=163_840,
+        tune_eval_version=EVAL_VERSION, tune_long_sizes=(), tune_long_tokens=163_840, tune_longer=(),
         context_ladder=((1, 8), (1, 16), (2, 16)), context_n_ctx=(16, 64), context_tokens=20_480,
         recur_ladder=((1, 8), (1, 16), (2, 8), (2, 16)), recur_counts=(1, 2), recur_tokens=20_480,
         depth_sizes=(3_000,), depth_layers=(1, 2, 3), depth_seeds=(0, 1), depth_tokens=20_480, depth_head_size=4,
@@ -105,6 +105,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         # need_more_tokens); about 0.4 worker-hours by 3.1k's run. Read by the Kaplan-or-Chinchilla chapter;
         # the chapters about the grids read `TUNE_GRID`
         tune_long_sizes=((1, 8), (1, 16), (2, 24), (2, 32), (2, 48)), tune_long_tokens=64_000_000,
+        # a fourth round, longer still: 24.6k (2 x 32) to 128M tokens (14 epochs), for the level at 1e13 FLOPs,
+        # whose slice has one size below its vertex and would gain 24.6k at 68M tokens; its 32M and 64M
+        # branches would repeat the 64M run's, so it has none (`tune_long_run`'s `after`); about 1 worker-hour
+        # by the 64M run's 31 min (runs/predictions/tune-long-24.6k-128M.json)
+        tune_longer=((2, 32, 128_000_000),),
         # short contexts (Fig. 21; 6 runs, cost 147M) and recurrent transformers (Fig. 17; 12 runs,
         # cost 136M): about 0.8 worker-hours each at the 2.1e-5 s a cost unit of the stored CPU runs,
         # at the rate of the rule fitted to the tuned ladder (lr_rule_file, under the store's root)
@@ -170,6 +175,11 @@ def _floats(v) -> bool:
     return isinstance(v, tuple) and all(isinstance(x, (int, float)) and x > 0 for x in v)
 
 
+def _long_sizes(v) -> bool:
+    return isinstance(v, tuple) and all(isinstance(x, tuple) and len(x) == 3 and all(_int(i) and i > 0 for i in x)
+                                        for x in v)
+
+
 def _shapes(v) -> bool:
     return isinstance(v, tuple) and all(isinstance(x, dict) for x in v)
 
@@ -199,6 +209,7 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{k: (_shapes, "a tuple of shape dicts") for k in ("shapes", "shape_lr_tuned")},
     "schedule_variants": (_shapes, "a tuple of dicts of schedule fields (and lr_factor)"),
     "train_missing": (lambda v: isinstance(v, bool), "True or False"),
+    "tune_longer": (_long_sizes, "a tuple of (n_layer, d_model, tokens) triples"),
 }
 
 
@@ -357,19 +368,33 @@ def _tuned_grid(base: RunConfig, store: Store, max_steps: int = 3) -> tuple[list
 
 # Overrides that plan the tuned ladder without its long runs: its grids and their seeds, what the chapters
 # about the grids (the best rates, the rule, L(N, D) of the ladder, the best runs' curves) read.
-TUNE_GRID: dict[str, Any] = {"tune_long_sizes": ()}
+TUNE_GRID: dict[str, Any] = {"tune_long_sizes": (), "tune_longer": ()}
 
 
-def tune_long_run(best: RunConfig, p: dict) -> RunConfig:
-    """A size's long run: its grid's best config at the longest budget (seed 0) trained on to
-    `tune_long_tokens`, with a cooldown branch at every doubling of `tune_tokens` below that, and the
-    grid's own warmup, so that its stable phase is the stored run's and it only adds budgets past the
-    grid's (none at or below `tune_tokens`: those points are the grid's)."""
+def tune_long_run(best: RunConfig, p: dict, tokens: int | None = None, after: int | None = None) -> RunConfig:
+    """A size's long run: its grid's best config at the longest budget (seed 0) trained on to `tokens`
+    (default `tune_long_tokens`), with a cooldown branch at every doubling of `tune_tokens` below that and past
+    `after` (default `tune_tokens`: those points are the grid's; a longer round passes the first round's
+    length, whose run has those branches), and the grid's own warmup, so that its stable phase is the stored
+    run's and it only adds budgets past the stored ones."""
+    tokens = tokens or p["tune_long_tokens"]
+    after = after or p["tune_tokens"]
     budgets, b = [], 2 * p["tune_tokens"]
-    while b < p["tune_long_tokens"]:
-        budgets.append(b)
+    while b < tokens:
+        if b > after:
+            budgets.append(b)
         b *= 2
-    return best.replace(tokens=p["tune_long_tokens"], budgets=tuple(budgets), warmup_tokens=best.warmup_tokens)
+    return best.replace(tokens=tokens, budgets=tuple(budgets), warmup_tokens=best.warmup_tokens)
+
+
+def _longer_runs(best: RunConfig, p: dict, size: tuple[int, int]) -> list[RunConfig]:
+    """A size's runs past the grid: the long run where it is in `tune_long_sizes`, and each of `tune_longer`'s
+    at that size, with branches only past the first round's length."""
+    first = size in p["tune_long_sizes"]
+    out = [tune_long_run(best, p)] if first else []
+    out += [tune_long_run(best, p, tokens=t, after=p["tune_long_tokens"] if first else None)
+            for L, d, t in p["tune_longer"] if (L, d) == size]
+    return out
 
 
 def is_tune_long(cfg: RunConfig, p: dict) -> bool:
@@ -387,20 +412,26 @@ def _tune_base(p: dict, n_layer: int, d_model: int) -> RunConfig:
 def sweep_tune(p: dict, store: Store) -> list[RunConfig]:
     """The tuned ladder: at every size a grid of peak rates, each a wsd run to the longest budget
     with cooldown branches at every doubling; then the extra seeds at the size's best rate; and, at
-    the sizes of `tune_long_sizes`, the long run (`tune_long_run`) once the size's grid is finished."""
+    the sizes of `tune_long_sizes`, the long run (`tune_long_run`) once the size's grid is finished, and
+    those of `tune_longer`, a longer round past it."""
     unknown = sorted(set(p["tune_long_sizes"]) - set(p["tune_ladder"]))
     if unknown:
         raise ValueError(f"tune_long_sizes {unknown} are not sizes of tune_ladder: a long run continues a tuned grid")
     if p["tune_long_sizes"] and p["tune_long_tokens"] <= p["tune_tokens"]:
         raise ValueError(f"tune_long_tokens ({p['tune_long_tokens']:,}) must exceed tune_tokens ({p['tune_tokens']:,})")
+    for L, d, t in p["tune_longer"]:
+        if (L, d) not in p["tune_ladder"]:
+            raise ValueError(f"tune_longer size {(L, d)} is not a size of tune_ladder: a long run continues a tuned grid")
+        floor = p["tune_long_tokens"] if (L, d) in p["tune_long_sizes"] else p["tune_tokens"]
+        if t <= floor:
+            raise ValueError(f"tune_longer {(L, d, t)}: {t:,} tokens must exceed the size's runs so far ({floor:,})")
     cfgs = []
     for n_layer, d_model in p["tune_ladder"]:
         grid, best = _tuned_grid(_tune_base(p, n_layer, d_model), store)
         cfgs += grid
         if best is not None:
             cfgs += [best.replace(seed=s) for s in p["tune_seeds"] if s != best.seed]
-            if (n_layer, d_model) in p["tune_long_sizes"]:
-                cfgs.append(tune_long_run(best, p))
+            cfgs += _longer_runs(best, p, (n_layer, d_model))
     # the smallest first: the sizes that the prediction is fitted on land before the largest
     return sorted(cfgs, key=lambda c: (c.N, c.seed, c.lr, c.tokens))
 
@@ -414,8 +445,7 @@ def _tune_foreseen(p: dict, store: Store) -> list[RunConfig]:
         if best is None:
             centre = grid[len(grid) // 2]
             out += [centre.replace(seed=s) for s in p["tune_seeds"] if s != centre.seed]
-            if (n_layer, d_model) in p["tune_long_sizes"]:
-                out.append(tune_long_run(centre, p))
+            out += _longer_runs(centre, p, (n_layer, d_model))
     return out
 
 

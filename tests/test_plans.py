@@ -82,6 +82,7 @@ def test_every_profile_entry_has_a_type_and_holds_it():
 @pytest.mark.parametrize("entry, value, words", [
     ("tokens", 1e6, "must be an integer"),
     ("tune_ladder", ((1, 8, 3),), "pairs"),
+    ("tune_longer", ((1, 8),), "triples"),
     ("lr_grid", (1e-3, -1.0), "positive rates"),
     ("train_missing", "yes", "True or False"),
 ])
@@ -235,9 +236,31 @@ def test_a_long_run_continues_a_finished_grid_past_its_budgets(tmp_path, runs_en
     assert [c for c in planned if not plans.is_tune_long(c, p)] == configs("tune", "smoke", s)
 
 
+def test_a_longer_round_branches_only_past_the_runs_before_it(tmp_path, runs_env):
+    s = Store(tmp_path)
+    more = {**LONG, "tune_longer": ((1, 8, 655_360), (1, 16, 327_680))}
+    p = plans.profile("smoke", more)
+    _finish_grid(s, configs("tune", "smoke", s))
+    long = sorted((c for c in configs("tune", "smoke", s, more) if plans.is_tune_long(c, p)),
+                  key=lambda c: (c.d_model, c.tokens))
+    assert [(c.d_model, c.tokens, c.budgets) for c in long] == [
+        (8, 163_840, (81_920,)),  # the first round, at every doubling past the grid's 40,960
+        (8, 655_360, (327_680,)),  # the second, past the first round's 163,840 only
+        (16, 327_680, (81_920, 163_840)),  # a size without a first round: past the grid
+    ]
+    assert len({c.key for c in long}) == 3 and {c.warmup_tokens for c in long if c.d_model == 8} == {
+        next(c for c in long if c.d_model == 8).warmup_tokens}
+    # foreseen before the grids land, and gone once every long config is planned
+    assert plans.foreseen("tune", "smoke", s, more) == []
+    fresh = [c for c in plans.foreseen("tune", "smoke", Store(tmp_path / "empty"), more) if plans.is_tune_long(c, p)]
+    assert sorted(c.tokens for c in fresh) == [163_840, 327_680, 655_360]
+
+
 @pytest.mark.parametrize("entry, value, words", [
     ("tune_long_sizes", ((3, 64),), "not sizes of tune_ladder"),
     ("tune_long_tokens", 40_960, "must exceed tune_tokens"),
+    ("tune_longer", ((3, 64, 1_000_000),), "not a size of tune_ladder"),
+    ("tune_longer", ((1, 8, 163_840),), "must exceed the size's runs so far"),
 ])
 def test_a_long_run_must_continue_a_size_of_the_ladder_past_its_budget(entry, value, words):
     with pytest.raises(ValueError, match=words):
@@ -261,13 +284,17 @@ def test_the_long_runs_of_the_stored_tuned_ladder():
     long_keys = {r["key"] for r in stored if plans.is_tune_long(RunConfig.from_stored(r["config"]), p)}
     assert {r["key"] for r in stored} - long_keys <= {c.key for c in grid}  # the grid runs' keys are unmoved
     assert long_keys <= {c.key for c in long}
-    assert sorted((c.n_layer, c.d_model) for c in long) == sorted(p["tune_long_sizes"])
+    first = [c for c in long if c.tokens == p["tune_long_tokens"]]
+    longer = [c for c in long if c not in first]
+    assert sorted((c.n_layer, c.d_model) for c in first) == sorted(p["tune_long_sizes"])
+    assert sorted((c.n_layer, c.d_model, c.tokens) for c in longer) == sorted(p["tune_longer"])
     recs, _ = load_sweep("tune", "book", overrides=plans.TUNE_GRID)
     best = tuning.best_rates(runs_table(recs, budgets=True))
     at_16M = best[best["tokens"] == best["tokens"].max()].set_index("N")["lr_grid"]
     for c in long:
-        assert c.lr == at_16M[c.N] and c.seed == 0 and c.tokens == p["tune_long_tokens"]
-        assert c.budgets == (2 * p["tune_tokens"],)
+        assert c.lr == at_16M[c.N] and c.seed == 0
+        # the first round branches at every doubling past the grid; a longer one only past the first round
+        assert c.budgets == ((2 * p["tune_tokens"],) if c in first else ())
         grid_run = next(g for g in grid if g.N == c.N and g.lr == c.lr and g.seed == 0)
         assert c.warmup_tokens == grid_run.warmup_tokens and c.eval_version == grid_run.eval_version
     pairs = [(RunConfig.from_stored(r["config"]), r) for r in stored if r["key"] not in long_keys]

@@ -325,7 +325,7 @@ def test_the_command_predicts_the_long_runs_and_keeps_them_out_of_a_ladder_predi
     rec = json.loads(capsys.readouterr().out)
     assert rec["scope"] == "longer" and rec["source_sizes"] == [768, 3072, 13824, 24576]
     assert {t["N"] for t in rec["targets"]} == {768, 3072, 13824, 24576}  # the book's long sizes whose grids are here
-    assert {round(t["tokens"], -6) for t in rec["targets"]} == {32_000_000, 64_000_000}
+    assert {round(t["tokens"], -6) for t in rec["targets"]} == {32_000_000, 64_000_000, 128_000_000}  # tune_longer's
     assert rec["levels"]["per_decade"] == 3 and rec["levels"]["rows"]
     ladder = [*args, "--min-n", "500000", "--name", "p"]
     assert main(ladder) == 0
@@ -347,6 +347,7 @@ def test_a_second_long_prediction_leaves_the_runs_a_filed_one_predicts(tmp_path,
 
     _copy_grids(tmp_path)
     args = ["predict", "tune", "--store", str(tmp_path), "--bootstrap", "0", "--long"]
+    monkeypatch.setitem(plans.PROFILES["cpu"], "tune_longer", ())
     monkeypatch.setitem(plans.PROFILES["cpu"], "tune_long_sizes", ((2, 24),))
     assert main([*args, "--name", "first"]) == 0
     first = json.loads(capsys.readouterr().out)
@@ -434,3 +435,23 @@ def test_the_command_predicts_planned_sizes_between_stored_ones(tmp_path, capsys
     assert "no planned run" in capsys.readouterr().err
     assert main([*args, "--between", "6144", "--long"]) == 2
     assert "one of --min-n, --long or --between" in capsys.readouterr().err
+
+
+def test_a_longer_round_is_predicted_from_the_long_runs_stored_before_it(tmp_path, capsys, monkeypatch):
+    from scaling_lib import plans
+    from scaling_lib.cli import main
+
+    stored = _copy_grids(tmp_path)
+    args = ["predict", "tune", "--store", str(tmp_path), "--bootstrap", "0", "--long"]
+    monkeypatch.setitem(plans.PROFILES["cpu"], "tune_long_sizes", ((2, 32),))
+    monkeypatch.setitem(plans.PROFILES["cpu"], "tune_longer", ())
+    assert main([*args, "--name", "first"]) == 0  # the first round is predicted, then trained
+    capsys.readouterr()
+    first = fake_long_record(next(stored.glob("gpt-L2-d32-T16M-lr0.005-s0-*.json")))  # 24.6k's 64M run
+    Store(tmp_path).save(first)
+    monkeypatch.setitem(plans.PROFILES["cpu"], "tune_longer", ((2, 32, 128_000_000),))
+    assert main([*args, "--dry-run", "--name", "longer"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert [(t["N"], round(t["tokens"], -6)) for t in rec["targets"]] == [(24576, 128_000_000)]
+    assert first["key"] in rec["sources"] and max(rec["source_budgets"]) == 64_000_000  # read, not only the grid
+    assert set(rec["backtest"]) == {"2"}  # 128M is twice the longest stored budget of its size
