@@ -199,8 +199,9 @@ def _predict(args) -> int:
         raise ValueError("predict needs --name and one of --min-n, --long or --between (or --score NAME)")
     # the fits read the tuned grids: a long run is no grid run (nor a point of the grid's budgets); but a prediction
     # of long runs reads the stored ones too: a longer round extrapolates from them, as the chapter's slices do
-    grids = [r for r in recs if not is_tune_long(RunConfig.from_stored(r["config"]), p)]
-    table = runs_table(recs if args.long else grids, budgets=True)
+    every = runs_table(recs, budgets=True)
+    table = every if args.long else runs_table(
+        [r for r in recs if not is_tune_long(RunConfig.from_stored(r["config"]), p)], budgets=True)
     if args.source_max_n is not None:  # fit only on these sizes (e.g. the finished grids: see `rule --dry-run`)
         table = table[table["N"] <= args.source_max_n]
     planned = configs(args.sweep, args.profile, store)
@@ -220,12 +221,10 @@ def _predict(args) -> int:
             raise ValueError(f"--between: no planned run of the {args.sweep!r} sweep ({args.profile}) at N = "
                              f"{', '.join(f'{n:,}' for n in sorted(sizes - {c.N for c in targets}))}; the sizes "
                              "must be in the profile's ladder (e.g. tune_ladder)")
-        # the slices are the chapter's: the long runs included
-        slices = runs_table(recs, budgets=True)
         rec = predictions.predict_ladder(args.name, table, targets, store=store, bootstrap=args.bootstrap,
                                          seed=args.seed, commit=head, save=not args.dry_run, between=True,
                                          levels=dict(per_decade=args.per_decade, min_sizes=args.min_sizes),
-                                         slices=slices)
+                                         slices=every)  # the chapter's slices: the long runs included
     else:
         targets = predictions.targets_of([c for c in planned if not is_tune_long(c, p)], args.min_n)
         rec = predictions.predict_ladder(args.name, table, targets, store=store, bootstrap=args.bootstrap,

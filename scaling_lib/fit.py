@@ -52,6 +52,11 @@ def free_params(form: str) -> int:
     return len(PARAMS[form]) - (form == "power")
 
 
+def _at_cap(value):
+    """Whether an exponent (or each of an array of them) ended at `EXPONENT_CAP`, up to the optimiser's rounding."""
+    return np.asarray(value, float) >= EXPONENT_CAP * (1 - 1e-6)
+
+
 CAP_REACHED = f"resamples reach the fit's cap of {EXPONENT_CAP:g}"
 CAP_TEXT = f"upper end not identified: {CAP_REACHED}"
 
@@ -216,7 +221,7 @@ class FitResult:
         """Whether the interval of `name` runs up to `EXPONENT_CAP`, the bound its fitter puts on it: then
         the resamples do not identify an upper end, and the interval's top is the optimiser's, not the data's."""
         hi = self.interval(name)[1]
-        return name in CAPPED.get(self.form, ()) and math.isfinite(hi) and hi >= EXPONENT_CAP * (1 - 1e-6)
+        return name in CAPPED.get(self.form, ()) and math.isfinite(hi) and bool(_at_cap(hi))
 
     def cap_text(self, name: str) -> str:
         """Why an interval that reaches the cap has no upper end, with how many resamples ended at the cap where
@@ -224,7 +229,7 @@ class FitResult:
         boot = self.boot_params
         if boot is None or name not in boot or not len(boot):
             return CAP_TEXT
-        k = int((boot[name].to_numpy(float) >= EXPONENT_CAP * (1 - 1e-6)).sum())
+        k = int(_at_cap(boot[name].to_numpy(float)).sum())
         return f"upper end not identified: {k} of {len(boot)} resamples reach the fit's cap of {EXPONENT_CAP:g}"
 
     def contains(self, name: str, value: float) -> bool | None:

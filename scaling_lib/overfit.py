@@ -76,6 +76,11 @@ class NDFit:
         """The 95% interval of α_N/α_D over the fit's bootstrap resamples (NaN without a bootstrap)."""
         return _boot_interval(self.result, lambda boot: boot["alpha_N"] / boot["alpha_D"])
 
+    def capped(self) -> list[str]:
+        """The exponents whose interval reaches the fitter's cap (`fit.EXPONENT_CAP`): their upper end is the
+        optimiser's, so anything derived from them has the corresponding end unidentified."""
+        return [k for k in ("alpha_N", "alpha_D") if self.result.reaches_cap(k)]
+
     def ratio_ci_text(self, fmt: str = ".3f") -> str:
         """The interval of α_N/α_D as text. Where α_D's interval reaches the fitter's cap (`fit.EXPONENT_CAP`),
         the resamples at the cap make the ratio's lower end the optimiser's: only the upper end is given; where
@@ -83,7 +88,7 @@ class NDFit:
         lo, hi = self.ratio_ci()
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return f"n/a ({self.result.ci_missing or 'not finite in some resamples'})"
-        capped = [k for k in ("alpha_N", "alpha_D") if self.result.reaches_cap(k)]
+        capped = self.capped()
         if len(capped) == 2:
             return f"n/a (α_N's and α_D's {fitting.CAP_REACHED})"
         if capped == ["alpha_D"]:
@@ -165,7 +170,7 @@ def data_needed_coefficient_text(nd: NDFit, delta: float = DELTA, fmt: str = ".3
     interval where α_N's or α_D's reaches the fitter's cap (`fit.EXPONENT_CAP`), since k depends on both
     and those resamples' k is then the optimiser's."""
     k = f"{data_needed_coefficient(nd, delta):{fmt}}"
-    capped = [name for name in ("alpha_N", "alpha_D") if nd.result.reaches_cap(name)]
+    capped = nd.capped()
     if capped:
         return f"{k} (no interval: {' and '.join(capped)} {fitting.CAP_REACHED})"
     lo, hi = data_needed_coefficient_ci(nd, delta)
