@@ -195,8 +195,9 @@ def _predict(args) -> int:
         else:
             print(predictions.score(rec, table).to_json(orient="records", indent=1))
         return 0
-    if not args.name or sum((args.min_n is not None, args.long, args.between is not None)) != 1:
-        raise ValueError("predict needs --name and one of --min-n, --long or --between (or --score NAME)")
+    new_sizes = {"between": args.between, "smaller": args.smaller}
+    if not args.name or sum((args.min_n is not None, args.long, *(v is not None for v in new_sizes.values()))) != 1:
+        raise ValueError("predict needs --name and one of --min-n, --long, --between or --smaller (or --score NAME)")
     # the fits read the tuned grids: a long run is no grid run (nor a point of the grid's budgets); but a prediction
     # of long runs reads the stored ones too: a longer round extrapolates from them, as the chapter's slices do
     every = runs_table(recs, budgets=True)
@@ -214,15 +215,16 @@ def _predict(args) -> int:
         rec = predictions.predict_longer(args.name, table, targets, store=store, bootstrap=args.bootstrap,
                                          seed=args.seed, commit=head, save=not args.dry_run,
                                          levels=dict(per_decade=args.per_decade, min_sizes=args.min_sizes))
-    elif args.between is not None:
-        sizes = {int(float(n)) for n in args.between.split(",") if n.strip()}
+    elif any(v is not None for v in new_sizes.values()):
+        scope, listed = next((k, v) for k, v in new_sizes.items() if v is not None)
+        sizes = {int(float(n)) for n in listed.split(",") if n.strip()}
         targets = [c for c in planned if c.N in sizes and not is_tune_long(c, p)]
-        if {c.N for c in targets} != sizes:
-            raise ValueError(f"--between: no planned run of the {args.sweep!r} sweep ({args.profile}) at N = "
-                             f"{', '.join(f'{n:,}' for n in sorted(sizes - {c.N for c in targets}))}; the sizes "
-                             "must be in the profile's ladder (e.g. tune_ladder)")
+        if not sizes or {c.N for c in targets} != sizes:
+            raise ValueError(f"--{scope}: no planned run of the {args.sweep!r} sweep ({args.profile}) at N = "
+                             f"{', '.join(f'{n:,}' for n in sorted(sizes - {c.N for c in targets})) or '(none given)'}"
+                             "; the sizes must be in the profile's ladder (e.g. tune_ladder)")
         rec = predictions.predict_ladder(args.name, table, targets, store=store, bootstrap=args.bootstrap,
-                                         seed=args.seed, commit=head, save=not args.dry_run, between=True,
+                                         seed=args.seed, commit=head, save=not args.dry_run, scope=scope,
                                          levels=dict(per_decade=args.per_decade, min_sizes=args.min_sizes),
                                          slices=every)  # the chapter's slices: the long runs included
     else:
@@ -426,10 +428,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--between", metavar="N,N,...", help="predict new sizes of the ladder inside the stored range "
                    "(non-embedding parameters, e.g. 1536,6144) from every other stored size, and where the IsoFLOP "
                    "vertices move once they land")
-    p.add_argument("--per-decade", type=int, default=3, help="with --long or --between: IsoFLOP levels a decade (the "
-                   "chapter's 3)")
-    p.add_argument("--min-sizes", type=int, default=3, help="with --long or --between: sizes a level needs (the "
-                   "chapter's 3)")
+    p.add_argument("--smaller", metavar="N,N,...", help="the same for new sizes below every stored one (e.g. 432): "
+                   "the laws extrapolate down")
+    p.add_argument("--per-decade", type=int, default=3, help="with --long, --between or --smaller: IsoFLOP levels a "
+                   "decade (the chapter's 3)")
+    p.add_argument("--min-sizes", type=int, default=3, help="with --long, --between or --smaller: sizes a level needs "
+                   "(the chapter's 3)")
     p.add_argument("--dry-run", action="store_true", help="print the prediction without filing it")
     p.add_argument("--score", metavar="NAME", help="score a filed prediction against the stored runs")
     p.add_argument("--store")

@@ -22,15 +22,17 @@ log = logging.getLogger(__name__)
 # the gpu profile extends it by about a decade.
 LADDER_CPU = ((1, 8), (1, 16), (2, 24), (2, 48), (3, 64), (4, 96), (4, 128), (5, 160))
 LADDER_GPU_EXTRA = ((6, 256), (8, 320))
-# The tuned ladder (issue "The ladder, measured right"): thirteen sizes over three decades, five in
-# the top one in steps of at most x2 (230k, 307k, 442k, 786k, 1.5M), each tuned at its own horizon.
-# 1,536 (2 x 8) and 6,144 (2 x 16) came last, to halve the x4 steps 768 -> 3,072 -> 13,824: with them
+# The tuned ladder (issue "The ladder, measured right"): fourteen sizes over three and a half decades, five
+# in the top one in steps of at most x2 (230k, 307k, 442k, 786k, 1.5M), each tuned at its own horizon.
+# 1,536 (2 x 8) and 6,144 (2 x 16) came later, to halve the x4 steps 768 -> 3,072 -> 13,824: with them
 # missing, the IsoFLOP levels at 2.2e10, 4.6e10, 1e11 and 4.6e11 FLOPs had a single size below their
 # vertex (the Kaplan-or-Chinchilla chapter's edge table). A choice made on those runs; the new sizes'
 # losses and the vertices they move were predicted before they were trained
-# (runs/predictions/tune-between-1.5k-6.1k.json).
-LADDER_TUNED = ((1, 8), (2, 8), (1, 16), (2, 16), (2, 24), (2, 32), (2, 48), (3, 64), (3, 80), (4, 80), (4, 96),
-                (4, 128), (5, 160))
+# (runs/predictions/tune-between-1.5k-6.1k.json). 432 (1 x 6) came last, the same way, for the level
+# at 1e10 FLOPs that 1,536 made: its vertex (1,070) had only 768 below it
+# (runs/predictions/tune-smaller-432.json).
+LADDER_TUNED = ((1, 6), (1, 8), (2, 8), (1, 16), (2, 16), (2, 24), (2, 32), (2, 48), (3, 64), (3, 80), (4, 80),
+                (4, 96), (4, 128), (5, 160))
 
 # Where the tuned ladder's learning-rate grids start: LR* = A N^b through the parabola minima of
 # the stored `lr` sweep (2M tokens, cosine; the CPU run where a size has one). Pinned, so that the

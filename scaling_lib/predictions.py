@@ -29,10 +29,15 @@ QUANTITY = ("validation loss at the budget, mean over the seeds at the grid's be
             "evaluation version {eval_version}")
 # the laws a ladder prediction is made with: L(N) at the longest budget, and the two joint laws on every budget
 FITS = (("power", "longest budget"), ("kaplan-nd", "every budget"), ("chinchilla", "every budget"))
-# the law that places new sizes between stored ones on the IsoFLOP slices: of the joint laws, the one whose
-# predictions of the three long-run records erred least (Kaplan's form by at most 2.5%, Chinchilla's 7.6%; but
-# Kaplan's 95% intervals held 7 of the 10 measurements, Chinchilla's all 10), chosen before any new size is trained
-BETWEEN_LEVELS_LAW = "kaplan-nd"
+# the law that places new sizes (between stored ones, or below them) on the IsoFLOP slices: of the joint laws, the
+# one whose predictions of the three long-run records erred least (Kaplan's form by at most 2.5%, Chinchilla's 7.6%;
+# but Kaplan's 95% intervals held 7 of the 10 measurements, Chinchilla's all 10), chosen before any new size was
+# trained
+NEW_SIZE_LEVELS_LAW = "kaplan-nd"
+# where a ladder prediction's new sizes sit against the stored ones (`predict_ladder`); "longer" runs at stored sizes
+# are `predict_longer`'s
+SCOPES = ("larger", "between", "smaller")
+NEW_SIZES = ("between", "smaller")
 
 
 class PredictionError(ValueError):
@@ -78,9 +83,27 @@ def _unclaimed(name: str, targets, store: Store) -> tuple[list, Path]:
     return targets, out
 
 
+def _sources(table: pd.DataFrame, target_N: Sequence[int], scope: str) -> pd.DataFrame:
+    """The rows of `table` a ladder prediction fits its laws on: the sizes below the targets for "larger" ones,
+    every other size for new sizes "between" or "smaller"; refuses a target that is not where `scope` says."""
+    if scope == "larger":
+        return table[table["N"] < min(target_N)]
+    rest = table[~table["N"].isin(target_N)]
+    stored = np.sort(rest["N"].unique())
+    if scope == "between":
+        wrong = [N for N in target_N if not (stored < N).any() or not (stored > N).any()]
+        why = "has no stored size on one side: a prediction between sizes interpolates"
+    else:
+        wrong = [N for N in target_N if (stored < N).any()]
+        why = "has stored sizes below it: a prediction of smaller sizes is of sizes below every stored one"
+    if wrong:
+        raise PredictionError(f"N = {', '.join(f'{n:,}' for n in wrong)} {why}")
+    return rest
+
+
 def predict_ladder(name: str, table: pd.DataFrame, targets: Sequence[RunConfig], *, store: Store | None = None,
                    bootstrap: int = 200, seed: int = 0, commit: str | None = None, save: bool = True,
-                   between: bool = False, levels: dict[str, int] | None = None,
+                   scope: str = "larger", levels: dict[str, int] | None = None,
                    slices: pd.DataFrame | None = None) -> dict[str, Any]:
     """Fit the ladder's laws on the stored sizes below the targets and predict the targets' losses.
 
@@ -88,28 +111,23 @@ def predict_ladder(name: str, table: pd.DataFrame, targets: Sequence[RunConfig],
     runs to be predicted (every rate and seed planned at those sizes). Refuses when any target is
     stored already, or when the name is taken.
 
-    With `between`, the targets are new sizes inside the stored range (the record's scope "between"): the laws
-    are fitted on every stored size other than theirs, with a stored size on either side of each target; and with
-    `levels` (as for `predict_longer`), where the IsoFLOP vertices move once the new sizes join the slices, by
-    Kaplan's joint law (`BETWEEN_LEVELS_LAW`: the targets are new sizes, so no size's own L(D) exists), the
+    `scope` says where the targets sit against the stored sizes (`SCOPES`, filed as the record's "scope"):
+    "larger" than all of them (the laws fitted on the sizes below the smallest target), "between" two of them, or
+    "smaller" than all of them. For new sizes "between" or "smaller", the laws are fitted on every stored size
+    other than theirs; and with `levels` (as for `predict_longer`), where the IsoFLOP vertices move once the new
+    sizes join the slices, by Kaplan's joint law (`NEW_SIZE_LEVELS_LAW`: no target has a size's own L(D)), the
     slices cut from `slices` (default `table`; the chapter's slices also hold the long runs, which the fits leave
     out).
     """
+    if scope not in SCOPES:
+        raise PredictionError(f"scope must be one of {SCOPES}, not {scope!r}")
     store = store or Store()
     targets, out = _unclaimed(name, targets, store)
     target_N = sorted({c.N for c in targets})
-    if between:
-        src = tuning.at_best_rate(table[~table["N"].isin(target_N)])
-        stored = np.sort(src["N"].unique())
-        outside = [N for N in target_N if not (stored < N).any() or not (stored > N).any()]
-        if outside:
-            raise PredictionError(f"N = {', '.join(f'{n:,}' for n in outside)} has no stored size on one side: a "
-                                  "prediction between sizes interpolates (predict larger sizes without --between)")
-    else:
-        src = tuning.at_best_rate(table[table["N"] < min(target_N)])
+    src = tuning.at_best_rate(_sources(table, target_N, scope))
     if src["N"].nunique() < 3:
-        raise PredictionError(f"{src['N'].nunique()} size(s) below N = {min(target_N):,} are stored: "
-                              "a prediction needs at least 3")
+        raise PredictionError(f"{src['N'].nunique()} size(s) to fit on are stored for the {scope} sizes from "
+                              f"N = {min(target_N):,}: a prediction needs at least 3")
     versions = sorted(table["eval_version"].unique())
     longest = int(src["tokens"].max())
     # the budgets as trained (steps x tokens a step), the same for the targets: they follow the same recipe
@@ -142,13 +160,15 @@ def predict_ladder(name: str, table: pd.DataFrame, targets: Sequence[RunConfig],
         source_budgets=sorted(int(b) for b in src["tokens"].unique()), fits=fits,
         targets=[rows[k] for k in sorted(rows)],
     )
-    if between:
-        record["scope"] = "between"
+    if scope != "larger":
+        record["scope"] = scope
         if levels is not None:
             cut = table if slices is None else slices
-            record["levels"] = predict_levels(cut[~cut["N"].isin(target_N)], record, law=BETWEEN_LEVELS_LAW, **levels)
+            record["levels"] = predict_levels(cut[~cut["N"].isin(target_N)], record, law=NEW_SIZE_LEVELS_LAW,
+                                              **levels)
     elif levels is not None:
-        raise PredictionError("levels are filed with a prediction between sizes or of longer runs")
+        raise PredictionError("levels are filed with a prediction of new sizes between or below the stored ones, "
+                              "or of longer runs")
     if save:
         write_json(out, record)
     return record
@@ -200,7 +220,7 @@ def summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
             inside = int(ranged["inside"].sum())
             off = lv[~lv["edge"].astype(bool)]
             k = int((~off["edge_measured"].astype(bool)).sum())
-            runs = "new sizes" if scope(prediction) == "between" else "long runs"
+            runs = "new sizes" if scope(prediction) in NEW_SIZES else "long runs"
             text += (f" Of the {len(lv)} levels whose sizes the {runs} change, "
                      + (f"{inside} have their measured vertex inside the predicted range" if len(ranged) == len(lv)
                         else f"{len(ranged)} have a predicted range and {inside} their measured vertex inside it")
@@ -376,8 +396,8 @@ def predict_longer(name: str, table: pd.DataFrame, targets: Sequence[RunConfig],
 
 
 def scope(prediction: dict[str, Any]) -> str:
-    """What a prediction is about: "larger" sizes (`predict_ladder`), new sizes "between" stored ones
-    (`predict_ladder(between=True)`) or "longer" runs (`predict_longer`)."""
+    """What a prediction is about: new sizes "larger" than the stored ones, "between" them or "smaller" than them
+    (`predict_ladder`), or "longer" runs at stored sizes (`predict_longer`)."""
     return prediction.get("scope", "larger")
 
 

@@ -14,7 +14,7 @@ from scaling_lib.sweep import load_by_machine
 
 def test_the_tuned_ladder_spans_three_decades_in_small_steps_at_the_top():
     N = sorted(RunConfig(n_layer=L, d_model=d).N for L, d in plans.LADDER_TUNED)
-    assert len(N) >= 10 and N[0] == 768 and N[-1] >= 1.5e6 and N[-1] / N[0] >= 1e3
+    assert len(N) >= 10 and N[0] <= 768 and N[-1] >= 1.5e6 and N[-1] / N[0] >= 1e3
     top = [n for n in N if n >= N[-1] / 10]
     assert len(top) >= 5 and max(b / a for a, b in zip(top, top[1:])) <= 2.1
 

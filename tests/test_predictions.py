@@ -115,7 +115,7 @@ def test_the_command_scores_a_filed_prediction_and_asks_for_what_it_lacks(tmp_pa
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 9 and all(r["measured"] is None and r["seeds"] == 0 for r in rows)  # nothing trained yet
     assert main(["predict", "tune", "--store", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.strip() == "error: predict needs --name and one of --min-n, --long or --between (or --score NAME)"
+    assert capsys.readouterr().err.strip() == "error: predict needs --name and one of --min-n, --long, --between or --smaller (or --score NAME)"
     assert main(["predict", "tune", "--score", "nothing", "--store", str(tmp_path)]) == 2
     assert "no prediction 'nothing'" in capsys.readouterr().err
 
@@ -371,7 +371,7 @@ def between_targets(n_layer=2, d_model=16):
 def test_a_prediction_between_sizes_interpolates_and_files_the_levels_it_moves(tmp_path):
     store = Store(tmp_path)
     cfgs = between_targets()  # N = 6,144, between 3,072 and 13,824
-    rec = predictions.predict_ladder("mid", grid_table(), cfgs, store=store, bootstrap=20, between=True,
+    rec = predictions.predict_ladder("mid", grid_table(), cfgs, store=store, bootstrap=20, scope="between",
                                      levels=dict(per_decade=3, min_sizes=3))
     assert predictions.scope(rec) == "between" and rec["scope"] == "between"
     assert rec["source_sizes"] == sorted(RunConfig(n_layer=L, d_model=d).N for L, d in SHAPES)  # both sides
@@ -382,7 +382,7 @@ def test_a_prediction_between_sizes_interpolates_and_files_the_levels_it_moves(t
         lo, hi = t["ci"]["kaplan-nd"]
         assert lo <= t["predicted"]["kaplan-nd"] <= hi
     lv = rec["levels"]
-    assert lv["law"] == predictions.BETWEEN_LEVELS_LAW and lv["rows"]
+    assert lv["law"] == predictions.NEW_SIZE_LEVELS_LAW and lv["rows"]
     moved = [r for r in lv["rows"] if r["sizes"] != r["sizes_now"]]
     # the new size joins levels, or makes one that had too few sizes (sizes_now empty)
     assert moved and all(6144 in r["sizes"] and (not r["sizes_now"] or set(r["sizes"]) - set(r["sizes_now"]) == {6144})
@@ -412,10 +412,29 @@ def test_a_prediction_between_sizes_interpolates_and_files_the_levels_it_moves(t
                            scored.loc[moved, "N_opt_measured"])
 
 
+def test_a_prediction_of_a_smaller_size_extrapolates_down_from_every_stored_size(tmp_path):
+    store = Store(tmp_path)
+    cfgs = between_targets(1, 4)  # N = 192, below 768
+    rec = predictions.predict_ladder("low", grid_table(), cfgs, store=store, bootstrap=20, scope="smaller",
+                                     levels=dict(per_decade=3, min_sizes=3))
+    assert predictions.scope(rec) == "smaller" and predictions.load(rec["name"], store) == rec
+    assert rec["source_sizes"] == sorted(RunConfig(n_layer=L, d_model=d).N for L, d in SHAPES)
+    for t in rec["targets"]:  # the synthetic law holds below the sizes too: the joint fits find it
+        assert abs(t["predicted"]["chinchilla"] / law(192, t["tokens"]) - 1) < 0.02
+    moved = [r for r in rec["levels"]["rows"] if r["sizes"] != r["sizes_now"]]
+    assert moved and all(192 in r["sizes"] for r in moved)
+    landed = pd.concat([grid_table(), grid_table(shapes=(), extra=[(c, law) for c in cfgs])], ignore_index=True)
+    assert "levels whose sizes the new sizes change" in predictions.summary(rec, landed)
+    with pytest.raises(predictions.PredictionError, match="stored sizes below it"):  # 6,144 lies inside them
+        predictions.predict_ladder("mid", grid_table(), between_targets(), store=store, bootstrap=0, scope="smaller")
+    with pytest.raises(predictions.PredictionError, match="scope must be one of"):
+        predictions.predict_ladder("odd", grid_table(), cfgs, store=store, bootstrap=0, scope="lower")
+
+
 def test_a_prediction_between_sizes_needs_a_stored_size_on_either_side(tmp_path):
     store = Store(tmp_path)
     with pytest.raises(predictions.PredictionError, match="no stored size on one side"):  # 192: below 768
-        predictions.predict_ladder("low", grid_table(), between_targets(1, 4), store=store, bootstrap=0, between=True)
+        predictions.predict_ladder("low", grid_table(), between_targets(1, 4), store=store, bootstrap=0, scope="between")
     with pytest.raises(predictions.PredictionError, match="levels are filed"):  # a ladder prediction files none
         predictions.predict_ladder("top", ladder_table(), targets(), store=store, bootstrap=0,
                                    levels=dict(per_decade=3, min_sizes=3))
@@ -434,7 +453,26 @@ def test_the_command_predicts_planned_sizes_between_stored_ones(tmp_path, capsys
     assert main([*args, "--between", "5000"]) == 2  # not a planned size
     assert "no planned run" in capsys.readouterr().err
     assert main([*args, "--between", "6144", "--long"]) == 2
-    assert "one of --min-n, --long or --between" in capsys.readouterr().err
+    assert "one of --min-n, --long, --between or --smaller" in capsys.readouterr().err
+    assert main([*args, "--between", "6144", "--smaller", "192"]) == 2
+    assert "one of --min-n" in capsys.readouterr().err
+
+
+def test_the_command_predicts_a_planned_size_below_the_stored_ones(tmp_path, capsys, monkeypatch):
+    from scaling_lib import plans
+    from scaling_lib.cli import main
+
+    _copy_grids(tmp_path)  # 768, 3,072, 13,824 and 24,576
+    monkeypatch.setitem(plans.PROFILES["cpu"], "tune_ladder", ((1, 4), *plans.PROFILES["cpu"]["tune_ladder"]))
+    args = ["predict", "tune", "--store", str(tmp_path), "--bootstrap", "0", "--dry-run", "--name", "low"]
+    assert main([*args, "--smaller", "192"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["scope"] == "smaller" and {t["N"] for t in rec["targets"]} == {192}
+    assert rec["source_sizes"] == [768, 3072, 13824, 24576] and rec["levels"]["law"] == "kaplan-nd"
+    assert main([*args, "--smaller", "6144"]) == 2  # planned, but stored sizes lie below it
+    assert "stored sizes below it" in capsys.readouterr().err
+    assert main([*args, "--smaller", ","]) == 2
+    assert "(none given)" in capsys.readouterr().err
 
 
 def test_a_longer_round_is_predicted_from_the_long_runs_stored_before_it(tmp_path, capsys, monkeypatch):
