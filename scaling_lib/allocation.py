@@ -593,6 +593,19 @@ def counting_variants(t: pd.DataFrame, loss: str = "final_val_loss", run: str = 
     return out
 
 
+def paired_points(a: pd.DataFrame, b: pd.DataFrame, twins: Mapping[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two arms of one step on the same points: the rows of runs table `b` whose run key has a twin in `a`
+    (`twins`: b's key -> a's key), and the twins' rows of `a`, each at the budgets both runs of a pair hold (tokens
+    as trained). So a change that moves the exponent is read on the same sizes and budgets, one at a time."""
+    a_rows = a[a["key"].isin(set(twins.values()))]
+    b_rows = b[b["key"].isin(set(twins))]
+    at_a = [(k, round(float(d))) for k, d in zip(a_rows["key"], a_rows["tokens"])]
+    at_b = [(twins[k], round(float(d))) for k, d in zip(b_rows["key"], b_rows["tokens"])]
+    both = set(at_a) & set(at_b)
+    return (a_rows[np.array([p in both for p in at_a], bool)].reset_index(drop=True),
+            b_rows[np.array([p in both for p in at_b], bool)].reset_index(drop=True))
+
+
 def compare(variants: Mapping[str, pd.DataFrame], approaches: Sequence[int] = APPROACHES, *,
             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, per_decade: int = 3,
             min_sizes: int = MIN_POINTS_PER_BUDGET) -> pd.DataFrame:

@@ -23,7 +23,7 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "07_power_or_log": (("ladder", None),),
     "08_shape": (("shape", None), ("ladder", None)),
     "09_lstm": (("lstm", None), ("ladder", {"long_max_N": 0}), ("lr", None)),
-    "10_kaplan_chinchilla": (("tune", None), ("ladder", None)),
+    "10_kaplan_chinchilla": (("tune", None), ("ladder", None), ("warmup", None)),
     "11_budget": (),
     "12_context_recurrence": (("ladder", None), ("ladder", {"long_max_N": 0}), ("context", None), ("recur", None)),
     "13_depth": (("depth", None),),

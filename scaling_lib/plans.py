@@ -62,6 +62,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         lstm_ladder=((1, 8), (1, 16), (2, 16)), lstm_tokens=40_960, lstm_lr_grid=(1e-2, 3e-2),
         tune_ladder=((1, 8), (1, 16)), tune_tokens=40_960, tune_budgets=(10_240, 20_480), tune_seeds=(0, 1),
         tune_eval_version=EVAL_VERSION, tune_long_sizes=(), tune_long_tokens=163_840, tune_longer=(),
+        warmup_ladder=((1, 8), (1, 16)), warmup_fixed_tokens=8_192,
         context_ladder=((1, 8), (1, 16), (2, 16)), context_n_ctx=(16, 64), context_tokens=20_480,
         recur_ladder=((1, 8), (1, 16), (2, 8), (2, 16)), recur_counts=(1, 2), recur_tokens=20_480,
         depth_sizes=(3_000,), depth_layers=(1, 2, 3), depth_seeds=(0, 1), depth_tokens=20_480, depth_head_size=4,
@@ -112,6 +113,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         # branches would repeat the 64M run's, so it has none (`tune_long_run`'s `after`); about 1 worker-hour
         # by the 64M run's 31 min (runs/predictions/tune-long-24.6k-128M.json)
         tune_longer=((2, 32, 128_000_000),),
+        # Porian et al.'s warmup step (the Kaplan-or-Chinchilla chapter): the tuned ladder's sizes up to 55k again at
+        # their best config at 16M, with one fixed warmup for every size in place of about N tokens: Kaplan et al.'s
+        # 3,000 steps were 1.2% of their 250,000, and 1.2% of the grid's 16M tokens is 192k (77% of the 0.25M
+        # branch, 8x the book's warmup at 55k, 77x at 768); about 1.2 worker-hours by the grids' run times
+        warmup_ladder=((1, 6), (1, 8), (2, 8), (1, 16), (2, 16), (2, 24), (2, 32), (2, 48)),
+        warmup_fixed_tokens=192_000,
         # short contexts (Fig. 21; 6 runs, cost 147M) and recurrent transformers (Fig. 17; 12 runs,
         # cost 136M): about 0.8 worker-hours each at the 2.1e-5 s a cost unit of the stored CPU runs,
         # at the rate of the rule fitted to the tuned ladder (lr_rule_file, under the store's root)
@@ -191,7 +198,7 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr_rule_file": (lambda v: isinstance(v, str), "a path under the store's root, or '' for the pilot's rule"),
     **{k: (_int, "an integer") for k in ("batch_size", "n_ctx", "eval_tokens", "tokens", "long_max_N", "long_tokens",
                                           "lr_tokens", "data_budget", "shape_tokens", "lstm_tokens", "tune_tokens",
-                                          "tune_long_tokens",
+                                          "tune_long_tokens", "warmup_fixed_tokens",
                                           "eval_version", "tune_eval_version", "context_tokens", "recur_tokens",
                                           "overfit_tokens", "batch_tokens", "batch_evals_per_decade",
                                           "batch_noise_batches",
@@ -202,7 +209,7 @@ ENTRY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
                                                     "overfit_data_sizes", "batch_sizes", "depth_sizes",
                                                     "depth_layers", "depth_seeds")},
     **{k: (_sizes, "a tuple of (n_layer, d_model) pairs") for k in ("ladder", "seed_sizes", "lstm_ladder",
-                                                                     "tune_ladder", "tune_long_sizes",
+                                                                     "tune_ladder", "tune_long_sizes", "warmup_ladder",
                                                                      "context_ladder",
                                                                      "recur_ladder", "overfit_ladder", "batch_ladder")},
     **{k: (_floats, "a tuple of positive rates") for k in ("lr_grid", "lstm_lr_grid", "batch_lr_factors")},
@@ -250,9 +257,13 @@ def sweep(fn: SweepFn) -> SweepFn:
     return fn
 
 
+def _sweep_name(p: dict, name: str) -> str:
+    """Where a sweep's runs are filed: a GPU profile's under a folder of their own."""
+    return name + ("-gpu" if p.get("device") == "cuda" else "")
+
+
 def _base(p: dict, name: str, **kw) -> RunConfig:
-    suffix = "-gpu" if p.get("device") == "cuda" else ""
-    return RunConfig(sweep=name + suffix, batch_size=p["batch_size"], n_ctx=p["n_ctx"], eval_tokens=p["eval_tokens"],
+    return RunConfig(sweep=_sweep_name(p, name), batch_size=p["batch_size"], n_ctx=p["n_ctx"], eval_tokens=p["eval_tokens"],
                      device=p.get("device", "cpu"), corpus=p.get("corpus", "books"),
                      eval_version=p["eval_version"], **kw)
 
@@ -451,9 +462,6 @@ def _tune_foreseen(p: dict, store: Store) -> list[RunConfig]:
     return out
 
 
-# the sweeps whose plan grows from their results in a way that can be foreseen: what they will add
-FORESEEN: dict[str, SweepFn] = {"tune": _tune_foreseen}
-
 
 def foreseen(name: str, profile_name: str, store: Store | None = None,
              overrides: dict | None = None) -> list[RunConfig]:
@@ -464,6 +472,47 @@ def foreseen(name: str, profile_name: str, store: Store | None = None,
     if name not in FORESEEN:
         return []
     return FORESEEN[name](profile(profile_name, overrides), store or Store())
+
+
+@sweep
+def sweep_warmup(p: dict, store: Store) -> list[RunConfig]:
+    """Porian et al.'s warmup step (the Kaplan-or-Chinchilla chapter's "what moves the exponent"): at each size of
+    `warmup_ladder` whose tuned grid is finished, the grid's best config at the longest budget (seed 0, its
+    branches and rate) trained again with one fixed warmup for every size, `warmup_fixed_tokens`, in place of the
+    book's (about N tokens, `config.default_warmup`). Its twin in the tuned grid is `warmup_twin`."""
+    return [_warmup_run(p, best) for best, finished in _warmup_grids(p, store) if finished]
+
+
+def _warmup_grids(p: dict, store: Store) -> list[tuple[RunConfig, bool]]:
+    """Each warmup size's grid: its best config at the longest budget and True where the grid is finished, else
+    its centre rate's config and False."""
+    unknown = sorted(set(p["warmup_ladder"]) - set(p["tune_ladder"]))
+    if unknown:
+        raise ValueError(f"warmup_ladder {unknown} are not sizes of tune_ladder: a warmup run repeats a tuned grid's")
+    out = []
+    for n_layer, d_model in p["warmup_ladder"]:
+        grid, best = _tuned_grid(_tune_base(p, n_layer, d_model), store)
+        out.append((best, True) if best is not None else (grid[len(grid) // 2], False))
+    return out
+
+
+def _warmup_run(p: dict, grid_run: RunConfig) -> RunConfig:
+    return grid_run.replace(sweep=_sweep_name(p, "warmup"), warmup_tokens=p["warmup_fixed_tokens"])
+
+
+def _warmup_foreseen(p: dict, store: Store) -> list[RunConfig]:
+    """The warmup runs of the sizes whose grid is unfinished, at the grid's centre rate."""
+    return [_warmup_run(p, centre) for centre, finished in _warmup_grids(p, store) if not finished]
+
+
+# the sweeps whose plan grows from their results in a way that can be foreseen: what they will add
+FORESEEN: dict[str, SweepFn] = {"tune": _tune_foreseen, "warmup": _warmup_foreseen}
+
+
+def warmup_twin(cfg: RunConfig) -> RunConfig:
+    """The tuned-grid run that a run of the warmup sweep repeats with the book's warmup: the same config, filed
+    under `tune`, its warmup the default again."""
+    return cfg.replace(sweep=cfg.sweep.replace("warmup", "tune", 1), warmup_tokens=-1)
 
 
 @sweep

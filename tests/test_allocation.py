@@ -463,3 +463,16 @@ def test_slice_coverage_tells_a_vertex_below_the_smallest_size_from_one_that_nee
             assert D == pytest.approx(r.C / (1.5 * 6 * N), rel=1e-6)
     none = al.slice_coverage(df["C"], df["N"], df["L"], levels=[1e40])
     assert none.empty and list(none.columns) == al.COVERAGE_COLUMNS
+
+
+def test_paired_points_keep_each_pair_at_the_budgets_both_runs_hold():
+    a = pd.DataFrame(dict(key=["t1"] * 3 + ["t2"] * 2 + ["t3"], N=[1, 1, 1, 2, 2, 3],
+                          tokens=[1e5, 2e5, 4e5, 1e5, 2e5, 1e5], final_val_loss=np.arange(6.0)))
+    b = pd.DataFrame(dict(key=["w1"] * 2 + ["w2"] * 3 + ["w9"], N=[1, 1, 2, 2, 2, 9],
+                          tokens=[2e5, 4e5, 1e5, 2e5, 8e5, 1e5], final_val_loss=np.arange(6.0) + 10))
+    short, long = al.paired_points(a, b, {"w1": "t1", "w2": "t2", "w9": "t9"})
+    assert list(zip(short["key"], short["tokens"])) == [("t1", 2e5), ("t1", 4e5), ("t2", 1e5), ("t2", 2e5)]
+    assert list(zip(long["key"], long["tokens"])) == [("w1", 2e5), ("w1", 4e5), ("w2", 1e5), ("w2", 2e5)]
+    assert list(short["N"]) == list(long["N"])  # the same points in both arms, t3 and w9 without a twin left out
+    empty_a, empty_b = al.paired_points(a, b.iloc[:0], {})
+    assert empty_a.empty and empty_b.empty and "N" in empty_a and "N" in empty_b  # the columns kept

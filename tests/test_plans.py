@@ -300,3 +300,37 @@ def test_the_long_runs_of_the_stored_tuned_ladder():
     pairs = [(RunConfig.from_stored(r["config"]), r) for r in stored if r["key"] not in long_keys]
     hours = [progress.hours_left(pairs, [c]) for c in long]
     assert all(0.5 < h < 3 for h in hours), hours  # worker-hours each, at the grids' rate (an upper bound)
+
+
+# --- Porian et al.'s warmup step ------------------------------------------------------------------
+def test_the_warmup_sweep_repeats_each_finished_grids_best_run_with_one_fixed_warmup(tmp_path, runs_env):
+    s = Store(tmp_path)
+    p = plans.profile("smoke")
+    assert configs("warmup", "smoke", s) == []  # nothing until a grid is finished, but foreseen at its centre rate
+    grid = configs("tune", "smoke", s)
+    centres = {(c.d_model, c.lr) for c in grid if c.lr == sorted(x.lr for x in grid if x.N == c.N)[1]}
+    assert {(c.d_model, c.lr) for c in plans.foreseen("warmup", "smoke", s)} == centres
+    _finish_grid(s, [c for c in grid if c.d_model == 8])
+    planned = configs("warmup", "smoke", s)
+    assert len(planned) == 1  # the finished size only
+    run, = planned
+    best = sorted((c for c in grid if c.d_model == 8), key=lambda c: c.lr)[1]
+    assert run.sweep == "warmup" and run.warmup_tokens == p["warmup_fixed_tokens"] != best.warmup_tokens
+    assert (run.lr, run.seed, run.tokens, run.budgets, run.schedule) == (best.lr, 0, best.tokens, best.budgets, "wsd")
+    assert run.key != best.key and plans.warmup_twin(run) == best and plans.warmup_twin(run).key == best.key
+    assert [c.d_model for c in plans.foreseen("warmup", "smoke", s)] == [16]
+    _finish_grid(s, [c for c in grid if c.d_model == 16])
+    assert sorted(c.d_model for c in configs("warmup", "smoke", s)) == [8, 16]
+    assert plans.foreseen("warmup", "smoke", s) == []
+    with pytest.raises(ValueError, match="not sizes of tune_ladder"):
+        configs("warmup", "smoke", s, {"warmup_ladder": ((3, 64),)})
+
+
+def test_the_book_warmup_is_kaplans_share_of_the_longest_run_for_every_size():
+    p = plans.profile("book")
+    assert p["warmup_fixed_tokens"] == pytest.approx(3_000 / 250_000 * p["tune_tokens"], rel=0.01)
+    assert p["warmup_fixed_tokens"] < min(p["tune_budgets"])  # every branch cools down after the warmup
+    assert set(p["warmup_ladder"]) <= set(p["tune_ladder"])
+    for L, d in p["warmup_ladder"]:  # longer than the book's own warmup at every size
+        grid = plans._tune_base(p, L, d)
+        assert grid.warmup_tokens < p["warmup_fixed_tokens"]
