@@ -606,6 +606,41 @@ def paired_points(a: pd.DataFrame, b: pd.DataFrame, twins: Mapping[str, str]) ->
             b_rows[np.array([p in both for p in at_b], bool)].reset_index(drop=True))
 
 
+def sliced_approach2(points: pd.DataFrame, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, per_decade: int = 3,
+                     min_sizes: int = MIN_POINTS_PER_BUDGET) -> Allocation:
+    """Approach 2 on a table of points (columns C, N, L, D, run, as `counting_variants` gives) cut into IsoFLOP
+    slices (`isoflop_slices`)."""
+    sl = isoflop_slices(points["C"], points["N"], points["L"], points["D"], runs=points["run"],
+                        per_decade=per_decade, min_sizes=min_sizes)
+    if sl.empty:
+        raise FitError(f"no compute level is reached by {min_sizes} sizes")
+    return approach2(sl["C"], sl["N"], sl["L"], sl["D"], bootstrap=bootstrap, seed=seed)
+
+
+def paired_difference(x: Allocation, y: Allocation, *, bootstrap: int = DEFAULT_BOOTSTRAP,
+                      seed: int = 0) -> dict[str, Any]:
+    """y's a minus x's, for two arms of approach 2 on the same compute levels (one change between them): each
+    arm's line through the vertices of the levels both have a minimum at, and a 95% interval from resampling those
+    levels, the same draw in both arms (so what the levels share does not widen the difference). Returns diff,
+    lo, hi (NaN without an interval), levels, and a_x, a_y on those levels."""
+    def good(res: Allocation) -> pd.DataFrame:
+        o = res.optima
+        return o[o["convex"] & np.isfinite(o["D_opt"])].set_index("C")
+
+    gx, gy = good(x), good(y)
+    common = sorted(set(gx.index) & set(gy.index))
+    if len(common) < MIN_BUDGETS:
+        raise FitError(f"the two arms share {len(common)} compute levels with a minimum; a difference needs "
+                       f"{MIN_BUDGETS}")
+    gx, gy = gx.loc[common].reset_index(), gy.loc[common].reset_index()
+    a_x, a_y = _lines(gx)["a"], _lines(gy)["a"]
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(common), len(common)) for _ in range(bootstrap)]
+    diffs = [_lines(gy.iloc[i])["a"] - _lines(gx.iloc[i])["a"] for i in draws if len(np.unique(i)) >= 2]
+    lo, hi = _percentile_ci(np.array(diffs)) if len(diffs) >= 2 else (math.nan, math.nan)
+    return dict(diff=a_y - a_x, lo=lo, hi=hi, levels=len(common), a_x=a_x, a_y=a_y)
+
+
 def compare(variants: Mapping[str, pd.DataFrame], approaches: Sequence[int] = APPROACHES, *,
             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, per_decade: int = 3,
             min_sizes: int = MIN_POINTS_PER_BUDGET) -> pd.DataFrame:
@@ -623,11 +658,8 @@ def compare(variants: Mapping[str, pd.DataFrame], approaches: Sequence[int] = AP
             row: dict[str, Any] = dict(variant=name, approach=approach)
             try:
                 if approach == 2:
-                    sl = isoflop_slices(df["C"], df["N"], df["L"], df["D"], runs=df["run"], per_decade=per_decade,
-                                        min_sizes=min_sizes)
-                    if sl.empty:
-                        raise FitError(f"no compute level is reached by {min_sizes} sizes")
-                    res = approach2(sl["C"], sl["N"], sl["L"], sl["D"], bootstrap=bootstrap, seed=seed)
+                    res = sliced_approach2(df, bootstrap=bootstrap, seed=seed, per_decade=per_decade,
+                                           min_sizes=min_sizes)
                     row["edges"] = int(res.optima["edge"].sum())
                 else:
                     res = allocate(approach, df["C"], df["N"], df["L"], df["D"], runs=df["run"],

@@ -2,6 +2,7 @@
 exponent, the published Chinchilla runs as Besiroglu et al. (2024) digitised them, and the CLI's errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -476,3 +477,19 @@ def test_paired_points_keep_each_pair_at_the_budgets_both_runs_hold():
     assert list(short["N"]) == list(long["N"])  # the same points in both arms, t3 and w9 without a twin left out
     empty_a, empty_b = al.paired_points(a, b.iloc[:0], {})
     assert empty_a.empty and empty_b.empty and "N" in empty_a and "N" in empty_b  # the columns kept
+
+
+def test_paired_difference_reads_two_arms_on_the_same_levels():
+    df = _branches().assign(run=lambda t: t["N"])
+    x = al.sliced_approach2(df, bootstrap=0)
+    same = al.paired_difference(x, al.sliced_approach2(df, bootstrap=0), bootstrap=100)
+    assert same["diff"] == 0 and same["lo"] == same["hi"] == 0  # one draw in both arms: nothing moves
+    # a penalty on the small sizes that grows with compute moves the vertices up more at the larger levels
+    lN, lC = np.log(df["N"] / df["N"].min()), np.log(df["C"] / df["C"].min())
+    tilted = df.assign(L=df["L"] * np.exp(-0.002 * lN * lC))
+    d = al.paired_difference(x, al.sliced_approach2(tilted, bootstrap=0), bootstrap=200)
+    assert d["diff"] > 0.02 and 0 < d["lo"] <= d["diff"] <= d["hi"]
+    assert d["a_x"] == pytest.approx(x.a) and d["levels"] == len(x.optima)
+    few = dataclasses.replace(x, optima=x.optima.iloc[:2])  # an arm with two levels only
+    with pytest.raises(FitError, match="share"):
+        al.paired_difference(x, few)
