@@ -116,7 +116,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # Porian et al.'s warmup step (the Kaplan-or-Chinchilla chapter): the tuned ladder's sizes up to 55k again at
         # their best config at 16M, with one fixed warmup for every size in place of about N tokens: Kaplan et al.'s
         # 3,000 steps were 1.2% of their 250,000, and 1.2% of the grid's 16M tokens is 192k (77% of the 0.25M
-        # branch, 8x the book's warmup at 55k, 77x at 768); about 1.2 worker-hours by the grids' run times
+        # branch, 8x the book's warmup at 55k, 77x at 768); about 2 worker-hours by the grids' run times (`progress`)
         warmup_ladder=((1, 6), (1, 8), (2, 8), (1, 16), (2, 16), (2, 24), (2, 32), (2, 48)),
         warmup_fixed_tokens=192_000,
         # short contexts (Fig. 21; 6 runs, cost 147M) and recurrent transformers (Fig. 17; 12 runs,

@@ -18,6 +18,10 @@ from .plans import MissingRule, configs, cost, foreseen
 from .store import Store
 from .sweep import FINISHED
 
+# a sweep whose runs repeat another's recipe (the warmup sweep: the tuned grid's best runs, another warmup) is sized
+# by that sweep's stored runs until it has finished runs of its own
+SIZED_BY = {"warmup": "tune"}
+
 COLUMNS = ["sweep", "chapters", "stored", "not_finished", "planned_left", "foreseen", "gpu_stored", "cpu_hours",
            "hours_left", "note"]
 
@@ -78,7 +82,8 @@ def sweep_progress(chapter_sweeps: dict[str, tuple], profile: str = "book", stor
       them beside the CPU's);
     - the CPU worker-hours the stored runs took (`pages.run_hours`);
     - the worker-hours left, each planned or foreseen run at the median rate of the sweep's own stored CPU
-      runs that finished their budget, of the nearest size (`hours_left`; NaN while none is stored).
+      runs that finished their budget, of the nearest size (`hours_left`; NaN while none is stored, unless
+      `SIZED_BY` names a sweep whose recipe it repeats, whose runs then size it, as `note` says).
     A sweep whose grid grows from its results past what can be foreseen (the learning-rate edges, the batch
     grid) counts only what is planned so far; a sweep that cannot be planned yet says why in `note`. With
     `checkpoints`, a column counts the missing runs that hold a checkpoint on this machine."""
@@ -103,7 +108,11 @@ def sweep_progress(chapter_sweeps: dict[str, tuple], profile: str = "book", stor
         later = [c for c in foreseen(name, profile, store) if not store.has(c)]
         row["foreseen"] = len(later)
         row["cpu_hours"] = run_hours([r for _, r in pairs])["cpu_hours"]
-        row["hours_left"] = hours_left(pairs, missing + later)
+        sized = pairs
+        if not _cpu_rates(pairs) and name in SIZED_BY:
+            sized = [(c, store.load(c)) for c in configs(SIZED_BY[name], profile, store) if store.has(c)]
+            row["note"] = f"sized by the {SIZED_BY[name]} sweep's runs"
+        row["hours_left"] = hours_left(sized, missing + later)
         if profile != "smoke":  # a lent GPU's runs, planned under their own profile, join the chapters
             try:
                 gpu = [store.load(c) for c in dict.fromkeys(configs(name, "gpu", store)) if store.has(c)]

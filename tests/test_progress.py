@@ -118,3 +118,15 @@ def test_the_runs_a_sweep_will_plan_are_counted_and_sized_with_the_rest(tmp_path
     later = plans.foreseen("tune", "smoke", store)
     assert row.foreseen == len(later) > 0 and row.planned_left == len(tune) - 1
     assert row.hours_left == pytest.approx(3e-5 * cost(tune[1:] + later) / 3600)
+
+
+def test_a_sweep_that_repeats_anothers_recipe_is_sized_by_its_runs_until_it_has_its_own(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    _store_some(store, "tune", 2, seconds_per_cost=3e-5)
+    chapters = {"10_kaplan_chinchilla": (("tune", None), ("warmup", None))}
+    row = progress.sweep_progress(chapters, "smoke", store).set_index("sweep").loc["warmup"]
+    later = plans.foreseen("warmup", "smoke", store)
+    assert row.stored == 0 and row.foreseen == len(later) > 0
+    assert row.hours_left == pytest.approx(3e-5 * cost(later) / 3600) and "tune" in row.note
+    monkeypatch.setattr(progress, "SIZED_BY", {})  # without the stand-in, nothing sizes it
+    assert math.isnan(progress.sweep_progress(chapters, "smoke", store).set_index("sweep").loc["warmup"].hours_left)
