@@ -105,7 +105,8 @@ def predict_ladder(name: str, table: pd.DataFrame, targets: Sequence[RunConfig],
                    bootstrap: int = 200, seed: int = 0, commit: str | None = None, save: bool = True,
                    scope: str = "larger", levels: dict[str, int] | None = None,
                    slices: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Fit the ladder's laws on the stored sizes below the targets and predict the targets' losses.
+    """Fit the ladder's laws on the stored sizes (those below the targets, or every other one: `scope`) and
+    predict the targets' losses.
 
     `table` is a `runs_table(..., budgets=True)` of a tuned grid; `targets` are the configs of the
     runs to be predicted (every rate and seed planned at those sizes). Refuses when any target is
