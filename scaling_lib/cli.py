@@ -180,7 +180,7 @@ def _predict(args) -> int:
     from .config import RunConfig
     from .plans import configs, is_tune_long, profile
     from .store import Store, runs_table
-    from .sweep import FINISHED
+    from .store import FINISHED
 
     store = Store(args.store) if args.store else Store()
     p = profile(args.profile)
@@ -240,7 +240,7 @@ def _rule(args) -> int:
     from .config import RunConfig
     from .plans import configs, is_tune_long, profile
     from .store import Store, runs_table
-    from .sweep import FINISHED
+    from .store import FINISHED
 
     store = Store(args.store) if args.store else Store()
     path = store.root / tuning.RULE_FILE

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from . import arch
 from .flops import shapes_at_fixed_N
 from .config import EVAL_VERSION, RunConfig
-from .store import Store
+from .store import FINISHED, Store
 from .tuning import RULE_FILE, LRRule
 
 log = logging.getLogger(__name__)
@@ -337,8 +337,6 @@ def lattice_lr(k: int) -> float:
 
 def _budget_losses(rec: dict) -> dict[int, float]:
     """A stored run's loss at each of its budgets; a diverged run or budget is the worst result."""
-    from .sweep import FINISHED  # here: sweep imports plans
-
     if rec["status"] not in FINISHED:
         return {b["tokens"]: math.inf for b in rec.get("budgets", [])} or {0: math.inf}
     budgets = rec.get("budgets") or [dict(tokens=rec.get("tokens", 0), val_loss=rec["final"].get("val_loss"),

@@ -15,8 +15,7 @@ import pandas as pd
 
 from .pages import on_gpu, run_hours, worker_seconds
 from .plans import MissingRule, configs, cost, foreseen
-from .store import Store
-from .sweep import FINISHED
+from .store import FINISHED, Store
 
 # a sweep whose runs repeat another's recipe (the warmup sweep: the tuned grid's best runs, another warmup) is sized
 # by that sweep's stored runs until it has finished runs of its own

@@ -33,6 +33,7 @@ from .config import INTRODUCED, RunConfig, vocab_size
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "runs"
 SCHEMA_VERSION = 2  # 2: `schema` and `config.eval_version` in every record, budgets with standard errors
 FAILED = ".failed"  # under the root: the failed records, out of the way of the records
+FINISHED = ("ok", "early_stopped")  # the statuses of a run that trained to its end, or stopped early as planned
 NOT_RUNS = ("predictions", "rules", "reference", "latency")  # other records under the root: predictions, fitted
 # rules, n-gram lines, timings of depth against latency
 

@@ -11,7 +11,7 @@ from . import preempt
 from .config import RunConfig
 from .plans import MissingRule, configs, cost, ladder_lr, profile as get_profile  # noqa: F401 (configs, ladder_lr: the chapters')
 from .runner import Executor, RunResult, make_executor, run_all
-from .store import Store
+from .store import FINISHED, Store  # noqa: F401 (FINISHED: the chapters')
 
 # ---------------------------------------------------------------------------------------------
 # Running
@@ -99,9 +99,6 @@ def load_sweep(name: str, profile_name: str, store: Store | None = None, *, trai
         run_sweep(name, profile_name, store=store, workers=1, overrides=overrides, log=lambda *a: None)
     cfgs = configs(name, profile_name, store, overrides)
     return [store.load(c) for c in cfgs if store.has(c)], [c for c in cfgs if not store.has(c)]
-
-
-FINISHED = ("ok", "early_stopped")
 
 
 def finished_or_why(name: str, profile_name: str, store: Store | None = None, *,

@@ -457,7 +457,8 @@ def test_finished_or_why_says_why_a_chapter_has_nothing_to_show(tmp_path, monkey
 
 
 def test_the_finished_statuses_are_written_once():
-    """`sweep.FINISHED` is the one copy: no module or chapter spells the statuses out again."""
+    """`store.FINISHED` is the one copy (`sweep` re-exports it for the chapters): no module or chapter spells the
+    statuses out again."""
     import re
     from pathlib import Path
 
@@ -466,7 +467,7 @@ def test_the_finished_statuses_are_written_once():
     files = [*(root / "scaling_lib").glob("*.py"), *(root / "notebooks").glob("*.md")]
     assert len(files) > 20
     copies = [f.relative_to(root).as_posix() for f in files if spelled.search(f.read_text())]
-    assert copies == ["scaling_lib/sweep.py"]
+    assert copies == ["scaling_lib/store.py"]
 
 
 def test_the_inline_executor_trains_off_the_callers_thread_one_run_after_another(tmp_path, monkeypatch):
