@@ -318,8 +318,12 @@ def slice_coverage(C, N, L, D=None, *, runs=None, levels=None, per_decade: int =
     return pd.DataFrame(rows, columns=cols)
 
 
-def approach2(C, N, L, D=None, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Allocation:
-    """a and b from the optima of IsoFLOP parabolas; the bootstrap resamples budgets (Hoffmann et al. 2022, §3.2)."""
+def approach2(C, N, L, D=None, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+              bracketed_only: bool = False) -> Allocation:
+    """a and b from the optima of IsoFLOP parabolas; the bootstrap resamples budgets (Hoffmann et al. 2022, §3.2).
+    A budget whose optimum sits at the edge of its sizes is kept, with a warning; with `bracketed_only`, a budget
+    whose optimum lies outside its sizes altogether (the parabola's vertex extrapolated) is left out, as
+    shehper/scaling_laws keep to the compute where the minima are bracketed."""
     C, N, L, D = _arrays(C, N, L, D)
     n_budgets = len(np.unique(C))
     if n_budgets < MIN_BUDGETS:
@@ -334,7 +338,14 @@ def approach2(C, N, L, D=None, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int 
     for r in optima[optima["edge"]].itertuples():
         warns.append(f"budget C={r.C:.4g}: optimum N={r.N_opt:.4g} at the edge of its sizes "
                      f"({r.N_min:.4g} to {r.N_max:.4g}); an extrapolation, kept in the fit")
-    good = optima[optima["convex"] & np.isfinite(optima["D_opt"])].reset_index(drop=True)
+    keep = optima["convex"] & np.isfinite(optima["D_opt"])
+    if bracketed_only:
+        outside = keep & ((optima["N_opt"] < optima["N_min"]) | (optima["N_opt"] > optima["N_max"]))
+        for r in optima[outside].itertuples():
+            warns.append(f"budget C={r.C:.4g}: optimum N={r.N_opt:.4g} outside its sizes ({r.N_min:.4g} to "
+                         f"{r.N_max:.4g}); budget left out")
+        keep &= ~outside
+    good = optima[keep].reset_index(drop=True)
     if len(good) < MIN_BUDGETS:
         raise FitError(f"approach 2 needs at least {MIN_BUDGETS} budgets with a minimum, got {len(good)}")
     line = _lines(good)
@@ -607,14 +618,15 @@ def paired_points(a: pd.DataFrame, b: pd.DataFrame, twins: Mapping[str, str]) ->
 
 
 def sliced_approach2(points: pd.DataFrame, *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, per_decade: int = 3,
-                     min_sizes: int = MIN_POINTS_PER_BUDGET) -> Allocation:
+                     min_sizes: int = MIN_POINTS_PER_BUDGET, bracketed_only: bool = False) -> Allocation:
     """Approach 2 on a table of points (columns C, N, L, D, run, as `counting_variants` gives) cut into IsoFLOP
     slices (`isoflop_slices`)."""
     sl = isoflop_slices(points["C"], points["N"], points["L"], points["D"], runs=points["run"],
                         per_decade=per_decade, min_sizes=min_sizes)
     if sl.empty:
         raise FitError(f"no compute level is reached by {min_sizes} sizes")
-    return approach2(sl["C"], sl["N"], sl["L"], sl["D"], bootstrap=bootstrap, seed=seed)
+    return approach2(sl["C"], sl["N"], sl["L"], sl["D"], bootstrap=bootstrap, seed=seed,
+                     bracketed_only=bracketed_only)
 
 
 def paired_difference(x: Allocation, y: Allocation, *, bootstrap: int = DEFAULT_BOOTSTRAP,
@@ -643,12 +655,13 @@ def paired_difference(x: Allocation, y: Allocation, *, bootstrap: int = DEFAULT_
 
 def compare(variants: Mapping[str, pd.DataFrame], approaches: Sequence[int] = APPROACHES, *,
             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, per_decade: int = 3,
-            min_sizes: int = MIN_POINTS_PER_BUDGET) -> pd.DataFrame:
+            min_sizes: int = MIN_POINTS_PER_BUDGET, bracketed_only: bool = False) -> pd.DataFrame:
     """The exponent a (and b) of each approach on each variant of one set of runs, a row each.
 
     A variant is a table of points with columns C, N, L, D and `run` (one label per learning curve
     or per size): the same runs with N or C counted another way, or another set of runs. Approach 2
-    reads the variant's IsoFLOP slices (`isoflop_slices` with `per_decade` and `min_sizes`). A fit
+    reads the variant's IsoFLOP slices (`isoflop_slices` with `per_decade` and `min_sizes`; `bracketed_only` as
+    for `approach2`). A fit
     that cannot be made gives a row with NaN and the reason under `error`, so that one failing
     variant leaves the others' rows.
     """
@@ -659,7 +672,7 @@ def compare(variants: Mapping[str, pd.DataFrame], approaches: Sequence[int] = AP
             try:
                 if approach == 2:
                     res = sliced_approach2(df, bootstrap=bootstrap, seed=seed, per_decade=per_decade,
-                                           min_sizes=min_sizes)
+                                           min_sizes=min_sizes, bracketed_only=bracketed_only)
                     row["edges"] = int(res.optima["edge"].sum())
                 else:
                     res = allocate(approach, df["C"], df["N"], df["L"], df["D"], runs=df["run"],

@@ -136,6 +136,21 @@ def test_edge_of_a_budget_is_warned():
     assert "C=1e+18" in w and "kept in the fit" in w
 
 
+def test_a_budget_whose_optimum_lies_outside_its_sizes_is_left_out_only_when_asked(iso):
+    # the smallest budget's sizes all sit far above its optimum: its parabola's vertex is extrapolated below them
+    first = iso["C"] == iso["C"].min()
+    far = pd.concat([iso[~first], iso[first].assign(N=iso.loc[first, "N"] * 30,
+                                                    L=lambda t: chinchilla(t["N"], t["C"] / (6 * t["N"]), **LAW))])
+    kept = al.approach2(far.C, far.N, far.L, bootstrap=0)
+    row = kept.optima.iloc[0]
+    assert row["N_opt"] < row["N_min"] and kept.n_units == len(kept.optima)
+    out = al.approach2(far.C, far.N, far.L, bootstrap=0, bracketed_only=True)
+    assert out.n_units == len(out.optima) - 1 and any("outside its sizes" in w for w in out.warnings)
+    assert abs(out.a - A_TRUE) < abs(kept.a - A_TRUE)  # the extrapolated vertex no longer tilts the line
+    inside = al.approach2(iso.C, iso.N, iso.L, bootstrap=0, bracketed_only=True)  # every optimum bracketed
+    assert inside.a == al.approach2(iso.C, iso.N, iso.L, bootstrap=0).a
+
+
 def test_a_budget_without_a_minimum_is_left_out():
     df = _isoflop()
     last = df.C == df.C.max()
