@@ -568,12 +568,12 @@ def approach3(C, N, L, D=None, *, runs=None, bootstrap: int = DEFAULT_BOOTSTRAP,
 
 
 def allocate(approach: int, C, N, L, D=None, *, runs=None, bootstrap: int = DEFAULT_BOOTSTRAP,
-             seed: int = 0) -> Allocation:
-    """N_opt ∝ C^a and D_opt ∝ C^b by approach 1, 2 or 3 of Hoffmann et al. 2022."""
+             seed: int = 0, bracketed_only: bool = False) -> Allocation:
+    """N_opt ∝ C^a and D_opt ∝ C^b by approach 1, 2 or 3 of Hoffmann et al. 2022 (`bracketed_only`: approach 2's)."""
     if approach == 1:
         return approach1(C, N, L, D, runs=runs, bootstrap=bootstrap, seed=seed)
     if approach == 2:
-        return approach2(C, N, L, D, bootstrap=bootstrap, seed=seed)
+        return approach2(C, N, L, D, bootstrap=bootstrap, seed=seed, bracketed_only=bracketed_only)
     if approach == 3:
         return approach3(C, N, L, D, runs=runs, bootstrap=bootstrap, seed=seed)
     raise FitError(f"unknown approach {approach!r}; expected 1, 2 or 3")
@@ -706,6 +706,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, metavar="K",
                         help=f"bootstrap resamples (default {DEFAULT_BOOTSTRAP})")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")
+    parser.add_argument("--bracketed-only", action="store_true", help="approach 2: leave out a budget whose optimum "
+                        "lies outside its sizes (default: keep it, with a warning)")
 
 
 def cli(args: argparse.Namespace) -> int:
@@ -718,6 +720,8 @@ def cli(args: argparse.Namespace) -> int:
             raise FitError(f"--bootstrap must be >= 0, got {args.bootstrap}")
         if args.run is not None and approach == 2:
             raise FitError("--run is for approaches 1 and 3; approach 2 groups rows by their compute value")
+        if args.bracketed_only and approach != 2:
+            raise FitError("--bracketed-only is for approach 2, whose budgets have optima")
         df = fitting.read_csv(args.csv, (args.compute, args.n, args.loss, args.d, args.run))
         cols = {"compute": args.compute, "N": args.n, "loss": args.loss, "D": args.d}
         values = {k: None if c is None else fitting.numeric_column(df, c) for k, c in cols.items()}
@@ -734,7 +738,7 @@ def cli(args: argparse.Namespace) -> int:
                                f"first {float(v[i]):g} at row {i}")
         result = allocate(approach, values["compute"], values["N"], values["loss"], values["D"],
                           runs=None if args.run is None else df[args.run].to_numpy(),
-                          bootstrap=args.bootstrap, seed=args.seed)
+                          bootstrap=args.bootstrap, seed=args.seed, bracketed_only=args.bracketed_only)
     except FitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -326,6 +326,7 @@ def _args(path, *extra, approach="2"):
     ("blank_L", [], "3", ["column L (loss) has 1 missing", "row 7"]),
     ("good", ["--bootstrap", "-1"], "2", ["--bootstrap must be >= 0"]),
     ("good", ["--run", "C"], "2", ["--run is for approaches 1 and 3"]),
+    ("good", ["--bracketed-only"], "3", ["--bracketed-only is for approach 2"]),
 ])
 def test_cli_bad_input_one_line_exit_2(csvs, capsys, name, extra, approach, words):
     assert main(_args(csvs[name], *extra, approach=approach)) == 2
@@ -350,6 +351,18 @@ def test_cli_prints_json_and_warnings_on_stderr(tmp_path, capsys):
     assert res["ci"]["a"][0] < res["a"] < res["ci"]["a"][1] and res["ci"]["b"][0] < res["b"] < res["ci"]["b"][1]
     assert len(res["optima"]) == 9 and {"C", "N_opt", "D_opt", "L_opt", "edge"} <= set(res["optima"][0])
     assert res["warnings"] and all(f"warning: {w}" in err for w in res["warnings"])
+
+
+def test_cli_leaves_out_an_unbracketed_budget_when_asked(iso, tmp_path, capsys):
+    first = iso["C"] == iso["C"].min()
+    far = pd.concat([iso[~first], iso[first].assign(N=iso.loc[first, "N"] * 30,
+                                                    L=lambda t: chinchilla(t["N"], t["C"] / (6 * t["N"]), **LAW))])
+    far.to_csv(tmp_path / "far.csv", index=False)
+    assert main(_args(tmp_path / "far.csv", "--bootstrap", "0")) == 0
+    kept = json.loads(capsys.readouterr().out)
+    assert main(_args(tmp_path / "far.csv", "--bootstrap", "0", "--bracketed-only")) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["n_budgets"] == kept["n_budgets"] - 1 and "outside its sizes" in err
 
 
 def test_cli_subprocess_on_the_published_runs():
