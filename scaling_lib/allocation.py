@@ -653,6 +653,18 @@ def paired_difference(x: Allocation, y: Allocation, *, bootstrap: int = DEFAULT_
     return dict(diff=a_y - a_x, lo=lo, hi=hi, levels=len(common), a_x=a_x, a_y=a_y)
 
 
+def tells_apart(d: Mapping[str, Any]) -> bool:
+    """Whether a `paired_difference` has an interval, and the interval leaves out zero."""
+    return bool(np.isfinite(d["lo"]) and np.isfinite(d["hi"]) and (d["lo"] > 0 or d["hi"] < 0))
+
+
+def difference_text(d: Mapping[str, Any]) -> str:
+    """A `paired_difference` in words: the signed difference, its interval, and what was resampled."""
+    interval = ("no interval" if not np.isfinite(d["lo"]) else
+                f"95% interval {d['lo']:+.3f} to {d['hi']:+.3f}")
+    return f"{d['diff']:+.3f} ({interval}, the {d['levels']} levels both arms hold resampled together)"
+
+
 def compare(variants: Mapping[str, pd.DataFrame], approaches: Sequence[int] = APPROACHES, *,
             bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, per_decade: int = 3,
             min_sizes: int = MIN_POINTS_PER_BUDGET, bracketed_only: bool = False) -> pd.DataFrame:
@@ -661,14 +673,14 @@ def compare(variants: Mapping[str, pd.DataFrame], approaches: Sequence[int] = AP
     A variant is a table of points with columns C, N, L, D and `run` (one label per learning curve
     or per size): the same runs with N or C counted another way, or another set of runs. Approach 2
     reads the variant's IsoFLOP slices (`isoflop_slices` with `per_decade` and `min_sizes`; `bracketed_only` as
-    for `approach2`). A fit
-    that cannot be made gives a row with NaN and the reason under `error`, so that one failing
+    for `approach2`). The fitted `Allocation` is kept under `fit` (for `compared_difference`). A fit
+    that cannot be made gives a row with NaN, no fit, and the reason under `error`, so that one failing
     variant leaves the others' rows.
     """
     rows = []
     for name, df in variants.items():
         for approach in approaches:
-            row: dict[str, Any] = dict(variant=name, approach=approach)
+            row: dict[str, Any] = dict(variant=name, approach=approach, fit=None)
             try:
                 if approach == 2:
                     res = sliced_approach2(df, bootstrap=bootstrap, seed=seed, per_decade=per_decade,
@@ -679,12 +691,29 @@ def compare(variants: Mapping[str, pd.DataFrame], approaches: Sequence[int] = AP
                                    bootstrap=bootstrap, seed=seed)
                 lo, hi = res.ci.get("a", (math.nan, math.nan))
                 row.update(a=res.a, a_lo=lo, a_hi=hi, b=res.b, points=res.n_points, units=res.n_units,
-                           warnings=len(res.warnings), error="")
+                           warnings=len(res.warnings), error="", fit=res)
             except FitError as e:
                 row.update(a=math.nan, a_lo=math.nan, a_hi=math.nan, b=math.nan, error=str(e))
             rows.append(row)
-    cols = ["variant", "approach", "a", "a_lo", "a_hi", "b", "points", "units", "edges", "warnings", "error"]
+    cols = ["variant", "approach", "a", "a_lo", "a_hi", "b", "points", "units", "edges", "warnings", "error", "fit"]
     return pd.DataFrame(rows).reindex(columns=cols)
+
+
+def compared_difference(table: pd.DataFrame, x: str, y: str, *, bootstrap: int = DEFAULT_BOOTSTRAP,
+                        seed: int = 0) -> dict[str, Any] | None:
+    """`paired_difference` of approach 2 between variants `x` and `y` of a `compare` table, from the fits the
+    table holds (nothing is refitted); None where either variant is missing or has no fit, or the two share too
+    few levels."""
+    fits = []
+    for name in (x, y):
+        row = table[(table["variant"] == name) & (table["approach"] == 2)]
+        if row.empty or not isinstance(row.iloc[0]["fit"], Allocation):
+            return None
+        fits.append(row.iloc[0]["fit"])
+    try:
+        return paired_difference(*fits, bootstrap=bootstrap, seed=seed)
+    except FitError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ what exists only at a run's final evaluation (the loss by position).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -161,13 +161,17 @@ EXPONENTS = (("fixed_alpha_N", "power", "alpha"), ("nd_alpha_N", "kaplan-nd", "a
              ("ch_beta", "chinchilla", "beta"))
 
 
-def choices(t: pd.DataFrame, *, bootstrap: int, seed: int = 0,
-            which: dict[str, Callable] | None = None) -> pd.DataFrame:
+def choices(t: pd.DataFrame, *, bootstrap: int, seed: int = 0, which: dict[str, Callable] | None = None,
+            book: Mapping[str, FitResult] | None = None) -> pd.DataFrame:
     """The exponents under each choice an analyst makes (one change at a time from the book's fit):
     L(N) at the longest budget every size reached, Kaplan's L(N, D) and Chinchilla's form, each
-    with its hierarchical bootstrap interval. A choice that leaves under 3 sizes gives NaN."""
+    with its hierarchical bootstrap interval. A choice that leaves under 3 sizes gives NaN.
+
+    `book`: fits of the first choice (the book's own) that the caller already holds, by form ("power" for L(N)
+    at that budget, as `fixed_budget` fits it; the `joint` forms), used as they are in place of fitting them
+    again; a fit whose point count is not the choice's raises ValueError."""
     rows = []
-    for name, choose in (which or CHOICES).items():
+    for i, (name, choose) in enumerate((which or CHOICES).items()):
         sub, x = choose(finite(t))
         row: dict[str, Any] = dict(choice=name, sizes=sub["N"].nunique(), points=len(sub), fixed_budget=np.nan)
         fits: dict[str, FitResult | str] = dict.fromkeys(("power", *JOINT_FORMS), "n/a (fewer than 3 sizes)")
@@ -175,6 +179,13 @@ def choices(t: pd.DataFrame, *, bootstrap: int, seed: int = 0,
             longest = row["fixed_budget"] = int(sub.groupby("N")["tokens"].max().min())
             for form in fits:
                 pts = sub[sub["tokens"] == longest] if form == "power" else sub
+                held = (book or {}).get(form) if i == 0 else None
+                if held is not None:
+                    if held.n_points != len(pts):
+                        raise ValueError(f"the {form} fit given for {name!r} has {held.n_points} points; the "
+                                         f"choice has {len(pts)}")
+                    fits[form] = held
+                    continue
                 try:
                     fits[form] = _fit(form, pts, x, bootstrap, seed)
                 except fit.FitError as e:  # reported in the table, not raised: the other choices still show

@@ -431,6 +431,32 @@ def test_compare_fits_every_variant_and_keeps_a_failing_one_as_a_row():
     assert tilt2["a"] < law2["a"] - 0.05  # N_opt grows more slowly against a C that grows faster with N
     bad = t[t["variant"] == "one size"]
     assert bad["a"].isna().all() and (bad["error"].str.len() > 0).all()
+    assert law2["fit"].a == law2["a"] and bad["fit"].isna().all()  # the fits kept, none for a failure
+
+
+def test_compared_difference_reads_the_fits_a_compare_table_holds():
+    df = _branches().assign(run=lambda t: t["N"])
+    lN, lC = np.log(df["N"] / df["N"].min()), np.log(df["C"] / df["C"].min())
+    tilted = df.assign(L=df["L"] * np.exp(-0.002 * lN * lC))
+    few = df[df["N"] == df["N"].min()]
+    t = al.compare({"law": df, "tilted": tilted, "one size": few}, approaches=(2,), bootstrap=0)
+    d = al.compared_difference(t, "law", "tilted", bootstrap=200)
+    direct = al.paired_difference(al.sliced_approach2(df, bootstrap=0), al.sliced_approach2(tilted, bootstrap=0),
+                                  bootstrap=200)
+    assert d == pytest.approx(direct)  # the same numbers as fitting both arms again
+    assert al.compared_difference(t, "law", "one size") is None  # an arm without a fit
+    assert al.compared_difference(t, "law", "absent") is None
+    assert al.compared_difference(al.compare({"law": df}, approaches=(3,), bootstrap=0), "law", "law") is None
+
+
+def test_difference_text_and_tells_apart_follow_the_interval():
+    d = dict(diff=0.1234, lo=0.05, hi=0.2, levels=7)
+    assert al.tells_apart(d) and al.tells_apart(dict(d, diff=-0.1, lo=-0.2, hi=-0.01))
+    assert not al.tells_apart(dict(d, lo=-0.01))  # the interval holds zero
+    assert not al.tells_apart(dict(d, lo=math.nan, hi=math.nan))  # no interval
+    assert al.difference_text(d) == ("+0.123 (95% interval +0.050 to +0.200, the 7 levels both arms hold "
+                                     "resampled together)")
+    assert "no interval" in al.difference_text(dict(d, lo=math.nan, hi=math.nan))
 
 
 def test_counting_variants_count_N_and_C_four_ways():

@@ -1,6 +1,7 @@
 """The ladder's laws in N, on synthetic ladders whose exponents are known."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -87,6 +88,20 @@ def test_the_choices_table_changes_one_thing_at_a_time():
     spread = ladder.choice_spread(ch)
     row = spread.set_index("exponent").loc["ch_alpha"]
     assert row["lo"] <= row["book"] <= row["hi"] and math.isclose(row["spread"], row["hi"] - row["lo"])
+
+
+def test_the_book_row_takes_the_fits_the_caller_holds_and_refits_the_others():
+    t = table(noise=0.001)
+    held = {"power": ladder.fixed_budget(t, BUDGETS[-1], bootstrap=0).fit, **ladder.joint(t, bootstrap=0)}
+    refit, reused = ladder.choices(t, bootstrap=0), ladder.choices(t, bootstrap=0, book=held)
+    pd.testing.assert_frame_equal(refit, reused)  # the same table as fitting them again
+    fake = dict(held, power=dataclasses.replace(held["power"], params={**held["power"].params, "alpha": 9.0}))
+    used = ladder.choices(t, bootstrap=0, book=fake)
+    assert used.iloc[0]["fixed_alpha_N"] == 9.0  # the held fit is read, not refitted
+    assert (used.iloc[1:]["fixed_alpha_N"] < 1).all()  # only the book's own row
+    wrong = dict(held, power=dataclasses.replace(held["power"], n_points=3))  # a fit of other points
+    with pytest.raises(ValueError, match="3 points"):
+        ladder.choices(t, bootstrap=0, book=wrong)
 
 
 def test_one_size_per_width_leaves_out_the_deeper_sizes_of_a_width():
