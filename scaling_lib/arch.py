@@ -2,8 +2,9 @@
 forward FLOPs per token.
 
 `train`, `flops` users and `bench` ask the registry instead of branching on a name; a new
-architecture (a recurrent transformer, say) is one more `register` call. No torch at import: the
-analysis chapters count without a model. A config is read by duck typing (n_layer, d_model,
+architecture (a recurrent transformer, say) is one more `register` call. `build_model` builds a config's
+model, and the counts against its tensors (`params_counted`, `measured_forward_flops`) check the formulas.
+No torch at import: the analysis chapters count without a model. A config is read by duck typing (n_layer, d_model,
 d_ff, n_ctx, n_head, vocab), so this module does not import `config`.
 """
 from __future__ import annotations
@@ -56,6 +57,30 @@ def uses(cfg) -> int:
     """How often each counted parameter is used per token: n_recur where the blocks are reused, else 1."""
     reuse = get(cfg.arch).reuse
     return 1 if reuse is None else int(reuse(cfg))
+
+
+def build_model(cfg):
+    """The model a config describes (a `model.LanguageModel`), built by its architecture's entry."""
+    return get(cfg.arch).build(cfg)
+
+
+# --- against the instantiated model (torch is imported by these alone) ---
+def params_counted(cfg) -> tuple[int, int]:
+    """(non-embedding, total) parameters of the model a RunConfig builds, counted from its tensors."""
+    m = build_model(cfg)
+    return m.n_params(non_embedding=True), m.n_params(non_embedding=False)
+
+
+def measured_forward_flops(cfg, batch_size: int = 1) -> float:
+    """Forward FLOPs per token of the instantiated model, counted by torch.utils.flop_counter (logits included)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = build_model(cfg).eval()
+    idx = torch.zeros(batch_size, cfg.n_ctx, dtype=torch.long)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        m(idx)  # logits (B, T, V): the de-embedding is counted
+    return counter.get_total_flops() / (batch_size * cfg.n_ctx)
 
 
 def C_train(cfg, tokens: float) -> float:

@@ -45,7 +45,8 @@ from .config import RunConfig
 from .plans import LADDER_CPU
 from .data import sample_batch
 from .head import choose_head
-from .model import DEFAULT_HEAD, HEADS, build_model
+from .arch import build_model
+from .model import DEFAULT_HEAD, HEADS
 from .train import _autocast, _device_name, _optimizer, _train_step
 
 DEFAULT_SHAPES = (*LADDER_CPU, (6, 384))  # the ladder, plus one shape at d_model >= 384 (the issue)

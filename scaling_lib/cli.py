@@ -16,7 +16,7 @@ def _count(args) -> int:
     if args.n_head and args.d_model % args.n_head:
         raise ValueError(f"d_model {args.d_model} is not divisible by n_head {args.n_head}")
     from .config import RunConfig
-    from .flops import measured_forward_flops, params_counted
+    from .arch import measured_forward_flops, params_counted
 
     cfg = RunConfig(n_layer=args.n_layer, d_model=args.d_model, n_ctx=args.n_ctx, tokenizer=f"bpe{args.vocab}"
                     if args.vocab != 256 else "byte", d_ff=args.d_ff or 0, n_head=args.n_head or 0)
@@ -50,9 +50,9 @@ def _train(args) -> int:
 
 def _sweep(args) -> int:
     from . import preempt
-    from .runner import machine_workers, make_executor
+    from .runner import machine_workers
     from .store import Store
-    from .sweep import run_sweep
+    from .sweep import make_executor, run_sweep
 
     preempt.install()  # SIGTERM: the runs under way checkpoint and stop, nothing new starts, exit 0
     store = Store(args.store) if args.store else Store()

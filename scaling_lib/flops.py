@@ -102,29 +102,6 @@ def count(s: Shape) -> dict[str, float]:
     }
 
 
-# --- against the instantiated model (torch is imported only here) ---
-def params_counted(cfg) -> tuple[int, int]:
-    """(non-embedding, total) parameters of the model a RunConfig builds, counted from its tensors."""
-    from .model import build_model
-
-    m = build_model(cfg)
-    return m.n_params(non_embedding=True), m.n_params(non_embedding=False)
-
-
-def measured_forward_flops(cfg, batch_size: int = 1) -> float:
-    """Forward FLOPs per token of the instantiated model, counted by torch.utils.flop_counter (logits included)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .model import build_model
-
-    m = build_model(cfg).eval()
-    idx = torch.zeros(batch_size, cfg.n_ctx, dtype=torch.long)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        m(idx)  # logits (B, T, V): the de-embedding is counted
-    return counter.get_total_flops() / (batch_size * cfg.n_ctx)
-
-
 # ---------------------------------------------------------------------------------------------
 # Shapes at a fixed size
 # ---------------------------------------------------------------------------------------------

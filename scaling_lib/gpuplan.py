@@ -168,7 +168,7 @@ def _time_shape(cfg: RunConfig, device: str, steps: int, warmup: int, barrier=No
 
     from .data import eval_windows, load_corpus
     from .head import choose_head
-    from .model import build_model
+    from .arch import build_model
     from .train import _optimizer, _train_step, evaluate, lr_at
 
     dev = torch.device(device)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,20 @@ BESIROGLU = dict(E=1.82, A=482.0, B=2085.4, alpha=0.348, beta=0.366)
 # N_opt ∝ C^a: Kaplan et al. 2020, Eq. 6.1 (Table 6); Hoffmann et al. 2022, Table 2, by approach (1: the
 # training-curve envelope, 2: IsoFLOP profiles, 3: the parametric fit); Besiroglu et al. 2024's refit of 3.
 ALLOCATION_A = {"kaplan": 0.73, 1: 0.50, 2: 0.49, 3: 0.46, "besiroglu": 0.513}
+FLOPS_PER_PARAM_TOKEN = 6.0  # C = 6 N D (Kaplan et al. 2020, §2.1; Hoffmann et al. 2022, §3)
+
+
+class Law(Protocol):
+    """What the planner needs of a law: its loss, its optimum under a FLOP budget, its fitted range."""
+
+    name: str
+    C_range: tuple[float, float]  # FLOPs
+    range_source: str
+    N_counts: str  # which parameters N counts
+
+    def loss(self, N, D) -> np.ndarray: ...
+
+    def optimum(self, C: float) -> dict[str, float]: ...
 
 
 def lr_rule_kaplan(N: float) -> float:

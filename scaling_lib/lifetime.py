@@ -6,7 +6,7 @@ A compute-optimal plan (`planner.plan`) minimises the loss for a training budget
 model costs afterwards. A model that will serve T tokens costs about 2 N FLOPs a token more (the forward
 pass; Kaplan et al. 2020, §2.1), so for a fixed target loss a smaller model trained on more tokens can be
 cheaper over its life. For each size N the tokens D(N) that reach the target come from the law's
-`loss(N, D)` (the law is any `planner.Law`); the total 6 N D(N) + 2 N T is minimised over N in log N.
+`loss(N, D)` (the law is any `laws.Law`); the total 6 N D(N) + 2 N T is minimised over N in log N.
 
 Units are stated where they are assumed: the throughput is the achieved FLOP/s of the device (what
 `bench` reports under `flops`), the same for training and serving; the price is per device-hour; a spot
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 
-from .planner import FLOPS_PER_PARAM_TOKEN, Law
+from .laws import FLOPS_PER_PARAM_TOKEN, Law
 
 INFERENCE_FLOPS_PER_PARAM_TOKEN = 2.0  # a forward pass: C_forward ~ 2 N (Kaplan et al. 2020, §2.1)
 ASPECT = 64.0  # d_model / n_layer; Kaplan et al. 2020 (Fig. 5) find the loss flat over roughly 20 to 200

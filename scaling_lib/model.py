@@ -1,7 +1,8 @@
 """The models: a pre-LN decoder-only transformer (GPT), its recurrent variant (RecurrentGPT, Kaplan
 App. D.2) and an LSTM language model (Kaplan §3.2.1).
 
-None knows anything of data, training or the store. The transformers drop activations (`dropout`,
+None knows anything of configs, data, training or the store: `arch.build_model` builds one from a
+config. The transformers drop activations (`dropout`,
 as GPT-2: after the embeddings, on the attention weights, and on each block's two outputs to the
 residual stream) in training mode only; at dropout 0 they compute exactly what they did before it
 existed, and draw nothing from torch's random state. Both take token ids (B, T) and return the
@@ -28,8 +29,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-
-from .config import RunConfig
 
 INIT_STD = 0.02
 CE_CHUNK = 256  # tokens per cross-entropy chunk
@@ -197,10 +196,3 @@ def _init(m: nn.Module) -> None:
         nn.init.normal_(m.weight, 0.0, INIT_STD)
     if isinstance(m, nn.Linear) and m.bias is not None:
         nn.init.zeros_(m.bias)
-
-
-def build_model(cfg: RunConfig) -> LanguageModel:
-    """The model a config describes (its architecture's entry in arch.py builds it)."""
-    from .arch import get
-
-    return get(cfg.arch).build(cfg)

@@ -14,18 +14,17 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from . import results
+from . import lifetime, results
 from .fit import chinchilla, chinchilla_optimal, kaplan_nd
-from .laws import BESIROGLU, CHINCHILLA, KAPLAN
+from .laws import BESIROGLU, CHINCHILLA, FLOPS_PER_PARAM_TOKEN, KAPLAN, Law
 
 PF_DAY = 8.64e19  # FLOPs in a PF-day: 1e15 FLOP/s for 86,400 s (Kaplan et al. 2020, §1.3)
 UNITS = {"flops": 1.0, "pf-days": PF_DAY}
-FLOPS_PER_PARAM_TOKEN = 6.0  # C = 6 N D (Kaplan et al. 2020, §2.1; Hoffmann et al. 2022, §3)
 
 # Kaplan et al. 2020, Table 6 (Appendix A; Eq. 6.1 gives N_opt, Fig. 14 shows N and S_min): X = X_e C_min^p
 # with C_min in PF-days. Values from shared/reference/equations.md, which restores the numbers the seed
@@ -54,19 +53,6 @@ BOOK_CHAPTER = "04_model_size"
 BOOK_FIT = "ms_GPU_ch"  # the record names' prefix: ms_<ladder>_ch_<param>
 BOOK_PARAMS = ("E", "A", "B", "alpha", "beta")
 BOOK_RANGE = ("C_lo", "C_hi")  # the smallest and largest 6 N D of the points fitted, FLOPs
-
-
-class Law(Protocol):
-    """What the planner needs of a law: its loss, its optimum under a FLOP budget, its fitted range."""
-
-    name: str
-    C_range: tuple[float, float]  # FLOPs
-    range_source: str
-    N_counts: str  # which parameters N counts
-
-    def loss(self, N, D) -> np.ndarray: ...
-
-    def optimum(self, C: float) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -325,8 +311,6 @@ def cli(args: argparse.Namespace) -> int:
 
 def _lifetime(args: argparse.Namespace, law: Law, p: Plan) -> dict[str, Any]:
     """The 'lifetime' part of `plan`'s answer, from its options (scaling_lib.lifetime)."""
-    from . import lifetime
-
     latency_parts = ("latency_ms_per_layer", "latency_fit", "aspect_ratio")
     if args.max_latency_ms is None and any(getattr(args, k, None) is not None for k in latency_parts):
         raise ValueError("--latency-ms-per-layer, --latency-fit and --aspect-ratio describe the latency of "

@@ -216,6 +216,10 @@ class LocalExecutor:
         return self.pool.submit(_run_in_worker, cfg.to_dict(), str(store.root), self.threads, stop_at,
                                 str(self._stop_file))
 
+    def drain(self) -> None:
+        """No run starts any more; the runs under way go on."""
+        self._stop_file.touch()
+
     def stop(self) -> None:
         """Pass a preemption on: no run starts any more, and SIGTERM to every worker (each checkpoints
         its run and returns)."""
@@ -233,7 +237,8 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
             report: Callable[[str], None] = print) -> list[RunResult]:
     """Run every config through the executor; report each result as it lands, and every
     PROGRESS_SECONDS how far the runs under way are (from their checkpoints: while none has one,
-    every PROGRESS_RETRY_SECONDS until one has). Runs past `stop_at` checkpoint and stop."""
+    every PROGRESS_RETRY_SECONDS until one has). Runs past `stop_at` checkpoint and stop. Asked to drain
+    (`preempt.draining`), it starts nothing more and waits for the runs under way."""
     cfgs = list(cfgs)
     results: list[RunResult] = []
     futures = {executor.submit(c, store, stop_at): c for c in cfgs}
@@ -253,14 +258,21 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
 
 def _collect(futures: dict[Future, RunConfig], pending: set[Future], results: list[RunResult], store: Store,
              executor: Executor, report: Callable[[str], None], started: float, total: int) -> None:
-    """`run_all`'s loop: each result as it lands, the progress of the runs under way, and a stop request
-    passed on. `pending` is emptied as the futures finish, so a caller that stops it knows what is left."""
+    """`run_all`'s loop: each result as it lands, the progress of the runs under way, and a stop or drain
+    request passed on. `pending` is emptied as the futures finish, so a caller that stops it knows what is left."""
     last_report = started
     interval = PROGRESS_SECONDS
-    stopping = False
+    stopping = draining = False
     while pending:
         done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
         pending -= done
+        if preempt.draining() and not (draining or stopping):  # SIGUSR1: start nothing more, let what runs finish
+            draining = True
+            report("[sweep] asked to drain: the runs under way finish, nothing more starts")
+            for fut in pending:
+                fut.cancel()  # those not begun; a pool's queue holds a few that cancel() cannot reach:
+            if hasattr(executor, "drain"):
+                executor.drain()  # they do not start either
         if preempt.requested() and not stopping:  # SIGTERM: start nothing more, stop what runs
             stopping = True
             report("[sweep] asked to stop: the runs under way checkpoint and stop")
@@ -314,30 +326,7 @@ def progress_line(cfgs: list[RunConfig], since: float | None = None, owner: int 
     return "; ".join(parts)
 
 
-EXECUTORS = ("local", "inline", "submitit")
-
-
 def machine_workers(threads: int = 1) -> int:
     """The local pool's default size: as many workers as this machine has cores for."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, threads))
-
-
-def make_executor(kind: str = "local", *, workers: int = 0, threads: int = 1, runs_per_worker: int = 1,
-                  **cluster: Any) -> Executor:
-    """An executor by name: 'local' (a process pool, `workers` 0 sizing it to the machine, each
-    worker replaced after `runs_per_worker` runs, 0 never; one worker runs inline), 'inline', or
-    'submitit' (a Slurm job a run: `cluster.SubmititExecutor`, whose options `cluster` holds:
-    partition, time_min, gpus, mem_gb, cpus, folder, cluster)."""
-    if kind not in EXECUTORS:
-        raise ValueError(f"unknown executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
-    if kind == "submitit":
-        from .cluster import SubmititExecutor
-
-        return SubmititExecutor(threads=threads, **cluster)
-    if cluster:
-        raise ValueError(f"cluster options ({', '.join(sorted(cluster))}) need --executor submitit")
-    workers = workers or machine_workers(threads)
-    if kind == "inline" or workers <= 1:
-        return InlineExecutor(threads)
-    return LocalExecutor(workers, threads, runs_per_worker)

@@ -6,12 +6,39 @@ that is killed resumes where it stopped.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from . import preempt
 from .config import RunConfig
 from .plans import MissingRule, configs, cost, ladder_lr, profile as get_profile  # noqa: F401 (configs, ladder_lr: the chapters')
-from .runner import Executor, RunResult, make_executor, run_all
+from .runner import Executor, InlineExecutor, LocalExecutor, RunResult, machine_workers, run_all
 from .store import FINISHED, Store  # noqa: F401 (FINISHED: the chapters')
+
+# ---------------------------------------------------------------------------------------------
+# Executors: where a sweep's runs train
+# ---------------------------------------------------------------------------------------------
+EXECUTORS = ("local", "inline", "submitit")
+
+
+def make_executor(kind: str = "local", *, workers: int = 0, threads: int = 1, runs_per_worker: int = 1,
+                  **cluster: Any) -> Executor:
+    """An executor by name: 'local' (a process pool, `workers` 0 sizing it to the machine, each
+    worker replaced after `runs_per_worker` runs, 0 never; one worker runs inline), 'inline', or
+    'submitit' (a Slurm job a run: `cluster.SubmititExecutor`, whose options `cluster` holds:
+    partition, time_min, gpus, mem_gb, cpus, folder, cluster)."""
+    if kind not in EXECUTORS:
+        raise ValueError(f"unknown executor {kind!r}: choose one of {', '.join(EXECUTORS)}")
+    if kind == "submitit":
+        from .cluster import SubmititExecutor
+
+        return SubmititExecutor(threads=threads, **cluster)
+    if cluster:
+        raise ValueError(f"cluster options ({', '.join(sorted(cluster))}) need --executor submitit")
+    workers = workers or machine_workers(threads)
+    if kind == "inline" or workers <= 1:
+        return InlineExecutor(threads)
+    return LocalExecutor(workers, threads, runs_per_worker)
+
 
 # ---------------------------------------------------------------------------------------------
 # Running
@@ -66,6 +93,9 @@ def run_sweep(name: str, profile_name: str, *, store: Store | None = None, worke
                 break
             if preempt.requested():  # SIGTERM: no next round (the grid's new edges and seeds wait too)
                 log("[sweep] stopped: what is unfinished resumes next time")
+                break
+            if preempt.draining():  # SIGUSR1: the same, once the runs under way have finished
+                log("[sweep] drained: the runs under way finished, the rest waits for the next call")
                 break
     finally:
         if own:

@@ -31,7 +31,8 @@ from .config import RunConfig
 from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
 from .distributed import World
 from .head import choose_head, set_head
-from .model import LanguageModel, build_model, head_losses
+from .arch import build_model
+from .model import LanguageModel, head_losses
 from .store import SCHEMA_VERSION, Store
 
 FINAL_EVAL_TOKENS = 1_048_576  # the final evaluation reads at most this many tokens of each split

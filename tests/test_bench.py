@@ -84,7 +84,7 @@ def test_one_dtype_without_baseline():
 def test_baseline_has_our_parameter_count():
     """The plain model has the same shape as ours: same parameters (tied de-embedding)."""
     from scaling_lib.config import RunConfig
-    from scaling_lib.model import build_model
+    from scaling_lib.arch import build_model
 
     cfg = RunConfig(n_layer=2, d_model=64, n_ctx=32, tokenizer="bpe512")
     plain = PlainGPT(cfg.vocab, cfg.n_ctx, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.d_ff)

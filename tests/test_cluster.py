@@ -162,7 +162,7 @@ def test_a_sweep_sent_sigterm_stops_waiting_and_exits_while_its_job_runs_on_and_
 
 
 def test_a_slurm_sweep_where_there_is_no_sbatch_is_a_clear_error(tmp_path, monkeypatch):
-    from scaling_lib.runner import make_executor
+    from scaling_lib.sweep import make_executor
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on this PATH
     with pytest.raises(RuntimeError, match="no sbatch on this machine.*--cluster local"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from scaling_lib import flops
+from scaling_lib.arch import measured_forward_flops, params_counted
 from scaling_lib.config import RunConfig
 from scaling_lib.flops import (
     C_forward,
@@ -16,8 +17,6 @@ from scaling_lib.flops import (
     N_total,
     Shape,
     count,
-    measured_forward_flops,
-    params_counted,
 )
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

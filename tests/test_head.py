@@ -16,7 +16,8 @@ from scaling_lib import head as head_mod
 from scaling_lib import model as model_mod
 from scaling_lib.config import RunConfig
 from scaling_lib.head import choose_head, time_heads
-from scaling_lib.model import HEADS, build_model
+from scaling_lib.arch import build_model
+from scaling_lib.model import HEADS
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

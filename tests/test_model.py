@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from scaling_lib import model as model_mod
 from scaling_lib.config import RunConfig
-from scaling_lib.model import GPT, LSTMLM, build_model
+from scaling_lib.arch import build_model
+from scaling_lib.model import GPT, LSTMLM
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

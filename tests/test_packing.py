@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from scaling_lib.runner import LocalExecutor, make_executor
+from scaling_lib.runner import LocalExecutor
+from scaling_lib.sweep import make_executor
 from scaling_lib.store import Store
 from scaling_lib.sweep import configs
 from train_patch import REPO, child_env

@@ -189,6 +189,114 @@ def test_a_sweep_sent_sigterm_stops_its_workers_runs_and_exits_0_then_resumes(tm
     assert not list(ckpts.glob("*.pt"))
 
 
+# For a drain: each run, at its step TEST_HOLD_STEP, says so in TEST_HOLD_DIR and waits (60 s at most) for the
+# file "release" there, which the test writes once the sweep has taken in its SIGUSR1.
+PATCH_DRAIN = """
+import os, time
+from pathlib import Path
+
+
+def patch(module):
+    real, calls = module._train_step, [0]
+    folder, at = Path(os.environ["TEST_HOLD_DIR"]), int(os.environ["TEST_HOLD_STEP"])
+
+    def held(*a, **kw):
+        calls[0] += 1
+        if calls[0] == at:
+            (folder / f"{os.getpid()}.at").touch()
+            t = time.monotonic()
+            while not (folder / "release").exists() and time.monotonic() - t < 60:
+                time.sleep(0.05)
+        return real(*a, **kw)
+
+    module._train_step = held
+"""
+
+
+def test_a_sweep_sent_sigusr1_lets_its_runs_finish_starts_nothing_more_and_exits_0(tmp_path, tiny_corpus,
+                                                                                   linked_cache):
+    from scaling_lib.sweep import configs
+
+    # four runs for two workers: two train, two wait (one in the pool's queue, where cancel() cannot reach it)
+    overrides = dict(shapes=tuple({"n_layer": 1, "d_model": d} for d in (8, 12, 16, 20)), shape_tokens=8_192,
+                     shape_lr_tuned=())
+    runs, hold = tmp_path / "runs", tmp_path / "hold"
+    hold.mkdir()
+    env = train_patch.child_env(tmp_path / "site", linked_cache, runs, patch=PATCH_DRAIN, TEST_HOLD_DIR=str(hold),
+                                TEST_HOLD_STEP="5")
+    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v!r}")]
+    cmd = [sys.executable, "-m", "scaling_lib", "sweep", "shape", "--profile", "smoke", *sets, "--workers", "2"]
+    log = tmp_path / "sweep.log"
+    with open(log, "w") as f:
+        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def until(done, what: str) -> None:
+        t = time.monotonic()
+        while not done():
+            if p.poll() is not None or time.monotonic() - t > 180:
+                os.killpg(p.pid, signal.SIGKILL)
+                pytest.fail(f"{what}:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    until(lambda: len(list(hold.glob("*.at"))) == 2, "the workers did not both reach step 5")
+    p.send_signal(signal.SIGUSR1)  # to the sweep alone
+    until(lambda: "asked to drain" in log.read_text(), "the sweep did not take in the drain")
+    (hold / "release").touch()
+    try:
+        rc = p.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail(f"the sweep did not end after the drain:\n{log.read_text()[-3000:]}")
+    assert rc == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    stored = Store(runs).records()
+    assert len(stored) == 2 and all(r["status"] == "ok" for r in stored), text[-3000:]  # the two under way finished
+    assert len(list(hold.glob("*.at"))) == 2, text[-3000:]  # and no other run began
+    assert text.count("asked to stop before it began") == 2 and "drained" in text, text[-3000:]
+    assert text.count("run(s) to train") == 1, text[-3000:]  # no second round after the drain
+    assert not list((Path(linked_cache) / "checkpoints").glob("*.pt"))
+    assert {r["key"] for r in stored} < {c.key for c in configs("shape", "smoke", Store(runs), overrides)}
+
+
+def test_a_drain_cancels_the_runs_not_begun_and_tells_the_executor(tmp_path):
+    """In the loop itself: once the drain is noted, the futures not begun are cancelled, the executor is told
+    (it starts nothing that reaches a worker), and the run under way is waited for, not stopped."""
+    from concurrent.futures import Future
+
+    from scaling_lib.config import RunConfig
+    from scaling_lib.runner import RunResult
+
+    class Held:
+        def __init__(self):
+            self.futures, self.drained, self.stopped = [], False, False
+
+        def submit(self, cfg, store, stop_at):
+            self.futures.append(Future())
+            if len(self.futures) == 1:
+                self.futures[0].set_running_or_notify_cancel()  # the run under way
+            return self.futures[-1]
+
+        def drain(self):
+            self.drained = True
+            c = cfgs[0]  # the run under way finishes
+            self.futures[0].set_result(RunResult(key=c.key, sweep=c.sweep, name=c.name, status="trained",
+                                                  run_status="ok", val_loss=4.0))
+
+        def stop(self):
+            self.stopped = True
+
+        def shutdown(self):
+            pass
+
+    cfgs = [RunConfig(n_layer=1, d_model=8, seed=s) for s in (0, 1, 2)]
+    ex = Held()
+    preempt.request_drain()
+    results = run_all(cfgs, Store(tmp_path), ex, report=lambda m: None)
+    assert ex.drained and not ex.stopped and preempt.requested() is None
+    assert sorted(r.status for r in results) == ["stopped", "stopped", "trained"]
+    assert all(f.cancelled() for f in ex.futures[1:])
+
+
 def test_ctrl_c_in_a_sweep_notes_a_stop_request_and_stops_the_executor(tmp_path, monkeypatch):
     """A KeyboardInterrupt in the main thread, while the runs train elsewhere (a thread of the inline
     executor, a pool's workers): the request is noted for the runs to read after their step, the runs not

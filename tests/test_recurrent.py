@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from scaling_lib import arch, flops
+from scaling_lib.arch import build_model
 from scaling_lib.config import RunConfig
-from scaling_lib.model import GPT, RecurrentGPT, build_model
+from scaling_lib.model import GPT, RecurrentGPT
 from scaling_lib.train import train
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -31,9 +32,9 @@ def _ut(n_recur: int, **kw) -> RunConfig:
 def test_N_counts_the_shared_blocks_once(kw, n_recur):
     cfg = _ut(n_recur, **kw)
     plain = RunConfig(**{"tokenizer": "bpe4096", **kw})
-    counted, total = flops.params_counted(cfg)
+    counted, total = arch.params_counted(cfg)
     assert cfg.N == counted == flops.N(flops.Shape.of(cfg)) == plain.N  # 2 d_model n_layer (2 d_attn + d_ff)
-    assert total == flops.params_counted(plain)[1]  # not one parameter more than the GPT of its shape
+    assert total == arch.params_counted(plain)[1]  # not one parameter more than the GPT of its shape
     assert arch.uses(cfg) == n_recur
 
 
@@ -58,10 +59,10 @@ def test_the_compute_counts_every_use(kw, n_recur):
 @pytest.mark.parametrize("n_recur", [1, 3])
 def test_measured_forward_flops_count_every_use(kw, n_recur):
     cfg = _ut(n_recur, **kw)
-    measured = flops.measured_forward_flops(cfg)
+    measured = arch.measured_forward_flops(cfg)
     assert measured == flops.C_forward_counted(arch.unrolled_shape(cfg))
     # the reused blocks n_recur times, the de-embedding once
-    plain = flops.measured_forward_flops(RunConfig(**{"tokenizer": "bpe4096", **kw}))
+    plain = arch.measured_forward_flops(RunConfig(**{"tokenizer": "bpe4096", **kw}))
     deembed = 2 * cfg.d_model * cfg.vocab
     assert measured - deembed == pytest.approx(n_recur * (plain - deembed))
 

@@ -296,7 +296,7 @@ def test_measuring_the_noise_scale_leaves_training_bit_for_bit_unchanged(tiny_cf
 def test_the_noise_point_draws_its_own_batches_and_restores_what_training_relies_on(tiny_cfg, tiny_corpus):
     from scaling_lib.batch import measure_noise_scale
     from scaling_lib.data import sample_batch
-    from scaling_lib.model import build_model
+    from scaling_lib.arch import build_model
 
     cfg = tiny_cfg(dropout=0.1, noise_batches=3)
     torch.manual_seed(0)
