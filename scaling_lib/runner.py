@@ -256,6 +256,14 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
     return results
 
 
+def _cancel_not_begun(pending: set[Future]) -> set[Future]:
+    """Cancel the runs not begun and take them out of `pending`: returned to be reported now, as an executor
+    need not ever mark a cancelled future done."""
+    gone = {fut for fut in pending if fut.cancel()}
+    pending -= gone
+    return gone
+
+
 def _collect(futures: dict[Future, RunConfig], pending: set[Future], results: list[RunResult], store: Store,
              executor: Executor, report: Callable[[str], None], started: float, total: int) -> None:
     """`run_all`'s loop: each result as it lands, the progress of the runs under way, and a stop or drain
@@ -269,15 +277,13 @@ def _collect(futures: dict[Future, RunConfig], pending: set[Future], results: li
         if preempt.draining() and not (draining or stopping):  # SIGUSR1: start nothing more, let what runs finish
             draining = True
             report("[sweep] asked to drain: the runs under way finish, nothing more starts")
-            for fut in pending:
-                fut.cancel()  # those not begun; a pool's queue holds a few that cancel() cannot reach:
+            done |= _cancel_not_begun(pending)  # a pool's queue holds a few that cancel() cannot reach:
             if hasattr(executor, "drain"):
                 executor.drain()  # they do not start either
         if preempt.requested() and not stopping:  # SIGTERM: start nothing more, stop what runs
             stopping = True
             report("[sweep] asked to stop: the runs under way checkpoint and stop")
-            for fut in pending:
-                fut.cancel()
+            done |= _cancel_not_begun(pending)
             if hasattr(executor, "stop"):
                 executor.stop()
         for fut in done:

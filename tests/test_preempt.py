@@ -116,8 +116,9 @@ def test_a_run_that_raises_leaves_a_failed_record_that_a_retry_replaces(tiny_cfg
 
 
 # The sweep's processes run this (tests/train_patch.py: with a smaller final evaluation): each run, at its
-# step TEST_HOLD_STEP, waits until its process has been asked to stop (60 s at most), having said so
-# in TEST_HOLD_DIR: the test sends SIGTERM once every worker is there.
+# step TEST_HOLD_STEP, says so in TEST_HOLD_DIR and waits (60 s at most) until its process has been asked to
+# stop, or, with TEST_HOLD_UNTIL=release, until the file "release" is there: the test sends its signal once
+# every worker is there.
 PATCH = """
 import os, time
 from pathlib import Path
@@ -126,136 +127,115 @@ from pathlib import Path
 def patch(module):
     real, calls = module._train_step, [0]
     folder, at = Path(os.environ["TEST_HOLD_DIR"]), int(os.environ["TEST_HOLD_STEP"])
+    by_file = os.environ.get("TEST_HOLD_UNTIL") == "release"
+
+    def released():
+        from scaling_lib import preempt
+        return (folder / "release").exists() if by_file else preempt.requested() is not None
 
     def held(*a, **kw):
         calls[0] += 1
         if calls[0] == at:
-            from scaling_lib import preempt
             (folder / f"{os.getpid()}.at").touch()
             t = time.monotonic()
-            while preempt.requested() is None and time.monotonic() - t < 60:
+            while not released() and time.monotonic() - t < 60:
                 time.sleep(0.05)
         return real(*a, **kw)
 
     module._train_step = held
 """
+
+
+# four runs for two workers: two train, two wait in the pool's queue (where cancel() cannot reach them, and a
+# fresh worker would take them) and must not start once the sweep is asked to stop or to drain
+HELD_OVERRIDES = dict(shapes=tuple({"n_layer": 1, "d_model": d} for d in (8, 12, 16, 20)), shape_tokens=8_192,
+                      shape_lr_tuned=())
+
+
+class HeldSweep:
+    """`sweep shape --workers 2` on the four runs of HELD_OVERRIDES in a subprocess, its runs held at step 5
+    (PATCH; `hold_env` adds to its environment)."""
+
+    def __init__(self, tmp_path: Path, linked_cache: Path, **hold_env: str):
+        self.runs, self.hold, self.log = tmp_path / "runs", tmp_path / "hold", tmp_path / "sweep.log"
+        self.hold.mkdir()
+        self.env = train_patch.child_env(tmp_path / "site", linked_cache, self.runs, patch=PATCH,
+                                         TEST_HOLD_DIR=str(self.hold), TEST_HOLD_STEP="5", **hold_env)
+        sets = [a for k, v in HELD_OVERRIDES.items() for a in ("--set", f"{k}={v!r}")]
+        self.cmd = [sys.executable, "-m", "scaling_lib", "sweep", "shape", "--profile", "smoke", *sets,
+                    "--workers", "2"]
+        with open(self.log, "w") as f:
+            self.p = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=f, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def fail(self, what: str) -> None:
+        os.killpg(self.p.pid, signal.SIGKILL)
+        pytest.fail(f"{what}:\n{self.text()[-3000:]}")
+
+    def until(self, done, what: str, timeout: float = 180) -> None:
+        t = time.monotonic()
+        while not done():
+            if self.p.poll() is not None or time.monotonic() - t > timeout:
+                self.fail(what)
+            time.sleep(0.1)
+
+    def held(self) -> int:
+        return len(list(self.hold.glob("*.at")))
+
+    def wait(self, what: str, timeout: float = 180) -> int:
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.fail(what)
 
 
 def test_a_sweep_sent_sigterm_stops_its_workers_runs_and_exits_0_then_resumes(tmp_path, tiny_corpus, linked_cache):
     from scaling_lib.sweep import configs
 
-    # four runs for two workers: two train, two wait in the pool's queue (where cancel() cannot reach
-    # them, and a fresh worker would take them) and must not start once the sweep is asked to stop
-    overrides = dict(shapes=tuple({"n_layer": 1, "d_model": d} for d in (8, 12, 16, 20)), shape_tokens=8_192,
-                     shape_lr_tuned=())
-    runs, hold = tmp_path / "runs", tmp_path / "hold"
-    hold.mkdir()
-    env = train_patch.child_env(tmp_path / "site", linked_cache, runs, patch=PATCH, TEST_HOLD_DIR=str(hold),
-                                TEST_HOLD_STEP="5")
-    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v!r}")]
-    cmd = [sys.executable, "-m", "scaling_lib", "sweep", "shape", "--profile", "smoke", *sets, "--workers", "2"]
-    log = tmp_path / "sweep.log"
-    with open(log, "w") as f:
-        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-    t = time.monotonic()
-    while len(list(hold.glob("*.at"))) < 2:  # both workers at step 5 of their runs
-        if p.poll() is not None or time.monotonic() - t > 180:
-            os.killpg(p.pid, signal.SIGKILL)
-            pytest.fail(f"the workers did not both reach step 5:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    p.send_signal(signal.SIGTERM)  # to the sweep alone, as `kill PID` would: it passes it on to its workers
-    try:
-        rc = p.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        pytest.fail(f"the sweep did not stop on SIGTERM:\n{log.read_text()[-3000:]}")
-    assert rc == 0, log.read_text()[-3000:]
-    cfgs = configs("shape", "smoke", Store(runs), overrides)
+    sw = HeldSweep(tmp_path, linked_cache)
+    sw.until(lambda: sw.held() == 2, "the workers did not both reach step 5")
+    sw.p.send_signal(signal.SIGTERM)  # to the sweep alone, as `kill PID` would: it passes it on to its workers
+    assert sw.wait("the sweep did not stop on SIGTERM", timeout=120) == 0, sw.text()[-3000:]
+    cfgs = configs("shape", "smoke", Store(sw.runs), HELD_OVERRIDES)
     ckpts = Path(linked_cache) / "checkpoints"
     held = [c for c in cfgs if (ckpts / f"{c.key}.pt").exists()]
-    assert len(held) == 2, log.read_text()[-3000:]
+    assert len(held) == 2, sw.text()[-3000:]
     for c in held:
         assert torch.load(ckpts / f"{c.key}.pt", weights_only=False)["state"]["step"] == 5, c.name
-    assert Store(runs).paths() == [] and Store(runs).failures() == []
-    text = log.read_text()
+    assert Store(sw.runs).paths() == [] and Store(sw.runs).failures() == []
+    text = sw.text()
     assert text.count("stopped (") == 4 and text.count("asked to stop before it began") == 2, text[-3000:]
     assert text.count("run(s) to train") == 1, text[-3000:]  # no second round after the stop
 
-    env["TEST_HOLD_STEP"] = "0"  # no hold: the same command finishes both runs from their checkpoints
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    env = dict(sw.env, TEST_HOLD_STEP="0")  # no hold: the same command finishes both runs from their checkpoints
+    r = subprocess.run(sw.cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert {rec["key"] for rec in Store(runs).records()} == {c.key for c in cfgs}
-    assert all(rec["status"] == "ok" for rec in Store(runs).records())
+    assert {rec["key"] for rec in Store(sw.runs).records()} == {c.key for c in cfgs}
+    assert all(rec["status"] == "ok" for rec in Store(sw.runs).records())
     assert not list(ckpts.glob("*.pt"))
-
-
-# For a drain: each run, at its step TEST_HOLD_STEP, says so in TEST_HOLD_DIR and waits (60 s at most) for the
-# file "release" there, which the test writes once the sweep has taken in its SIGUSR1.
-PATCH_DRAIN = """
-import os, time
-from pathlib import Path
-
-
-def patch(module):
-    real, calls = module._train_step, [0]
-    folder, at = Path(os.environ["TEST_HOLD_DIR"]), int(os.environ["TEST_HOLD_STEP"])
-
-    def held(*a, **kw):
-        calls[0] += 1
-        if calls[0] == at:
-            (folder / f"{os.getpid()}.at").touch()
-            t = time.monotonic()
-            while not (folder / "release").exists() and time.monotonic() - t < 60:
-                time.sleep(0.05)
-        return real(*a, **kw)
-
-    module._train_step = held
-"""
 
 
 def test_a_sweep_sent_sigusr1_lets_its_runs_finish_starts_nothing_more_and_exits_0(tmp_path, tiny_corpus,
                                                                                    linked_cache):
     from scaling_lib.sweep import configs
 
-    # four runs for two workers: two train, two wait (one in the pool's queue, where cancel() cannot reach it)
-    overrides = dict(shapes=tuple({"n_layer": 1, "d_model": d} for d in (8, 12, 16, 20)), shape_tokens=8_192,
-                     shape_lr_tuned=())
-    runs, hold = tmp_path / "runs", tmp_path / "hold"
-    hold.mkdir()
-    env = train_patch.child_env(tmp_path / "site", linked_cache, runs, patch=PATCH_DRAIN, TEST_HOLD_DIR=str(hold),
-                                TEST_HOLD_STEP="5")
-    sets = [a for k, v in overrides.items() for a in ("--set", f"{k}={v!r}")]
-    cmd = [sys.executable, "-m", "scaling_lib", "sweep", "shape", "--profile", "smoke", *sets, "--workers", "2"]
-    log = tmp_path / "sweep.log"
-    with open(log, "w") as f:
-        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def until(done, what: str) -> None:
-        t = time.monotonic()
-        while not done():
-            if p.poll() is not None or time.monotonic() - t > 180:
-                os.killpg(p.pid, signal.SIGKILL)
-                pytest.fail(f"{what}:\n{log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    until(lambda: len(list(hold.glob("*.at"))) == 2, "the workers did not both reach step 5")
-    p.send_signal(signal.SIGUSR1)  # to the sweep alone
-    until(lambda: "asked to drain" in log.read_text(), "the sweep did not take in the drain")
-    (hold / "release").touch()
-    try:
-        rc = p.wait(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        pytest.fail(f"the sweep did not end after the drain:\n{log.read_text()[-3000:]}")
-    assert rc == 0, log.read_text()[-3000:]
-    text = log.read_text()
-    stored = Store(runs).records()
+    sw = HeldSweep(tmp_path, linked_cache, TEST_HOLD_UNTIL="release")
+    sw.until(lambda: sw.held() == 2, "the workers did not both reach step 5")
+    sw.p.send_signal(signal.SIGUSR1)  # to the sweep alone
+    sw.until(lambda: "asked to drain" in sw.text(), "the sweep did not take in the drain")
+    (sw.hold / "release").touch()
+    assert sw.wait("the sweep did not end after the drain") == 0, sw.text()[-3000:]
+    text = sw.text()
+    stored = Store(sw.runs).records()
     assert len(stored) == 2 and all(r["status"] == "ok" for r in stored), text[-3000:]  # the two under way finished
-    assert len(list(hold.glob("*.at"))) == 2, text[-3000:]  # and no other run began
+    assert sw.held() == 2, text[-3000:]  # and no other run began
     assert text.count("asked to stop before it began") == 2 and "drained" in text, text[-3000:]
     assert text.count("run(s) to train") == 1, text[-3000:]  # no second round after the drain
     assert not list((Path(linked_cache) / "checkpoints").glob("*.pt"))
-    assert {r["key"] for r in stored} < {c.key for c in configs("shape", "smoke", Store(runs), overrides)}
+    assert {r["key"] for r in stored} < {c.key for c in configs("shape", "smoke", Store(sw.runs), HELD_OVERRIDES)}
 
 
 def test_a_drain_cancels_the_runs_not_begun_and_tells_the_executor(tmp_path):
