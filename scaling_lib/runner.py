@@ -223,7 +223,7 @@ class LocalExecutor:
     def stop(self) -> None:
         """Pass a preemption on: no run starts any more, and SIGTERM to every worker (each checkpoints
         its run and returns)."""
-        self._stop_file.touch()
+        self.drain()
         for p in list(getattr(self.pool, "_processes", {}).values()):  # the pool has no public list
             if p.is_alive():
                 p.terminate()
@@ -248,8 +248,7 @@ def run_all(cfgs: Iterable[RunConfig], store: Store, executor: Executor, *, stop
             _collect(futures, pending, results, store, executor, report, time.time(), len(cfgs))
         except KeyboardInterrupt:  # Ctrl-C: the run under way checkpoints after its step, nothing more starts
             preempt.request(signal.SIGINT)
-            for fut in pending:
-                fut.cancel()
+            _cancel_not_begun(pending)
             if hasattr(executor, "stop"):
                 executor.stop()
             raise
