@@ -136,6 +136,30 @@ def progress_path(key: str, checkpoint_dir: Path | None = None) -> Path:
     return Path(checkpoint_dir or cache_dir() / "checkpoints") / f"{key}.progress.json"
 
 
+def run_lock_path(key: str, checkpoint_dir: Path | None = None) -> Path:
+    """The lock a process training a run holds (beside its checkpoint; `train.train` takes it)."""
+    return Path(checkpoint_dir or cache_dir() / "checkpoints") / f"{key}.lock"
+
+
+def being_trained(key: str, checkpoint_dir: Path | None = None) -> bool:
+    """Whether a process holds the run's lock now. The lock file exists while it is held (its holder
+    removes it on release), so a missing file is a free run, and no file is created to find out."""
+    from filelock import FileLock, Timeout
+
+    path = run_lock_path(key, checkpoint_dir)
+    if not path.exists():
+        return False
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    except FileNotFoundError:  # released and removed in between
+        return False
+    lock.release()
+    return False
+
+
 def read_progress(key: str, checkpoint_dir: Path | None = None) -> dict | None:
     """How far a run under way (or interrupted) got at its last checkpoint: step, steps, wall_s and
     the last evaluated val_loss; None if it has not checkpointed."""

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from . import preempt
 from .config import RunConfig
-from .data import progress_path, read_progress
+from .data import being_trained, progress_path, read_progress
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,11 @@ class RunResult:
 
 def stopped_result(cfg: RunConfig, error: str | None = None) -> RunResult:
     """A run stopped by the sweep rather than by its own checkpoint (it had not begun when the deadline
-    or a stop came): checkpointed if a checkpoint of it is on disk (from an earlier try; its progress
+    or a stop came): "locked" if another process is training it now (the checkpoint on disk is that
+    process's), else checkpointed if a checkpoint of it is on disk (from an earlier try; its progress
     file, `data.read_progress`), else it has none and starts afresh next time."""
+    if being_trained(cfg.key):
+        return RunResult(cfg.key, cfg.sweep, cfg.name, "locked")
     return RunResult(cfg.key, cfg.sweep, cfg.name, "stopped", error=error,
                      checkpointed=read_progress(cfg.key) is not None)
 

@@ -28,7 +28,7 @@ from . import distributed, preempt
 from .arch import C_train, train_flops_per_token
 from .batch import measure_noise_scale
 from .config import RunConfig
-from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, sample_batch
+from .data import cache_dir, data_subset, eval_windows, load_corpus, progress_path, run_lock_path, sample_batch
 from .distributed import World
 from .head import choose_head, set_head
 from .arch import build_model
@@ -178,7 +178,7 @@ def train(cfg: RunConfig, *, progress: bool = True, checkpoint_dir: Path | None 
 @contextlib.contextmanager
 def _run_lock(ckpt: Path, cfg: RunConfig, world: World = World()):
     """An exclusive lock beside the checkpoint, held by rank 0; the system drops it if the process dies."""
-    lock_path = ckpt.with_suffix(".lock")
+    lock_path = run_lock_path(cfg.key, ckpt.parent)
     lock = FileLock(lock_path, timeout=0)
     held = False
     if world.main:

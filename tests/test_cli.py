@@ -244,6 +244,17 @@ def test_sweep_unknown_name_exits_2(capsys, tmp_path):
     assert "unknown profile 'nope'" in _one_error_line(capsys.readouterr().err)
 
 
+def test_sweep_executor_choices_are_the_sweep_modules(capsys, tmp_path):
+    """The parser lists its executors itself (importing `sweep` would slow every command); they must stay
+    the ones `sweep.make_executor` knows."""
+    from scaling_lib.sweep import EXECUTORS
+
+    with pytest.raises(SystemExit):
+        main(["sweep", "lr", "--executor", "nope"])
+    listed = capsys.readouterr().err.rsplit("choose from", 1)[1]
+    assert sorted(w.strip(" '\n)") for w in listed.split(",")) == sorted(EXECUTORS)
+
+
 # --- re-training the smallest stored CPU run of the book -------------------------------------
 # The stored run is re-trained only if it took at most this long to train the first time: the ladder
 # stores its largest sizes first, and re-training one of those would take the best part of an hour.

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -395,6 +397,18 @@ def test_a_stopped_run_resumes_from_its_checkpoint_only_if_it_has_one(tmp_path, 
     assert runner.run_one(cfg, store).line() == (f"ladder/{cfg.name} stopped (asked to stop before it began): "
                                                  "it resumes from its checkpoint next time")
     assert runner.InlineExecutor().submit(cfg, store, stop_at=time.time() - 1).result().checkpointed
+    # another process is training it now: the checkpoint is that process's, and the line says so
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+                               "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)",
+                               str(tmp_path / "checkpoints" / f"{cfg.key}.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        held = runner.run_one(cfg, store)
+        assert held.status == "locked" and held.line() == f"ladder/{cfg.name} skipped: another process is training it"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runner.run_one(cfg, store).checkpointed  # its holder gone, the lock file left behind is free
 
 
 def test_the_first_progress_line_comes_once_a_run_has_checkpointed_not_an_interval_later(tmp_path, monkeypatch):
