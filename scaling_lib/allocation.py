@@ -57,7 +57,7 @@ MIN_BUDGETS = 3  # approach 2: a line through two optima has no scatter to judge
 MIN_POINTS_PER_BUDGET = 3  # a parabola has three coefficients
 EDGE_MIN_SIDE = 2  # approach 2: distinct sizes needed on each side of the vertex
 RUN_SIZE_RTOL = 1e-3  # approach 1: one run's rows may differ in N by this much (digitised data); its median is its size
-IDENT_MAX_CI_RATIO = 2.0
+IDENT_MAX_CI_RATIO = fitting.MAX_CI_RATIO
 IDENT_MAX_REL_SE = 0.25
 IDENT_MAX_COND = 1e8
 LEVEL = 0.95
@@ -511,8 +511,7 @@ def identification(result: FitResult, N, D) -> dict[str, float]:
                rel_se_alpha=se_a / abs(result.params["alpha"]), rel_se_beta=se_b / abs(result.params["beta"]),
                corr_alpha_beta=float(corr))
     for k in ("alpha", "beta"):
-        lo, hi = result.interval(k)
-        out[f"ci_ratio_{k}"] = (math.inf if lo <= 0 else hi / lo) if math.isfinite(lo) and math.isfinite(hi) else math.nan
+        out[f"ci_ratio_{k}"] = result.interval_ratio(k)
     return out
 
 

@@ -57,6 +57,9 @@ def _at_cap(value):
     return np.asarray(value, float) >= EXPONENT_CAP * (1 - 1e-6)
 
 
+_SCALES = ("X_c", "A", "B", "N_c", "D_c", "S_c")  # positive scales, compared in log
+MAX_CI_RATIO = 2.0  # an interval wider than this factor (hi/lo) leaves its parameter barely determined
+TRADE_OFF_CORR = 0.8  # two parameters whose resampled values correlate at least this much trade off
 CAP_REACHED = f"resamples reach the fit's cap of {EXPONENT_CAP:g}"
 CAP_TEXT = f"upper end not identified: {CAP_REACHED}"
 
@@ -240,6 +243,46 @@ class FitResult:
         if self.reaches_cap(name):  # no upper end: a value above the lower one may or may not be inside
             return False if value < lo else None
         return bool(lo <= value <= hi)
+
+    def interval_ratio(self, name: str) -> float:
+        """hi/lo of the interval of `name`: how many times over the data leave it open (inf where lo <= 0,
+        NaN where there is no interval)."""
+        lo, hi = self.interval(name)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return math.nan
+        return math.inf if lo <= 0 else hi / lo
+
+    def trade_off(self, name: str) -> tuple[str, float] | None:
+        """The parameter whose resampled values move most with those of `name`, and their correlation (scales
+        in log, since they are positive and span decades); None without resamples."""
+        boot = self.boot_params
+        if boot is None or name not in boot or len(boot) < 3:
+            return None
+        names = [k for k in boot.columns if k in self.params and k != "log_X_c"]  # log_X_c is X_c again
+        cols = {k: np.log(boot[k]) if k in _SCALES and bool((boot[k] > 0).all()) else boot[k] for k in names}
+        corr = {k: float(np.corrcoef(cols[name], v)[0, 1]) for k, v in cols.items() if k != name and v.std() > 0}
+        corr = {k: c for k, c in corr.items() if math.isfinite(c)}
+        if not corr or cols[name].std() == 0:
+            return None
+        other = max(corr, key=lambda k: abs(corr[k]))
+        return other, corr[other]
+
+    def determination_text(self, name: str, label: str | None = None) -> str:
+        """A sentence on how well the data pin `name` down: the factor its interval spans, and where that exceeds
+        MAX_CI_RATIO, that the data barely determine it, with the parameter it trades off against."""
+        label = label or name
+        r = self.interval_ratio(name)
+        if math.isnan(r):
+            return f"{label} has no interval ({self.ci_missing or 'not finite in some resamples'})"
+        if r <= MAX_CI_RATIO:
+            return f"the 95% interval of {label} spans a factor {r:.2g}"
+        span = "includes zero" if math.isinf(r) else f"spans a factor {r:.2g}"
+        out = f"the data barely determine {label}: its 95% interval {span}"
+        partner = self.trade_off(name)
+        if partner is not None and abs(partner[1]) >= TRADE_OFF_CORR:
+            out += (f", and across the resamples it moves with {partner[0]} (correlation {partner[1]:+.2f}): "
+                    "the fit trades one against the other")
+        return out
 
     def ci_text(self, name: str, fmt: str = ".4f", sep: str = "–", scale: float = 1.0) -> str:
         """The interval of `name` as text, 'lo–hi' in format `fmt`; 'n/a (why)' where there is none.

@@ -228,6 +228,28 @@ def test_ci_text_formats_the_interval_and_flips_it_for_a_negative_scale():
     assert fit("power", x, y).contains("alpha", 0.07) is None
 
 
+def test_determination_text_calls_a_wide_interval_barely_determined_and_names_its_trade_off():
+    x, x2, y, _ = _data("kaplan-ns")
+    r = fit("kaplan-ns", x, y, x2, bootstrap=20, seed=0)
+    lo, hi = r.ci["alpha_S"]
+    assert r.interval_ratio("alpha_S") == pytest.approx(hi / lo)
+    assert r.determination_text("alpha_S", "α_S") == f"the 95% interval of α_S spans a factor {hi / lo:.2g}"
+    # a resampled alpha_N that moves with log N_c, spread a factor 6
+    rng = np.random.default_rng(0)
+    boot = r.boot_params.copy()
+    boot["alpha_N"] = np.linspace(0.05, 0.3, len(boot))
+    boot["N_c"] = np.exp(10 + 20 * boot["alpha_N"] + rng.normal(0, 0.01, len(boot)))
+    wide = dataclasses.replace(r, ci={**r.ci, "alpha_N": (0.05, 0.3)}, boot_params=boot)
+    assert wide.trade_off("alpha_N")[0] == "N_c" and wide.trade_off("alpha_N")[1] > 0.99
+    assert wide.determination_text("alpha_N", "α_N") == (
+        "the data barely determine α_N: its 95% interval spans a factor 6, and across the resamples it moves "
+        f"with N_c (correlation {wide.trade_off('alpha_N')[1]:+.2f}): the fit trades one against the other")
+    through_zero = dataclasses.replace(wide, ci={**r.ci, "alpha_N": (-0.01, 0.3)}, boot_params=None)
+    assert through_zero.interval_ratio("alpha_N") == math.inf
+    assert through_zero.determination_text("alpha_N") == "the data barely determine alpha_N: its 95% interval includes zero"
+    assert fit("kaplan-ns", x, y, x2).determination_text("alpha_N") == "alpha_N has no interval (no bootstrap)"
+
+
 def test_an_interval_that_reaches_the_exponent_cap_has_no_upper_end():
     x, x2, y, _ = _data("kaplan-nd")
     r = fit("kaplan-nd", x, y, x2, bootstrap=10, seed=0)
