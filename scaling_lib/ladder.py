@@ -145,8 +145,9 @@ def _exact(t):
     return t.assign(N_exact=t["C_exact"] / (6 * t["tokens"])), "N_exact"
 
 
+BOOK_CHOICE = "as fitted in the book"
 CHOICES: dict[str, Callable[[pd.DataFrame], tuple[pd.DataFrame, str]]] = {
-    "as fitted in the book": lambda t: (t, "N"),
+    BOOK_CHOICE: lambda t: (t, "N"),
     "1-layer sizes left out (as Kaplan et al. do)": _drop_one_layer,
     "shortest budget left out": _drop_shortest,
     "all parameters N_total in place of N": _total,
@@ -161,17 +162,17 @@ EXPONENTS = (("fixed_alpha_N", "power", "alpha"), ("nd_alpha_N", "kaplan-nd", "a
              ("ch_beta", "chinchilla", "beta"))
 
 
-def choices(t: pd.DataFrame, *, bootstrap: int, seed: int = 0, which: dict[str, Callable] | None = None,
+def choices(t: pd.DataFrame, *, bootstrap: int, seed: int = 0,
             book: Mapping[str, FitResult] | None = None) -> pd.DataFrame:
     """The exponents under each choice an analyst makes (one change at a time from the book's fit):
     L(N) at the longest budget every size reached, Kaplan's L(N, D) and Chinchilla's form, each
     with its hierarchical bootstrap interval. A choice that leaves under 3 sizes gives NaN.
 
-    `book`: fits of the first choice (the book's own) that the caller already holds, by form ("power" for L(N)
+    `book`: fits of the book's own choice (BOOK_CHOICE) that the caller already holds, by form ("power" for L(N)
     at that budget, as `fixed_budget` fits it; the `joint` forms), used as they are in place of fitting them
     again; a fit whose point count is not the choice's raises ValueError."""
     rows = []
-    for i, (name, choose) in enumerate((which or CHOICES).items()):
+    for name, choose in CHOICES.items():
         sub, x = choose(finite(t))
         row: dict[str, Any] = dict(choice=name, sizes=sub["N"].nunique(), points=len(sub), fixed_budget=np.nan)
         fits: dict[str, FitResult | str] = dict.fromkeys(("power", *JOINT_FORMS), "n/a (fewer than 3 sizes)")
@@ -179,7 +180,7 @@ def choices(t: pd.DataFrame, *, bootstrap: int, seed: int = 0, which: dict[str, 
             longest = row["fixed_budget"] = int(sub.groupby("N")["tokens"].max().min())
             for form in fits:
                 pts = sub[sub["tokens"] == longest] if form == "power" else sub
-                held = (book or {}).get(form) if i == 0 else None
+                held = (book or {}).get(form) if name == BOOK_CHOICE else None
                 if held is not None:
                     if held.n_points != len(pts):
                         raise ValueError(f"the {form} fit given for {name!r} has {held.n_points} points; the "
@@ -202,7 +203,7 @@ def choices(t: pd.DataFrame, *, bootstrap: int, seed: int = 0, which: dict[str, 
 def choice_spread(table: pd.DataFrame) -> pd.DataFrame:
     """Each exponent's value as fitted in the book, its bootstrap interval, and its range over the
     choices: the uncertainty the bootstrap does not see. Columns: exponent, book, ci, lo, hi, spread."""
-    base = table.iloc[0]
+    base = table.set_index("choice").loc[BOOK_CHOICE]
     rows = []
     for col, _, _ in EXPONENTS:
         v = table[col].dropna()

@@ -88,6 +88,9 @@ def test_the_choices_table_changes_one_thing_at_a_time():
     spread = ladder.choice_spread(ch)
     row = spread.set_index("exponent").loc["ch_alpha"]
     assert row["lo"] <= row["book"] <= row["hi"] and math.isclose(row["spread"], row["hi"] - row["lo"])
+    # the book's value is its own row's, wherever the row stands
+    pd.testing.assert_frame_equal(ladder.choice_spread(ch.iloc[::-1]), spread)
+    assert ch.iloc[0]["choice"] == ladder.BOOK_CHOICE and row["book"] == base["ch_alpha"]
 
 
 def test_the_book_row_takes_the_fits_the_caller_holds_and_refits_the_others():
