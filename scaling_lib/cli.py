@@ -288,6 +288,12 @@ def _allocate(args) -> int:
     return allocation.cli(args)
 
 
+def _size_bounds(p: argparse.ArgumentParser, verb: str) -> None:
+    """--max-n and --min-n: the sizes of a sweep that a command takes, by non-embedding parameters."""
+    for flag, most in (("--max-n", "most"), ("--min-n", "least")):
+        p.add_argument(flag, type=float, help=f"{verb} only the sizes with at {most} this many non-embedding parameters")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m scaling_lib", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -318,8 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="runs a local worker trains before a fresh process replaces it (default 1; 0: no limit, "
                         "a few long-lived workers packed onto one GPU, see gpu-plan)")
     p.add_argument("--deadline", type=float, help="seconds after which the sweep stops (it resumes next time)")
-    p.add_argument("--max-n", type=float, help="train only the sizes with at most this many non-embedding parameters")
-    p.add_argument("--min-n", type=float, help="train only the sizes with at least this many non-embedding parameters")
+    _size_bounds(p, "train")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="replace a profile entry for this sweep, e.g. --set long_max_N=2_000_000 (repeatable)")
     p.add_argument("--store")
@@ -380,8 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", help="a sweep, as for sweep (ladder, lr, data, ...; several joined by commas)")
     p.add_argument("--profile", default="gpu")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="replace a profile entry, as for sweep")
-    p.add_argument("--max-n", type=float, help="plan only the sizes with at most this many non-embedding parameters")
-    p.add_argument("--min-n", type=float, help="plan only the sizes with at least this many non-embedding parameters")
+    _size_bounds(p, "plan")
     p.add_argument("--all", action="store_true", help="plan every run of the sweep, not only what the store lacks")
     p.add_argument("--store")
     p.add_argument("--processes", default="1,2,4,8", help="the pool sizes P to plan (default 1,2,4,8)")
