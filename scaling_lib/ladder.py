@@ -37,6 +37,19 @@ def reach(t: pd.DataFrame) -> str:
                      for b, r in top.sort_index(ascending=False).iterrows())
 
 
+def last_doubling(t: pd.DataFrame) -> str:
+    """What the largest size's last doubling of tokens still took off its loss (the seeds' mean at each budget):
+    'N = 1,536,000 still lost 2.9% of its loss from 8M to 16M tokens'; 'n/a' where its two longest budgets are
+    not a doubling apart."""
+    big = t[t["N"] == t["N"].max()]
+    mean = big.groupby("tokens")["final_val_loss"].mean().sort_index()
+    if len(mean) < 2 or abs(mean.index[-1] / mean.index[-2] - 2) > 0.05:  # budgets are whole steps: about 2
+        return "n/a (the largest size has no doubling of tokens)"
+    drop = 1 - mean.iloc[-1] / mean.iloc[-2]
+    return (f"N = {int(big['N'].iloc[0]):,} still lost {drop:.1%} of its loss from {budget_name(mean.index[-2])} "
+            f"to {budget_name(mean.index[-1])} tokens")
+
+
 @dataclass(frozen=True, eq=False)
 class FixedBudget:
     """L(N) at one budget, and the fit on all but the two largest sizes predicting those."""
@@ -101,6 +114,29 @@ def alpha_by_budget(t: pd.DataFrame, *, bootstrap: int, seed: int = 0) -> pd.Dat
         rows.append(dict(budget=int(budget), sizes=g["N"].nunique(), alpha_N=res.params["alpha"], lo=lo, hi=hi,
                          ci=res.ci_text("alpha")))
     return pd.DataFrame(rows, columns=["budget", "sizes", "alpha_N", "lo", "hi", "ci"])
+
+
+def budget_trend(by_budget: pd.DataFrame, last: int = 2) -> dict[str, Any]:
+    """How the fixed-budget exponent moves as the budget doubles (`alpha_by_budget`'s rows): `moves`, 'rises'
+    or 'falls' from the first budget to the last; `steps`, how many doublings moved it that way, of
+    `doublings`; and `levelled`, False while each of the `last` doublings still raises it (then the budgets
+    do not identify the limit it tends to; one early fall inside the noise does not make it level)."""
+    a = by_budget.sort_values("budget")["alpha_N"].to_numpy(float)
+    if len(a) < 2:
+        raise ValueError(f"a trend needs at least 2 budgets, not {len(a)}")
+    d = np.diff(a)
+    rises = bool(a[-1] > a[0])
+    return dict(moves="rises" if rises else "falls", steps=int((d > 0).sum() if rises else (d < 0).sum()),
+                doublings=len(d), levelled=not bool((d[-last:] > 0).all()))
+
+
+def chinchilla_local_alpha(res: FitResult, N) -> np.ndarray:
+    """The local slope -d log L / d log N of Chinchilla's infinite-data L(N) = E + A/N^alpha at N: the
+    quantity Kaplan's alpha_N measures (a slope of L itself). alpha alone is the slope of L - E, so the two
+    fits' exponents compare only through this."""
+    p = res.params
+    reducible = p["A"] * np.asarray(N, float) ** -p["alpha"]
+    return p["alpha"] * reducible / (p["E"] + reducible)
 
 
 def seed_spread(t: pd.DataFrame) -> pd.DataFrame:

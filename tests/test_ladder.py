@@ -64,6 +64,45 @@ def test_the_exponent_by_budget_uses_the_same_sizes_at_every_budget():
     assert by["alpha_N"].is_monotonic_increasing  # the data term flattens the short budgets most
 
 
+def test_the_last_doubling_is_the_largest_sizes_loss_drop_over_its_last_two_budgets():
+    t = table(seeds=(0, 1))
+    at = t[t["N"] == 786432].groupby("tokens")["final_val_loss"].mean()
+    drop = 1 - at[16_000_000] / at[8_000_000]
+    assert ladder.last_doubling(t) == f"N = 786,432 still lost {drop:.1%} of its loss from 8M to 16M tokens"
+    assert drop > 0.001
+    stepped = t.assign(tokens=t["tokens"] // 4096 * 4096)  # budgets rounded to whole steps are still doublings
+    assert ladder.last_doubling(stepped) == ladder.last_doubling(t)
+    odd = t[~((t["N"] == 786432) & (t["tokens"] == 8_000_000))]  # 4M then 16M: not a doubling
+    assert ladder.last_doubling(odd).startswith("n/a")
+
+
+def test_the_budget_trend_counts_the_doublings_that_move_the_way_it_moves():
+    def trend(*alphas, last=2):
+        return ladder.budget_trend(pd.DataFrame(dict(budget=BUDGETS[:len(alphas)], alpha_N=alphas)), last=last)
+
+    # one early fall in the noise, then three rises: still rising, so not levelled
+    assert trend(0.0227, 0.0205, 0.0256, 0.0367, 0.0457) == dict(moves="rises", steps=3, doublings=4, levelled=False)
+    assert trend(0.02, 0.03, 0.04, 0.039)["levelled"]  # the last doubling no longer raises it
+    assert trend(0.02, 0.03, 0.04, 0.039, last=1)["levelled"] and not trend(0.02, 0.03, 0.04, last=2)["levelled"]
+    # falling overall: the count is of the falls
+    assert trend(0.05, 0.04, 0.045, 0.03) == dict(moves="falls", steps=2, doublings=3, levelled=True)
+    by = ladder.alpha_by_budget(table(), bootstrap=0)
+    assert ladder.budget_trend(by.iloc[::-1]) == ladder.budget_trend(by)  # read in budget order
+    with pytest.raises(ValueError, match="2 budgets"):
+        trend(0.02)
+
+
+def test_chinchillas_local_slope_is_the_slope_of_its_infinite_data_law():
+    t = table(noise=0.0)
+    ch = ladder.joint(t, bootstrap=0)["chinchilla"]
+    N = np.array([1e3, 1e5, 1e7])
+    local = ladder.chinchilla_local_alpha(ch, N)
+    L = lambda n: ch.params["E"] + ch.params["A"] * n ** -ch.params["alpha"]  # noqa: E731
+    numeric = -(np.log(L(N * 1.001)) - np.log(L(N / 1.001))) / (2 * np.log(1.001))
+    np.testing.assert_allclose(local, numeric, rtol=1e-5)
+    assert (local < ch.params["alpha"]).all() and np.all(np.diff(local) < 0)  # E flattens it, the more the larger N
+
+
 def test_the_seed_spread_is_the_relative_sample_std_at_the_longest_shared_budget():
     t = table(sizes=SIZES[:2], seeds=(0, 1, 2), noise=0.01)
     t = t[~((t["seed"] == 2) & (t["tokens"] == 16_000_000))]  # one seed stopped short
