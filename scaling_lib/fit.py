@@ -856,6 +856,24 @@ def compare_fits(simpler: FitResult, richer: FitResult, *, margin: float = FIT_M
     return dict(s_simpler=s_simple, s_richer=s_rich, ratio=ratio, margin=margin, better=better)
 
 
+def rival_verdict(scales: dict[str, float], *, margin: float = FIT_MARGIN) -> tuple[str | None, str]:
+    """Which of two laws with as many parameters, fitted to the same points, fits them better, by their residual
+    scales (e.g. log-space RMSE) by name: the winner only where its scale is at most 1/`margin` of the other's
+    (as `compare_fits` asks of a richer law); a smaller edge is named as one. Returns (the clear winner or None,
+    a clause: 'the power law fits better (its RMSE 2.4 times smaller)', 'the power law fits a little better (its
+    RMSE 1.5 times smaller, short of the margin of 2 for a clear difference)')."""
+    if len(scales) != 2:
+        raise ValueError(f"two laws to compare, not {len(scales)}")
+    (a, sa), (b, sb) = sorted(scales.items(), key=lambda kv: kv[1])
+    if not (sa > 0 and math.isfinite(sb)):
+        return None, f"the {a} and the {b} cannot be compared (residual scales {sa:g} and {sb:g})"
+    r = sb / sa
+    if r >= margin:
+        return a, f"the {a} fits better (its RMSE {r:.2g} times smaller)"
+    return None, (f"the {a} fits a little better (its RMSE {r:.2g} times smaller, short of the margin of {margin:g} "
+                  "for a clear difference)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 

@@ -140,10 +140,13 @@ class Frontier:
 
 def contradiction(frontier: Frontier, alpha_D: float, D_c: float, *, C_range=(1.0, 1e40)) -> dict[str, float]:
     """Where L(C_min) meets L(D) = (D_c/D)^α_D at the tokens efficient training processes, D = B S
-    (§6.3, Fig. 15): the compute C*, the loss L*, and N* and D* there. Beyond C*, L(C_min) promises a
-    loss below what D* tokens allow. NaN where the two do not cross within `C_range` FLOPs."""
+    (§6.3, Fig. 15): the compute C*, the loss L*, and N* and D* there; NaN where the two do not cross
+    within `C_range` FLOPs. `beyond`: whether L(C_min) promises a loss below what its tokens allow for
+    budgets above C* (Kaplan et al.'s case, where D grows so slowly that L(D) falls more slowly than
+    L(C_min)), or else for the budgets below it. Both are powers of C, so one exponent comparison says it."""
     if not (alpha_D > 0 and D_c > 0):
         raise ValueError(f"α_D and D_c must be positive, not {alpha_D} and {D_c}")
+    beyond = bool(frontier.alpha_C > alpha_D * frontier.exponents()["D"])
 
     def gap(lC: float) -> float:
         C = math.exp(lC)
@@ -151,7 +154,8 @@ def contradiction(frontier: Frontier, alpha_D: float, D_c: float, *, C_range=(1.
 
     lo, hi = (math.log(c) for c in C_range)
     if gap(lo) * gap(hi) > 0:
-        return dict(C=math.nan, L=math.nan, N=math.nan, D=math.nan)
+        return dict(C=math.nan, L=math.nan, N=math.nan, D=math.nan, beyond=beyond)
     lC = brentq(gap, lo, hi, xtol=1e-10)
     C = math.exp(lC)
-    return dict(C=C, L=float(frontier.loss(C)), N=float(frontier.N_opt(C)), D=float(frontier.D_opt(C)))
+    return dict(C=C, L=float(frontier.loss(C)), N=float(frontier.N_opt(C)), D=float(frontier.D_opt(C)),
+                beyond=beyond)

@@ -59,3 +59,21 @@ def table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                         "lr": [c.lr for c in cfgs], "summed_lr": [summed_lr(c) for c in cfgs],
                         "final_val_loss": t["final_val_loss"].to_numpy(), "key": t["key"].to_numpy()})
     return out[cols].sort_values("summed_lr").reset_index(drop=True)
+
+
+def best_told_apart(runs: pd.DataFrame, seed_rel_sd: float | None) -> tuple[str, bool | None]:
+    """Whether the best decaying schedule of `table`'s rows is told apart from the runner-up, each being one run:
+    their gap against twice the spread of a difference of two single runs (sqrt(2) times the seed-to-seed
+    relative standard deviation, measured elsewhere at about this size). Returns a sentence and the verdict
+    (None where there is no runner-up or no spread to judge by)."""
+    dec = runs[runs["schedule"] != "constant"].sort_values("final_val_loss")
+    if len(dec) < 2:
+        return "", None
+    gap = dec["final_val_loss"].iloc[1] / dec["final_val_loss"].iloc[0] - 1
+    said = f"The runner-up, {dec['label'].iloc[1]}, ends {gap:.2%} above the best"
+    if seed_rel_sd is None or not np.isfinite(seed_rel_sd):
+        return said + "; no seed spread is measured near this size, so whether that is resolved is not known.", None
+    noise = 2 * np.sqrt(2) * seed_rel_sd
+    apart = bool(gap > noise)
+    return (said + f", {'more' if apart else 'less'} than twice the spread of a difference between two single "
+            f"runs ({noise:.2%}): the best schedule is {'' if apart else 'not '}told apart from it."), apart

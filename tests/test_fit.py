@@ -250,6 +250,18 @@ def test_determination_text_calls_a_wide_interval_barely_determined_and_names_it
     assert fit("kaplan-ns", x, y, x2).determination_text("alpha_N") == "alpha_N has no interval (no bootstrap)"
 
 
+def test_a_rival_wins_only_by_the_margin_and_a_smaller_edge_is_named_as_one():
+    assert fitting.rival_verdict({"power law": 0.001, "logarithm": 0.0025}) == (
+        "power law", "the power law fits better (its RMSE 2.5 times smaller)")
+    assert fitting.rival_verdict({"power law": 0.0066, "logarithm": 0.0098}) == (
+        None, "the power law fits a little better (its RMSE 1.5 times smaller, short of the margin of 2 for a clear "
+              "difference)")
+    assert fitting.rival_verdict({"power law": 0.01, "logarithm": 0.004})[0] == "logarithm"
+    assert fitting.rival_verdict({"a": 0.0, "b": 0.1})[0] is None
+    with pytest.raises(ValueError, match="two laws"):
+        fitting.rival_verdict({"a": 0.1})
+
+
 def test_an_interval_that_reaches_the_exponent_cap_has_no_upper_end():
     x, x2, y, _ = _data("kaplan-nd")
     r = fit("kaplan-nd", x, y, x2, bootstrap=10, seed=0)

@@ -58,6 +58,15 @@ def test_the_contradiction_lies_far_beyond_the_paper_with_its_constants():
     assert 1e6 < x["C"] / PF_DAY < 1e8
     assert x["L"] == pytest.approx((nd["D_c"] / x["D"]) ** nd["alpha_D"], rel=1e-6)
     assert math.isnan(contradiction(K, nd["alpha_D"], nd["D_c"], C_range=(1.0, 10.0))["C"])
+    # Kaplan's case: beyond C* the frontier promises less than its tokens allow
+    assert x["beyond"]
+    above = x["C"] * 10
+    assert K.loss(above) < (nd["D_c"] / K.D_opt(above)) ** nd["alpha_D"]
+    # a data exponent steep enough turns it round: the frontier lies below L(D) only short of C*
+    steep = contradiction(K, 1.0, nd["D_c"])
+    assert not steep["beyond"]
+    for C, below in ((steep["C"] / 10, True), (steep["C"] * 10, False)):
+        assert (K.loss(C) < nd["D_c"] / K.D_opt(C)) == below
 
 
 def test_bad_constants_are_refused():

@@ -39,6 +39,21 @@ def test_the_sweep_plans_its_variants_and_refuses_unknown_fields(tmp_path):
         plans.configs("schedule", "smoke", Store(tmp_path), {"schedule_variants": (dict(schedule="cosine"),) * 2})
 
 
+def test_the_best_schedule_is_told_apart_only_beyond_twice_the_noise_of_a_difference():
+    import pandas as pd
+
+    runs = pd.DataFrame(dict(label=["wsd", "cosine", "constant"], schedule=["wsd", "cosine", "constant"],
+                             final_val_loss=[4.900, 4.9036, 4.80]))
+    close, apart = schedules.best_told_apart(runs, 0.009)  # the constant rate is left out even though it is lowest
+    assert close.startswith("The runner-up, cosine, ends 0.07% above the best, less than twice")
+    assert close.endswith("(2.55%): the best schedule is not told apart from it.") and apart is False
+    far, apart = schedules.best_told_apart(runs.assign(final_val_loss=[4.9, 5.2, 4.8]), 0.009)
+    assert "more than twice" in far and far.endswith("the best schedule is told apart from it.") and apart is True
+    unknown, apart = schedules.best_told_apart(runs, None)
+    assert "not known" in unknown and apart is None
+    assert schedules.best_told_apart(runs.iloc[[0, 2]], 0.009) == ("", None)  # one decaying schedule: nothing to tell apart
+
+
 def test_fig_22_draws_a_curve_and_a_point_per_run():
     from scaling_lib import plots
     import pandas as pd
