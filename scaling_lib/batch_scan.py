@@ -175,3 +175,12 @@ def analyse(records: Iterable[dict[str, Any]], *, bootstrap: int = 200, seed: in
     except FitError as e:
         return Scan(targets, steps, best, crit, None, str(e))
     return Scan(targets, steps, best, crit, law)
+
+
+def offset_by_size(crit: pd.DataFrame, law) -> pd.Series:
+    """How far each size's critical batches sit from one B_crit(L) law fitted to every size: the median over
+    a size's targets of measured B_crit over the law's at that loss, by N. A loss-only law puts every size
+    near 1; sizes far apart at the same loss say that the loss alone does not fix the critical batch."""
+    ok = crit.dropna(subset=["B_crit"])
+    ratio = ok["B_crit"].to_numpy(float) / law.predict(ok["target"].to_numpy(float))
+    return pd.Series(ratio, index=ok["N"].to_numpy()).groupby(level=0).median().rename_axis("N")

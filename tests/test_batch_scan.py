@@ -117,6 +117,17 @@ def test_analyse_fits_the_critical_batch_law_or_says_why_not():
     assert none.law is None and "at least 3" in none.why and none.crit.empty
 
 
+def test_each_sizes_offset_from_the_shared_law_is_its_median_ratio_to_it():
+    from scaling_lib.batch import fit_bcrit_loss
+
+    L = np.array([4.0, 4.5, 5.0])
+    law = fit_bcrit_loss(L, 1e8 / L ** 4)  # B_crit = 1e8 / L^4 exactly
+    crit = pd.DataFrame(dict(N=[1] * 3 + [2] * 3, target=[*L, *L],
+                             B_crit=[*(2e8 / L ** 4), *(0.5e8 / L ** 4)]))
+    off = batch_scan.offset_by_size(pd.concat([crit, pd.DataFrame([dict(N=2, target=4.2, B_crit=np.nan)])]), law)
+    assert list(off.index) == [1, 2] and off.to_numpy() == pytest.approx([2.0, 0.5])
+
+
 def test_fig_10_draws_an_interval_that_misses_its_point():
     from scaling_lib import plots
 
