@@ -178,6 +178,13 @@ def loglog_interp(x, xs, ys) -> np.ndarray:
                             left=np.nan, right=np.nan))
 
 
+def degenerate_position_fits(by_size: pd.DataFrame, *, c_min: float = 0.05) -> pd.Series:
+    """Which fits of `fit_loss_by_position` (rows with its a and c) are degenerate: the offset a at its bound of
+    0, or c below `c_min`. Then L(T) is close to linear in log T, a, b and c trade off, and c is not comparable
+    with other sizes'."""
+    return (by_size["a"] <= 1e-6) | (by_size["c"] < c_min)
+
+
 def fit_loss_by_position(T, loss, *, T_min: int = 1, bootstrap: int = 0, seed: int = 0, groups=None):
     """L(T) = a + b T^(-c), the loss at context position T (Kaplan et al. 2020, App. D.5, Fig. 20 left).
 

@@ -111,3 +111,11 @@ def test_the_loss_by_position_fit_resamples_whole_runs():
     loss = (3.0 + 2.0 * T**-0.6) * np.exp(rng.normal(0, 0.005, T.size))
     f = laws.fit_loss_by_position(T, loss, bootstrap=50, seed=0, groups=run, T_min=4)
     assert f.resampling == "groups" and f.n_points == 3 * 61 and f.contains("alpha", 0.6)
+
+
+def test_a_position_fit_with_its_offset_at_the_bound_or_a_tiny_exponent_is_degenerate():
+    import pandas as pd
+
+    fits = pd.DataFrame(dict(N=[768, 3072, 13824], a=[0.0, 2.1, 1.9], c=[0.003, 0.14, 0.03]))
+    assert list(laws.degenerate_position_fits(fits)) == [True, False, True]
+    assert list(laws.degenerate_position_fits(fits, c_min=0.01)) == [True, False, False]
