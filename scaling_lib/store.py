@@ -259,6 +259,29 @@ def prefer_cpu(table: pd.DataFrame, on: list[str]) -> pd.DataFrame:
     return table.iloc[order].drop_duplicates(on, keep="first").reset_index(drop=True)
 
 
+def machine_pairs(table: pd.DataFrame, *, near_best: float = 0.02) -> dict[str, Any]:
+    """How far the final losses of the configurations (N, lr) trained on both machines differ: `pairs` (how
+    many), the `median` and `max` of |cuda/cpu - 1|, and a `reading` sentence naming the largest difference and,
+    where that rate's CPU loss lies more than `near_best` above its size's best paired one, the largest difference
+    at each size's best paired rate. Without a pair: 0, None, None and ''."""
+    none = dict(pairs=0, median=None, max=None, reading="")
+    if not len(table) or not {"cpu", "cuda"} <= set(table["device"]):
+        return none
+    pairs = table.pivot_table(index=["N", "lr"], columns="device", values="final_val_loss")[["cpu", "cuda"]].dropna()
+    if not len(pairs):
+        return none
+    diff = (pairs["cuda"] / pairs["cpu"] - 1).abs()
+    worst = diff.idxmax()
+    reading = f"The largest difference is at N = {worst[0]:,}, lr = {worst[1]:g}"
+    if pairs.loc[worst, "cpu"] > (1 + near_best) * pairs.xs(worst[0], level="N")["cpu"].min():
+        best = pairs.groupby(level="N")["cpu"].transform("min").eq(pairs["cpu"])  # each size's best paired rate
+        reading += (f", a rate whose loss is more than {near_best:.0%} above that size's best; at each size's best "
+                    f"rate the two machines differ by at most {diff[best].max():.2%}.")
+    else:
+        reading += "."
+    return dict(pairs=len(pairs), median=float(diff.median()), max=float(diff.max()), reading=reading)
+
+
 def _early_stopped(curve: list[dict[str, Any]]) -> dict[str, float]:
     """The lowest validation loss along a learning curve and where it was reached: the loss early
     stopping keeps (Kaplan §3.1.1's L(D)). Every point of a curve is scored on the same windows."""

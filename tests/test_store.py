@@ -12,7 +12,8 @@ from scaling_lib import store as store_mod
 from scaling_lib import train as train_mod
 from scaling_lib.config import RunConfig
 from scaling_lib.runner import get_or_train
-from scaling_lib.store import DEFAULT_ROOT, Store, curves_table, load_record, prefer_cpu, runs_table
+from scaling_lib.store import (DEFAULT_ROOT, Store, curves_table, load_record, machine_pairs, prefer_cpu,
+                               runs_table)
 
 pytestmark = pytest.mark.usefixtures("runs_env", "torch_one_thread")
 
@@ -222,6 +223,24 @@ def test_prefer_cpu_keeps_the_cpu_row_of_a_run_trained_on_both_machines():
     t = pd.DataFrame(dict(N=[1, 1, 2], lr=[0.1, 0.1, 0.1], device=["cuda", "cpu", "cuda"], loss=[4.0, 4.1, 3.0]))
     out = prefer_cpu(t, ["N", "lr"])
     assert out[["N", "device", "loss"]].values.tolist() == [[1, "cpu", 4.1], [2, "cuda", 3.0]]
+
+
+def test_machine_pairs_measures_the_configurations_trained_on_both_machines():
+    # N=1: rates 0.1 (best, cuda 0.1% above) and 1.0 (10% above the best, cuda 2% above); N=2: one rate, CPU only
+    t = pd.DataFrame(dict(N=[1, 1, 1, 1, 2], lr=[0.1, 0.1, 1.0, 1.0, 0.1], device=["cpu", "cuda", "cpu", "cuda", "cpu"],
+                          final_val_loss=[4.0, 4.004, 4.4, 4.488, 3.0]))
+    p = machine_pairs(t)
+    assert p["pairs"] == 2
+    assert p["median"] == pytest.approx(0.0105) and p["max"] == pytest.approx(0.02)
+    assert p["reading"] == ("The largest difference is at N = 1, lr = 1, a rate whose loss is more than 2% above that "
+                            "size's best; at each size's best rate the two machines differ by at most 0.10%.")
+    # the largest difference at a size's best rate reads without the clause
+    near = t.assign(final_val_loss=[4.0, 4.2, 4.04, 4.05, 3.0])
+    assert machine_pairs(near)["reading"] == "The largest difference is at N = 1, lr = 0.1."
+    none = dict(pairs=0, median=None, max=None, reading="")
+    assert machine_pairs(t[t["device"] == "cpu"]) == none  # one machine only
+    assert machine_pairs(t.iloc[[1, 2]]) == none  # both machines, but never the same configuration
+    assert machine_pairs(t.iloc[:0]) == none
 
 
 def test_a_table_refuses_to_mix_evaluation_versions_unless_asked(tmp_path):
