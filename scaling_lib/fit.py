@@ -874,6 +874,51 @@ def rival_verdict(scales: dict[str, float], *, margin: float = FIT_MARGIN) -> tu
                   "for a clear difference)")
 
 
+CHECK_SIZES = 5  # the sizes an extrapolation check of `compare_forms` needs: two held out, three to fit
+BEYOND = 30  # how far beyond the largest size `compare_forms` predicts (Kaplan et al. Fig. 23 draws 30x)
+
+
+def compare_forms(x, y, forms: Sequence[str] = ("power", "log"), *,
+                  holdout: int = 2) -> tuple[list[dict[str, Any]], dict[str, FitResult]]:
+    """Each of `forms` fitted to the same losses y at x (one point a size), as a row of the comparison: `sizes`,
+    `form`, `rmse_log`, `max_residual`, the relative errors of an `extrapolation_check` holding out the `holdout`
+    largest sizes (`extrapolation`, as text: '-0.76%, -1.98%'; 'n/a' with fewer than CHECK_SIZES sizes) and their
+    mean absolute value (`extrapolation_mean_abs`, NaN without a check), and `prediction_at_30x_largest` (the law
+    at BEYOND times the largest x). Returns the rows and the fits by form."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    sizes = len(np.unique(x))
+    rows, fits = [], {}
+    for form in forms:
+        res = fits[form] = fit(form, x, y)
+        ext = extrapolation_check(form, x, y, holdout=holdout) if sizes >= CHECK_SIZES else None
+        rows.append(dict(sizes=sizes, form=form, rmse_log=res.rmse_log, max_residual=res.max_abs_residual,
+                         extrapolation=", ".join(f"{e:+.2%}" for e in ext["rel_error"]) if ext else "n/a",
+                         extrapolation_mean_abs=float(np.mean(np.abs(ext["rel_error"]))) if ext else math.nan,
+                         prediction_at_30x_largest=float(res.predict(x.max() * BEYOND))))
+    return rows, fits
+
+
+def form_tally(comparison: pd.DataFrame, panel: Sequence[str] = ("ladder", "budget")) -> dict[str, Any]:
+    """Over the panels of a comparison (`compare_forms` rows of the power law and the logarithm, one each a panel,
+    the panel named by its `panel` columns): `panels`; `lower_rmse`, in how many the power law has the lower
+    log-space RMSE; `checked`, how many have an extrapolation check, and `smaller_held_out`, in how many of those the
+    power law's mean held-out error is the smaller, with `held_out_text` ('3 of the 4 with a check', or why none);
+    `clear`, in how many the power law fits clearly better by `rival_verdict`."""
+    none = f"none (no panel has the {CHECK_SIZES} sizes a check needs)"
+    if not len(comparison):
+        return dict(panels=0, lower_rmse=0, checked=0, smaller_held_out=0, held_out_text=none, clear=0)
+    wide = comparison.set_index([*panel, "form"])[["rmse_log", "extrapolation_mean_abs"]].unstack("form")
+    rmse_p, rmse_l = wide[("rmse_log", "power")], wide[("rmse_log", "log")]
+    ext_p, ext_l = wide[("extrapolation_mean_abs", "power")], wide[("extrapolation_mean_abs", "log")]
+    checked = ext_p.notna() & ext_l.notna()
+    smaller = int((ext_p[checked] < ext_l[checked]).sum())
+    clear = sum(rival_verdict({"power law": p, "logarithm": q})[0] == "power law" for p, q in zip(rmse_p, rmse_l))
+    return dict(panels=len(wide), lower_rmse=int((rmse_p < rmse_l).sum()), checked=int(checked.sum()),
+                smaller_held_out=smaller,
+                held_out_text=f"{smaller} of the {int(checked.sum())} with a check" if checked.any() else none,
+                clear=int(clear))
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 

@@ -262,6 +262,42 @@ def test_a_rival_wins_only_by_the_margin_and_a_smaller_edge_is_named_as_one():
         fitting.rival_verdict({"a": 0.1})
 
 
+def test_compare_forms_fits_each_form_to_the_same_points_and_checks_it_beyond_them():
+    N = np.logspace(3, 6, 6)
+    L = power_law(N, alpha=0.07, X_c=1e13)
+    rows, fits = fitting.compare_forms(N, L)
+    assert [r["form"] for r in rows] == ["power", "log"] and list(fits) == ["power", "log"]
+    power, log = rows
+    assert power["sizes"] == log["sizes"] == 6
+    assert fits["power"].params["alpha"] == pytest.approx(0.07) and power["rmse_log"] < 1e-9 < log["rmse_log"]
+    assert log["rmse_log"] == fits["log"].rmse_log and log["max_residual"] == fits["log"].max_abs_residual
+    # the two largest sizes held out: the power law predicts them, a straight line in log N falls below the curve
+    assert power["extrapolation_mean_abs"] < 1e-9 and log["extrapolation_mean_abs"] > 1e-3
+    errors = [float(e.rstrip("%")) / 100 for e in log["extrapolation"].split(", ")]
+    assert len(errors) == 2 and all(e < 0 for e in errors)
+    assert np.mean(np.abs(errors)) == pytest.approx(log["extrapolation_mean_abs"], abs=1e-4)
+    at_30x = power_law(30 * N.max(), alpha=0.07, X_c=1e13)
+    assert power["prediction_at_30x_largest"] == pytest.approx(at_30x)
+    assert log["prediction_at_30x_largest"] < at_30x
+    # fewer sizes than a check needs
+    (few, *_), _ = fitting.compare_forms(N[:4], L[:4], ("power",))
+    assert few["sizes"] == 4 and few["extrapolation"] == "n/a" and math.isnan(few["extrapolation_mean_abs"])
+
+
+def test_form_tally_counts_each_panel_once():
+    # two ladders at different budgets: three panels (not every ladder at every budget)
+    rows = [("CPU", "8M", "power", 0.001, 0.01), ("CPU", "8M", "log", 0.003, 0.02),
+            ("CPU", "16M", "power", 0.004, 0.03), ("CPU", "16M", "log", 0.005, 0.02),
+            ("GPU", "32M", "power", 0.006, math.nan), ("GPU", "32M", "log", 0.004, math.nan)]
+    comparison = pd.DataFrame(rows, columns=["ladder", "budget", "form", "rmse_log", "extrapolation_mean_abs"])
+    assert fitting.form_tally(comparison) == dict(panels=3, lower_rmse=2, checked=2, smaller_held_out=1,
+                                                  held_out_text="1 of the 2 with a check", clear=1)
+    unchecked = fitting.form_tally(comparison.assign(extrapolation_mean_abs=math.nan))
+    assert unchecked["checked"] == 0 and unchecked["held_out_text"] == "none (no panel has the 5 sizes a check needs)"
+    assert fitting.form_tally(comparison.iloc[:0]) == dict(panels=0, lower_rmse=0, checked=0, smaller_held_out=0,
+                                                           held_out_text=unchecked["held_out_text"], clear=0)
+
+
 def test_an_interval_that_reaches_the_exponent_cap_has_no_upper_end():
     x, x2, y, _ = _data("kaplan-nd")
     r = fit("kaplan-nd", x, y, x2, bootstrap=10, seed=0)
