@@ -155,6 +155,14 @@ def seed_spread(t: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["N", "seeds", "budget", "mean_loss", "rel_std"])
 
 
+def nearest_seed_spread(spread: pd.DataFrame, N: float) -> dict[str, Any] | None:
+    """The row of a `seed_spread` table (as a dict) whose size is nearest N in log N, the first of two as near
+    (the smaller, in its order): the seed-to-seed spread a single run of N can borrow. None without a row."""
+    if not len(spread):
+        return None
+    return spread.to_dict("records")[int(np.argmin(np.abs(np.log(spread["N"].to_numpy(float) / N))))]
+
+
 # ---------------------------------------------------------------------------------------------
 # The analyst's choices
 # ---------------------------------------------------------------------------------------------

@@ -113,6 +113,15 @@ def test_the_seed_spread_is_the_relative_sample_std_at_the_longest_shared_budget
     assert ladder.seed_spread(table()).empty
 
 
+def test_the_nearest_seed_spread_is_the_size_nearest_in_log_n():
+    sp = ladder.seed_spread(table(sizes=SIZES[:3], seeds=(0, 1), noise=0.01))  # N = 768, 3072, 13824
+    near = ladder.nearest_seed_spread(sp, 2000)  # log-nearer 3072 (x1.5) than 768 (x2.6), though nearer 768 in N
+    assert near["N"] == 3072 and isinstance(near["N"], int) and near["rel_std"] == sp["rel_std"].iloc[1] > 0
+    assert ladder.nearest_seed_spread(sp, 1e9)["N"] == 13824 and ladder.nearest_seed_spread(sp, 1)["N"] == 768
+    assert ladder.nearest_seed_spread(sp, 1536)["N"] == 768  # twice 768, half 3072: as near, the smaller
+    assert ladder.nearest_seed_spread(ladder.seed_spread(table()), 2000) is None  # one seed: no spread
+
+
 def test_the_choices_table_changes_one_thing_at_a_time():
     t = table(noise=0.001)
     ch = ladder.choices(t, bootstrap=0)
