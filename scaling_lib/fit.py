@@ -15,7 +15,7 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -337,6 +337,14 @@ class FitResult:
             "resampling": self.resampling,
             "ci_missing": self.ci_missing,
         }
+
+
+def loose_parameters(pairs: Iterable[tuple[str, FitResult]],
+                     max_ratio: float = MAX_CI_RATIO) -> list[tuple[str, FitResult]]:
+    """The (name, fit) pairs whose parameter's 95% interval spans more than `max_ratio` (hi/lo, an interval
+    through zero included), in their order: the parameters the data barely determine, as `determination_text`
+    reads them. A parameter without an interval is not among them (its fit says why: `ci_missing`)."""
+    return [(name, res) for name, res in pairs if res.interval_ratio(name) > max_ratio]
 
 
 def interval_text(lo: float, hi: float, fmt: str = ".4f", sep: str = "–") -> str:

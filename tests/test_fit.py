@@ -250,6 +250,20 @@ def test_determination_text_calls_a_wide_interval_barely_determined_and_names_it
     assert fit("kaplan-ns", x, y, x2).determination_text("alpha_N") == "alpha_N has no interval (no bootstrap)"
 
 
+def test_loose_parameters_are_those_whose_interval_spans_more_than_the_factor():
+    def result(**ci):
+        return FitResult(form="kaplan-ns", params=dict(alpha_N=0.1, N_c=1e13, alpha_S=0.7, S_c=2e3), ci=ci,
+                         residuals=np.zeros(4), rmse_log=0.0, n_points=4)
+    ns = result(alpha_N=(0.051, 0.282), alpha_S=(0.6, 0.9), N_c=(-1.0, 1e14))  # factors 5.5, 1.5; through zero
+    law = result(alpha_N=(0.045, 0.138))  # a factor 3.1
+    pairs = [("alpha_N", ns), ("alpha_S", ns), ("alpha_N", law), ("N_c", ns), ("S_c", ns)]  # S_c: no interval
+    assert fitting.MAX_CI_RATIO == 2.0
+    assert fitting.loose_parameters(pairs) == [("alpha_N", ns), ("alpha_N", law), ("N_c", ns)]
+    assert fitting.loose_parameters(pairs, max_ratio=3.2) == [("alpha_N", ns), ("N_c", ns)]
+    assert fitting.loose_parameters(pairs, max_ratio=1.4) == pairs[:4]  # S_c, without an interval, never
+    assert fitting.loose_parameters([]) == []
+
+
 def test_a_rival_wins_only_by_the_margin_and_a_smaller_edge_is_named_as_one():
     assert fitting.rival_verdict({"power law": 0.001, "logarithm": 0.0025}) == (
         "power law", "the power law fits better (its RMSE 2.5 times smaller)")
