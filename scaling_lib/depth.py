@@ -124,6 +124,12 @@ def output_share(n_layer: int, d_model: int, *, n_ctx: int = 128, vocab: int = 4
     return table["de-embed"] / sum(table.values())
 
 
+def output_shares(t: pd.DataFrame, *, vocab: int = 4096) -> pd.Series:
+    """`output_share` of each row of a runs table (its n_layer, d_model and n_ctx), indexed by N."""
+    return pd.Series([output_share(int(L), int(d), n_ctx=int(c), vocab=vocab)
+                      for L, d, c in zip(t["n_layer"], t["d_model"], t["n_ctx"])], index=t["N"].to_numpy(), dtype=float)
+
+
 def _measure_name(key: str) -> str:
     m = re.fullmatch(r"generate_batch_(\d+)_s_per_token", key)
     return MEASURES.get(key) or (f"generation, batch {m.group(1)}" if m else key)

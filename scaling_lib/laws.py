@@ -178,6 +178,15 @@ def loglog_interp(x, xs, ys) -> np.ndarray:
                             left=np.nan, right=np.nan))
 
 
+def gap_at_equal(a: pd.DataFrame, b: pd.DataFrame, on: str, loss: str = "final_val_loss") -> np.ndarray:
+    """a's loss over b's, minus one, with b's loss read at each of a's values of `on` (`loglog_interp`
+    between b's two nearest rows; NaN outside b's range): the LSTM against the transformer at equal N, at
+    equal compute per token (`on="flops_per_token"`) or at equal total parameters (`on="N_total"`)."""
+    if len(b) < 2:
+        return np.full(len(a), np.nan)
+    return a[loss].to_numpy(float) / loglog_interp(a[on], b[on], b[loss]) - 1
+
+
 def degenerate_position_fits(by_size: pd.DataFrame, *, c_min: float = 0.05) -> pd.Series:
     """Which fits of `fit_loss_by_position` (rows with its a and c) are degenerate: the offset a at its bound of
     0, or c below `c_min`. Then L(T) is close to linear in log T, a, b and c trade off, and c is not comparable

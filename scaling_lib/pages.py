@@ -22,7 +22,7 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "06_transfer": (("ladder", None),),
     "07_power_or_log": (("ladder", None),),
     "08_shape": (("shape", None), ("ladder", None)),
-    "09_lstm": (("lstm", None), ("ladder", {"long_max_N": 0}), ("lr", None)),
+    "09_lstm": (("lstm", None), ("ladder", {"long_max_N": 0}), ("lr", None), ("tune", {"tune_long_sizes": ()})),
     "10_kaplan_chinchilla": (("tune", None), ("ladder", None), ("warmup", None)),
     "11_budget": (),
     "12_context_recurrence": (("ladder", None), ("ladder", {"long_max_N": 0}), ("context", None), ("recur", None)),
@@ -32,7 +32,7 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     # the Kaplan-or-Chinchilla chapter reads
     "15_batch_size": (("batch", None), ("tune", {"tune_long_sizes": ()})),
     "16_allocation": (("batch", None), ("tune", {"tune_long_sizes": ()}), ("overfit", None)),
-    "17_schedules": (("schedule", None),),
+    "17_schedules": (("schedule", None), ("tune", {"tune_long_sizes": ()})),
 }
 
 

@@ -82,6 +82,25 @@ def at_best_rate(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
     return out[np.isclose(out["lr"], out["lr_grid"])].drop(columns="lr_grid").reset_index(drop=True)
 
 
+def best_at_budget(t: pd.DataFrame, tokens: float, *, rel: float = 0.01, loss: str = "final_val_loss") -> pd.DataFrame:
+    """One row per size of a tuned grid's `runs_table(..., budgets=True)` at the budget within `rel` of
+    `tokens` (a budget trains whole steps): the mean loss over the seeds at the grid's best rate there
+    (`at_best_rate`, a measured loss), with `seeds`, the rate `lr`, whether it lies `inside` the grid,
+    and the size's N_total and forward FLOPs per token. Empty where no budget is that close."""
+    cols = ["N", "tokens", loss, "seeds", "lr", "inside", "N_total", "flops_per_token"]
+    if t.empty:
+        return pd.DataFrame(columns=cols)
+    near = t[(t["tokens"] - tokens).abs() <= rel * tokens]
+    if near.empty:
+        return pd.DataFrame(columns=cols)
+    best = at_best_rate(near, loss)
+    out = (best.groupby("N", as_index=False)
+           .agg(tokens=("tokens", "first"), **{loss: (loss, "mean")}, seeds=("seed", "nunique"), lr=("lr", "first"),
+                N_total=("N_total", "first"), flops_per_token=("flops_per_token", "first")))
+    inside = best_rates(near, loss).set_index("N")["inside"]
+    return out.assign(inside=out["N"].map(inside).astype(bool))[cols].sort_values("N").reset_index(drop=True)
+
+
 @dataclass(frozen=True)
 class LRRule:
     """LR*(N, D) = A * N**a * D**b, with 95% bootstrap intervals (resampling sizes)."""

@@ -62,6 +62,13 @@ def test_the_output_layer_dominates_shallow_wide_shapes_and_shrinks_with_depth()
     assert shares[0] > 0.5 and shares[0] > shares[1] > shares[2]
 
 
+def test_output_shares_reads_each_row_of_a_runs_table_by_N():
+    t = pd.DataFrame(dict(N=[30_000, 300_000], n_layer=[1, 16], d_model=[160, 40], n_ctx=[128, 128]))
+    got = depth.output_shares(t)
+    assert got.index.tolist() == [30_000, 300_000]
+    assert got.tolist() == [depth.output_share(1, 160), depth.output_share(16, 40)]
+
+
 def test_each_run_is_grouped_with_the_target_size_it_was_shaped_to():
     got = depth.nearest_size([49_152, 55_296, 301_056, 307_200], [300_000, 50_000])
     assert got.tolist() == [50_000, 50_000, 300_000, 300_000]

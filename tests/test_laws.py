@@ -78,6 +78,17 @@ def test_loglog_interp_is_exact_on_a_power_law_and_nan_outside():
     assert np.isnan(laws.loglog_interp([10.0, 1e6], xs, ys)).all()
 
 
+def test_gap_at_equal_reads_the_other_family_at_each_value_and_is_nan_outside_it():
+    b = pd.DataFrame(dict(N=[1e3, 1e4, 1e5], flops=[2e3, 2e4, 2e5], final_val_loss=3.0 * np.array([1e3, 1e4, 1e5]) ** -0.2))
+    a = pd.DataFrame(dict(N=[3e3, 3e4, 1e6], flops=[3e4, 6e3, 1e3], final_val_loss=[1.0, 1.0, 1.0]))
+    got = laws.gap_at_equal(a, b, "N")
+    np.testing.assert_allclose(got[:2], 1.0 / (3.0 * np.array([3e3, 3e4]) ** -0.2) - 1, rtol=1e-12)
+    assert np.isnan(got[2])
+    # matched on compute, the same LSTM meets another transformer: at 3e4 FLOPs, N = 1.5e4
+    np.testing.assert_allclose(laws.gap_at_equal(a, b, "flops")[0], 1.0 / (3.0 * 1.5e4**-0.2) - 1, rtol=1e-12)
+    assert np.isnan(laws.gap_at_equal(a, b.iloc[:1], "N")).all()  # one size has no range to read in
+
+
 def _ladder_curves(Ns=(1e3, 4e3, 16e3, 64e3, 256e3), steps=60, noise=0.0, seed=0):
     """Learning curves L = E + (N_c/N)^0.3 + (C_c/C)^0.1 with C = 6ND: each size holds the envelope a while."""
     rng = np.random.default_rng(seed)

@@ -72,7 +72,8 @@ def test_chapter_records_reads_the_stored_sweeps(monkeypatch, tmp_path):
     recs = pages.chapter_records("09_lstm", "book")
     assert all(train is False for _, _, train, _ in seen)  # never trains
     assert ("ladder", "book", False, {"long_max_N": 0}) in seen and ("lstm", "gpu", False, None) in seen
-    assert pages.run_hours(recs)["cpu_runs"] == 6  # three sweeps, CPU and GPU profile each
+    assert ("tune", "book", False, {"tune_long_sizes": ()}) in seen  # the tuned transformers
+    assert pages.run_hours(recs)["cpu_runs"] == 8  # four sweeps, CPU and GPU profile each
     seen.clear()
     pages.chapter_records("06_transfer", "smoke")
     assert [p for _, p, _, _ in seen] == ["smoke"]  # no GPU runs under smoke

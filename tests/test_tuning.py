@@ -35,6 +35,19 @@ def test_best_rates_reads_the_parabola_minimum_between_grid_points():
     assert (best["loss_grid"] >= best["loss_star"] - 1e-12).all()
 
 
+def test_best_at_budget_averages_the_seeds_at_the_best_rate_of_the_nearest_budget():
+    t = grid_table(seeds=(0, 1, 2)).assign(N_total=lambda d: 2 * d["N"], flops_per_token=lambda d: 6 * d["N"])
+    t["tokens"] = t["tokens"].where(t["tokens"] != 4e6, 3_999_488)  # budgets train whole steps
+    got = tuning.best_at_budget(t, 4e6)
+    best = tuning.best_rates(t).query("tokens == 3_999_488").set_index("N")
+    assert got["N"].tolist() == sorted(best.index) and (got["tokens"] == 3_999_488).all()
+    assert (got["seeds"] == 3).all() and got["inside"].all()
+    np.testing.assert_allclose(got["lr"], best.loc[got["N"], "lr_grid"])
+    np.testing.assert_allclose(got["final_val_loss"], best.loc[got["N"], "loss_grid"], rtol=1e-12)  # mean of seeds
+    assert (got["N_total"] == 2 * got["N"]).all() and (got["flops_per_token"] == 6 * got["N"]).all()
+    assert tuning.best_at_budget(t, 3e6).empty and tuning.best_at_budget(t.iloc[:0], 4e6).empty
+
+
 def test_a_best_at_the_grid_edge_is_not_inside_and_is_left_out_of_the_rule():
     t = grid_table(steps=(0, 1, 2))  # the rule's rate sits at or below the grid's lowest rate at large D
     best = tuning.best_rates(t)
