@@ -148,18 +148,22 @@ def lr_sweep(df: pd.DataFrame, best: pd.DataFrame | None = None, *, ax=None, rul
     return fig
 
 
-def reference_lines(ax, ref: dict | None, orders=("unigram", "bigram", "trigram")) -> None:
+def reference_lines(ax, ref: dict | None, orders=("unigram", "bigram", "trigram")) -> list[str]:
     """Dotted horizontal lines at the n-gram cross-entropies of the corpus (`ngram.stored_reference`),
-    each labelled at the right; those outside the axis' loss range are left out. Nothing without `ref`."""
+    each labelled at the right; those outside the axis' loss range are left out. Nothing without `ref`.
+    Returns the orders drawn (a caption can say so only where there are some)."""
     if not ref:
-        return
+        return []
     lo, hi = ax.get_ylim()
+    drawn = []
     for name in orders:
         v = ref.get(name)
         if v is not None and lo <= v <= hi:
             ax.axhline(v, color="grey", ls=":", lw=1, zorder=1)
             ax.annotate(name, (1.0, v), xycoords=("axes fraction", "data"), xytext=(-3, 2),
                         textcoords="offset points", ha="right", va="bottom", fontsize="x-small", color="grey")
+            drawn.append(name)
+    return drawn
 
 
 def best_rates(best: pd.DataFrame, *, rule=None, ax=None) -> Figure:

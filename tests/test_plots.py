@@ -154,11 +154,14 @@ def test_reference_lines_draw_the_orders_inside_the_loss_range_only():
                                                  final_val_loss=[4.0, 4.5, 5.0])))
     ax = fig.axes[0]
     before = len(ax.lines)
-    plots.reference_lines(ax, dict(unigram=6.75, bigram=4.7, trigram=4.19))
+    ylim = ax.get_ylim()
+    assert plots.reference_lines(ax, dict(unigram=6.75, bigram=4.7, trigram=4.19)) == ["bigram", "trigram"]
     added = ax.lines[before:]
     assert sorted(line.get_ydata()[0] for line in added) == [4.19, 4.7]  # 6.75 is off the axis
     assert [t.get_text() for t in ax.texts] == ["bigram", "trigram"]
-    plots.reference_lines(ax, None)
+    assert ax.get_ylim() == ylim  # the lines do not stretch the axis
+    assert plots.reference_lines(ax, None) == []
+    assert plots.reference_lines(ax, dict(unigram=9.0, bigram=8.0)) == []  # all off the axis: nothing drawn
     assert len(ax.lines) == before + 2
 
 
