@@ -30,8 +30,11 @@ def _fit(form: str, t: pd.DataFrame, x: str, bootstrap: int, seed: int) -> FitRe
 
 
 def reach(t: pd.DataFrame) -> str:
-    """'N = 768 to 786,432 to 16M tokens (1.8 epochs)' for each longest budget of a ladder."""
-    top = t[t["is_longest"]].groupby("tokens").agg(lo=("N", "min"), hi=("N", "max"), epochs=("epochs", "max"))
+    """'N = 768 to 786,432 to 16M tokens (1.8 epochs)' for each longest budget of a ladder (each size's longest:
+    a rate added to a tuned grid past an edge may stop short of it, `plans._growth_run`)."""
+    longest = t[t["is_longest"]]
+    longest = longest[longest["tokens"] == longest.groupby("N")["tokens"].transform("max")]
+    top = longest.groupby("tokens").agg(lo=("N", "min"), hi=("N", "max"), epochs=("epochs", "max"))
     return "; ".join(f"N = {int(r.lo):,}" + (f" to {int(r.hi):,}" if r.hi > r.lo else "")
                      + f" to {budget_name(b)} tokens ({r.epochs:.2g} epochs)"
                      for b, r in top.sort_index(ascending=False).iterrows())

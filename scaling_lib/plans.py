@@ -349,32 +349,57 @@ def _tuned_grid(base: RunConfig, store: Store, max_steps: int = 3) -> tuple[list
     """Three rates in x2 steps around the prior, and one more past each edge that wins at any of
     the budgets (at most `max_steps` times a side), so that every (N, budget) has its best rate
     strictly inside; and, once no edge wins, the config that is best at the longest budget (else
-    None). A diverged rate is a stored result, the worst one."""
+    None). A diverged rate is a stored result, the worst one.
+
+    A rate added past an edge is trained only as far as it must be (`_growth_run`): where the edge
+    won at the shorter budgets alone, to the budget after the last of them. At a budget that a rate's
+    run does not reach, the best is read among the rates that do."""
     k0 = round(math.log2(lr_prior(base.N) / LR_LATTICE))
-    ks = [k0 - 1, k0, k0 + 1]
+    runs = {k: base.replace(lr=lattice_lr(k)) for k in (k0 - 1, k0, k0 + 1)}
     grow = {"up": 0, "down": 0}
     while True:
+        ks = sorted(runs)
         losses = {}
         for k in ks:
-            rec = store.load(base.replace(lr=lattice_lr(k)))
+            rec = store.load(runs[k])
+            if rec is None and runs[k].tokens != base.tokens:  # a full-length run of the rate serves as well
+                full = base.replace(lr=lattice_lr(k))
+                rec = store.load(full)
+                runs[k] = full if rec is not None else runs[k]
             if rec is not None:
                 losses[k] = _budget_losses(rec)
-        grid = [base.replace(lr=lattice_lr(k)) for k in ks]
+        grid = [runs[k] for k in ks]
         if len(losses) < len(ks):
             return grid, None
-        budgets = sorted(set.intersection(*(set(v) for v in losses.values())))
-        best_at = {t: min(ks, key=lambda k: losses[k][t]) for t in budgets}
-        up = ks[-1] in best_at.values() and grow["up"] < max_steps
-        down = ks[0] in best_at.values() and grow["down"] < max_steps
-        if not (up or down):
-            edge = any(k in (ks[0], ks[-1]) for k in best_at.values())
+        budgets = sorted(set().union(*(set(v) for v in losses.values())))
+        best_at = {t: min((k for k in ks if t in losses[k]), key=lambda k: losses[k][t]) for t in budgets}
+        wins = {side: [t for t in budgets if best_at[t] == edge] for side, edge in (("down", ks[0]), ("up", ks[-1]))}
+        step = {side: bool(wins[side]) and grow[side] < max_steps for side in wins}
+        if not any(step.values()):
+            # an edge among the rates that reach the budget (the grid's ends, where every rate reaches it)
+            present = {t: [k for k in ks if t in losses[k]] for t in budgets}
+            edge = any(best_at[t] in (present[t][0], present[t][-1]) and len(present[t]) > 1 or len(present[t]) == 1
+                       for t in budgets)
             return grid, None if edge or not budgets else base.replace(lr=lattice_lr(best_at[budgets[-1]]))
-        if up:
-            ks.append(ks[-1] + 1)
-            grow["up"] += 1
-        if down:
-            ks.insert(0, ks[0] - 1)
-            grow["down"] += 1
+        for side, k in (("down", ks[0] - 1), ("up", ks[-1] + 1)):
+            if step[side]:
+                runs[k] = _growth_run(base, k, wins[side])
+                grow[side] += 1
+
+
+def _growth_run(base: RunConfig, k: int, won_at: list[int]) -> RunConfig:
+    """The run of rate `k` added past an edge that won at the budgets `won_at` (tokens as stored, whole steps):
+    a run to the first of the grid's budgets past the last of them, with the grid's warmup and its shorter
+    budgets. Its stable phase is the full-length run's, and a cooldown branch draws its data by its own
+    length (`train._cooldown_branch`), so its branches are those a run to the grid's longest budget would make,
+    at a fraction of the cost; where the edge won at the budget before the longest, it is the full run."""
+    tps = base.tokens_per_step
+    after = [b for b in base.all_budgets if b // tps > max(won_at) // tps]
+    horizon = after[0] if after else base.tokens
+    if horizon >= base.tokens:
+        return base.replace(lr=lattice_lr(k))
+    return base.replace(lr=lattice_lr(k), tokens=horizon, budgets=tuple(b for b in base.budgets if b < horizon),
+                        warmup_tokens=base.warmup_tokens)
 
 
 # Overrides that plan the tuned ladder without its long runs: its grids and their seeds, what the chapters

@@ -173,6 +173,10 @@ def test_a_choice_that_leaves_too_few_sizes_says_so():
 def test_reach_names_each_longest_budget():
     t = table()
     assert ladder.reach(t) == "N = 768 to 786,432 to 16M tokens (1.8 epochs)"
+    # a rate added to a grid past an edge, trained only to 4M: its size still reaches 16M
+    short = t[(t["N"] == t["N"].max()) & (t["tokens"] <= 4_000_000)].assign(lr=1.0)
+    short["is_longest"] = short["tokens"] == 4_000_000
+    assert ladder.reach(pd.concat([t, short])) == ladder.reach(t)
 
 
 def _record(N, tokens, seed=0):

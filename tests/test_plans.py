@@ -111,6 +111,51 @@ def test_the_tuned_grid_grows_towards_every_edge_that_wins_at_some_budget(tmp_pa
     assert all(c.seed == 0 for c in configs("tune", "smoke", s) if c.d_model == 8)  # no seeds while an edge wins
 
 
+def test_a_rate_added_past_an_edge_that_wins_only_early_trains_only_as_far_as_it_must(tmp_path, runs_env):
+    budgets = {"tune_tokens": 40_960, "tune_budgets": (5_120, 10_240, 20_480)}
+    s = Store(tmp_path)
+    first = sorted((c for c in configs("tune", "smoke", s, budgets) if c.d_model == 8), key=lambda c: c.lr)
+    tps = first[0].tokens_per_step
+    steps = [b // tps * tps for b in first[0].all_budgets]  # the budgets as a run stores them: whole steps
+
+    def save(c, losses):
+        s.save(dict(schema=2, key=c.key, name=c.name, sweep=c.sweep, config=c.to_dict(), status="ok",
+                    tokens=c.tokens, final=dict(val_loss=losses[-1]),
+                    budgets=[dict(tokens=t, val_loss=v, status="ok") for t, v in zip(steps, losses)]))
+
+    # the lowest rate wins at the two shortest budgets only, the centre at the others
+    for c, losses in zip(first, [(1.0, 1.0, 3.0, 3.0), (2.0, 2.0, 2.0, 2.0), (3.0, 3.0, 3.0, 3.0)]):
+        save(c, losses)
+    grown = sorted((c for c in configs("tune", "smoke", s, budgets) if c.d_model == 8), key=lambda c: c.lr)
+    new = grown[0]
+    assert len(grown) == 4 and new.lr == pytest.approx(first[0].lr / 2)
+    # to the budget after the last that the edge won (20,480), not to the longest; with the grid's warmup
+    assert new.tokens == 20_480 and new.budgets == (5_120, 10_240) and new.warmup_tokens == first[0].warmup_tokens
+    assert plans.cost([new]) < plans.cost([first[0]]) / 1.9
+    # it loses where it was trained: the grid is finished, its seeds go to the rate best at the longest budget
+    save(new, (1.5, 1.5, 3.5))
+    done = [c for c in configs("tune", "smoke", s, budgets) if c.d_model == 8]
+    assert {c.seed for c in done if c.lr == first[1].lr} == set(plans.PROFILES["smoke"]["tune_seeds"])
+    assert [c.key for c in done if c.seed == 0 and c.lr == new.lr] == [new.key]
+
+
+def test_a_full_length_run_of_an_added_rate_stands_in_for_the_shorter_one(tmp_path, runs_env):
+    budgets = {"tune_tokens": 40_960, "tune_budgets": (5_120, 10_240, 20_480)}
+    s = Store(tmp_path)
+    first = sorted((c for c in configs("tune", "smoke", s, budgets) if c.d_model == 8), key=lambda c: c.lr)
+    steps = [b // first[0].tokens_per_step * first[0].tokens_per_step for b in first[0].all_budgets]
+    for c, losses in zip(first, [(1.0, 3.0, 3.0, 3.0), (2.0, 2.0, 2.0, 2.0), (3.0, 3.0, 3.0, 3.0)]):
+        s.save(dict(schema=2, key=c.key, name=c.name, sweep=c.sweep, config=c.to_dict(), status="ok",
+                    tokens=c.tokens, final=dict(val_loss=losses[-1]),
+                    budgets=[dict(tokens=t, val_loss=v, status="ok") for t, v in zip(steps, losses)]))
+    full = first[0].replace(lr=first[0].lr / 2)  # as the grid planned such a rate before (the whole length)
+    s.save(dict(schema=2, key=full.key, name=full.name, sweep=full.sweep, config=full.to_dict(), status="ok",
+                tokens=full.tokens, final=dict(val_loss=4.0),
+                budgets=[dict(tokens=t, val_loss=v, status="ok") for t, v in zip(steps, (1.5, 3.5, 3.5, 4.0))]))
+    planned = [c for c in configs("tune", "smoke", s, budgets) if c.d_model == 8 and c.seed == 0]
+    assert full.key in {c.key for c in planned} and all(c.tokens == full.tokens for c in planned)
+
+
 def test_the_tuned_shapes_add_half_and_twice_the_rule_rate_and_keep_the_scan(tmp_path):
     from scaling_lib.plans import PROFILES, ladder_lr
 

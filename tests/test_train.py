@@ -158,6 +158,18 @@ def test_every_budget_is_measured_on_the_same_validation_windows(tiny_cfg, tmp_p
     assert all(b["eval_windows"] == rec["final"]["eval_windows"] for b in rec["budgets"])
 
 
+def test_a_shorter_run_with_the_same_warmup_makes_the_same_cooldown_branches(tiny_cfg, tmp_path):
+    # what lets the tuned grid train a rate added past an edge only as far as it must (plans._growth_run)
+    full = tiny_cfg(tokens=8_192, schedule="wsd", budgets=(2_048, 4_096))
+    short = full.replace(tokens=4_096, budgets=(2_048,), warmup_tokens=full.warmup_tokens)
+    a = train(full, progress=False, checkpoint_dir=tmp_path / "a")
+    b = train(short, progress=False, checkpoint_dir=tmp_path / "b")
+    assert a["budgets"][0]["tokens"] == b["budgets"][0]["tokens"] == 2_048
+    assert a["budgets"][0]["val_loss"] == b["budgets"][0]["val_loss"]  # bit for bit: the same stable phase and data
+    # the shorter run's longest budget is its own cooldown, on the main run's data: close, not the same
+    assert b["budgets"][1]["val_loss"] == pytest.approx(a["budgets"][1]["val_loss"], rel=0.05)
+
+
 def test_the_final_evaluation_has_a_standard_error_and_covers_the_split(tiny_cfg, tiny_corpus, tmp_path):
     from scaling_lib.data import eval_windows
 
