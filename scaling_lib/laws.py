@@ -187,6 +187,19 @@ def gap_at_equal(a: pd.DataFrame, b: pd.DataFrame, on: str, loss: str = "final_v
     return a[loss].to_numpy(float) / loglog_interp(a[on], b[on], b[loss]) - 1
 
 
+def nearest_rates(a: pd.DataFrame, b: pd.DataFrame, loss: str = "final_val_loss") -> pd.Series | None:
+    """Of the sizes N that two runs tables both hold (one row a size), the one where their peak rates `lr` lie
+    nearest in log: N, lr_a, lr_b, loss_a, loss_b and `gap` (loss_b / loss_a − 1). Where two sets of runs
+    differ in their rate and in more (warmup, evaluation, seeds), the gap at nearly one rate measures the
+    rest. None where they share no size."""
+    both = a[["N", "lr", loss]].merge(b[["N", "lr", loss]], on="N", suffixes=("_a", "_b"))
+    if both.empty:
+        return None
+    row = both.iloc[int(np.argmin(np.abs(np.log(both["lr_b"] / both["lr_a"]))))]
+    return pd.Series(dict(N=int(row["N"]), lr_a=float(row["lr_a"]), lr_b=float(row["lr_b"]), loss_a=float(row[f"{loss}_a"]),
+                          loss_b=float(row[f"{loss}_b"]), gap=float(row[f"{loss}_b"] / row[f"{loss}_a"] - 1)))
+
+
 def degenerate_position_fits(by_size: pd.DataFrame, *, c_min: float = 0.05) -> pd.Series:
     """Which fits of `fit_loss_by_position` (rows with its a and c) are degenerate: the offset a at its bound of
     0, or c below `c_min`. Then L(T) is close to linear in log T, a, b and c trade off, and c is not comparable

@@ -78,6 +78,15 @@ def test_loglog_interp_is_exact_on_a_power_law_and_nan_outside():
     assert np.isnan(laws.loglog_interp([10.0, 1e6], xs, ys)).all()
 
 
+def test_nearest_rates_picks_the_shared_size_whose_rates_agree_best():
+    a = pd.DataFrame(dict(N=[768, 3072, 786_432], lr=[0.1, 0.0576, 0.00244], final_val_loss=[5.52, 5.18, 4.24]))
+    b = pd.DataFrame(dict(N=[768, 3072, 786_432, 1e6], lr=[0.02, 0.01, 0.0025, 0.001], final_val_loss=[5.48, 5.14, 4.28, 4.0]))
+    got = laws.nearest_rates(a, b)
+    assert got["N"] == 786_432 and got["lr_a"] == 0.00244 and got["lr_b"] == 0.0025
+    assert got["gap"] == pytest.approx(4.28 / 4.24 - 1)
+    assert laws.nearest_rates(a, b[b["N"] == 1e6]) is None
+
+
 def test_gap_at_equal_reads_the_other_family_at_each_value_and_is_nan_outside_it():
     b = pd.DataFrame(dict(N=[1e3, 1e4, 1e5], flops=[2e3, 2e4, 2e5], final_val_loss=3.0 * np.array([1e3, 1e4, 1e5]) ** -0.2))
     a = pd.DataFrame(dict(N=[3e3, 3e4, 1e6], flops=[3e4, 6e3, 1e3], final_val_loss=[1.0, 1.0, 1.0]))
