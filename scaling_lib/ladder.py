@@ -10,6 +10,7 @@ what exists only at a run's final evaluation (the loss by position).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -257,6 +258,32 @@ def choice_spread(table: pd.DataFrame) -> pd.DataFrame:
         rows.append(dict(exponent=col, book=base[col], ci=base[f"{col}_ci"], lo=v.min(), hi=v.max(),
                          spread=v.max() - v.min()))
     return pd.DataFrame(rows)
+
+
+def same_rate_gaps(fixed: pd.DataFrame, grid: pd.DataFrame, *, within: float = 1.1,
+                   loss: str = "final_val_loss") -> pd.DataFrame:
+    """Two ladders that differ in how their rate was set may differ in more (the warmup, the evaluation): at
+    the sizes where the tuned grid holds nearly the fixed-rule ladder's rate (within a factor `within`, the
+    grid's rate nearest in log), the two runs of nearly one rate, budget by budget, show what the rest does.
+    One row per shared (N, tokens): lr_fixed, lr_grid, loss_fixed and loss_grid (each averaged over its seeds
+    and repeated runs) and gap = loss_grid / loss_fixed − 1. Budgets as runs store them (whole steps)."""
+    cols = ["N", "tokens", "lr_fixed", "lr_grid", "loss_fixed", "loss_grid", "gap"]
+    f = fixed.groupby(["N", "tokens"], as_index=False).agg(lr_fixed=("lr", "first"), loss_fixed=(loss, "mean"))
+    rows = []
+    for N, g in grid.groupby("N"):
+        mine = f[f["N"] == N]
+        if mine.empty:
+            continue
+        lr_fixed, rates = mine["lr_fixed"].iloc[0], np.unique(g["lr"].to_numpy(float))
+        lr_grid = rates[np.argmin(np.abs(np.log(rates / lr_fixed)))]
+        if abs(math.log(lr_grid / lr_fixed)) > math.log(within):
+            continue
+        at = g[np.isclose(g["lr"], lr_grid)].groupby("tokens", as_index=False).agg(loss_grid=(loss, "mean"))
+        rows.append(mine.merge(at, on="tokens").assign(lr_grid=lr_grid))
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(rows, ignore_index=True)
+    return out.assign(gap=out["loss_grid"] / out["loss_fixed"] - 1)[cols]
 
 
 def runs_at_shared_budget(records: Iterable[dict[str, Any]]) -> tuple[int | None, list[dict[str, Any]]]:
