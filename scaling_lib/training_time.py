@@ -22,17 +22,24 @@ from .batch import bcrit_of_loss, min_compute, min_steps, steps_to_reach
 from .store import curves_table, runs_table
 
 
-def ladder_curves(records: Iterable[dict]) -> pd.DataFrame:
+def ladder_curves(records: Iterable[dict], tokens: float | None = None) -> pd.DataFrame:
     """The learning curves of a ladder's best run at each size (seed 0, the lowest final loss over
-    its rates, among the size's runs to its grid's budget: the shortest `tokens` of its seed-0 runs,
-    so that a long run, which goes on past the grid's budget at one rate, is not taken for its best
-    rate), from the end of the warmup on: the curves §5.2 converts to the critical batch."""
+    its rates, among the size's runs to its grid's budget), from the end of the warmup on: the curves
+    §5.2 converts to the critical batch.
+
+    The grid's budget is `tokens` (the profile's `tune_tokens`; a run's count, whole steps, within 1% of
+    it), so that neither a long run, which goes on past it at one rate, nor a rate added past an edge for
+    the shorter budgets alone, which stops short of it (`plans._growth_run`), is taken for the best rate;
+    without `tokens`, each size's shortest seed-0 runs (a ladder with no such shorter runs)."""
     records = list(records)
     t = runs_table(records)
     if t.empty:
         return curves_table([])
     t = t[t["seed"] == 0]
-    t = t[t["tokens"] == t.groupby("N")["tokens"].transform("min")]
+    if tokens is None:
+        t = t[t["tokens"] == t.groupby("N")["tokens"].transform("min")]
+    else:
+        t = t[(t["tokens"] - tokens).abs() <= 0.01 * tokens]
     picks = set(t.sort_values("final_val_loss").groupby("N").head(1)["key"])
     curves = curves_table([r for r in records if r["key"] in picks])
     return curves[curves["tokens"] > curves["warmup_tokens"]].reset_index(drop=True)

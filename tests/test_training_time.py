@@ -172,3 +172,7 @@ def test_the_ladder_curves_take_the_grid_run_not_a_longer_run_at_the_same_rate()
     # a long run (four times the grid's budget, the same rate) ends lower, and is still not the grid's best run
     c = training_time.ladder_curves([rec(100_000, 5.0, "grid"), rec(400_000, 4.5, "long")])
     assert set(c["key"]) == {"grid"}
+    # a rate added for the shorter budgets alone stops short of the grid's budget: named, the budget keeps it out
+    runs = [rec(100_000, 5.0, "grid"), rec(400_000, 4.5, "long"), rec(25_000, 5.6, "growth")]
+    assert set(training_time.ladder_curves(runs, tokens=100_000)["key"]) == {"grid"}
+    assert set(training_time.ladder_curves(runs)["key"]) == {"growth"}  # what the shortest-run rule would take
