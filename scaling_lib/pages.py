@@ -53,6 +53,12 @@ def budget_name(tokens: float) -> str:
     return f"{named / 1e6:g}M"
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """A count with its noun in the right number: counted(1, "run") is "1 run", counted(3, "run") "3 runs",
+    counted(2, "level", "levels") likewise; an irregular plural is given: counted(2, "branch", "branches")."""
+    return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def glue_each(prefix: str, key: str, values: dict, names) -> None:
     """Glue `<prefix>_<name>_<key>` for each of `names` the prose names (a ladder, a distribution), its
     value from `values`, or "n/a" where `values` has none (a ladder not stored); a '-' in a name reads

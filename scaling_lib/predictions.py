@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import fit, tuning
 from .config import RunConfig
+from .pages import counted
 from .store import Store, write_json
 
 FOLDER = "predictions"
@@ -222,9 +223,13 @@ def summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
             off = lv[~lv["edge"].astype(bool)]
             k = int((~off["edge_measured"].astype(bool)).sum())
             runs = "new sizes" if scope(prediction) in NEW_SIZES else "long runs"
-            text += (f" Of the {len(lv)} levels whose sizes the {runs} change, "
-                     + (f"{inside} have their measured vertex inside the predicted range" if len(ranged) == len(lv)
-                        else f"{len(ranged)} have a predicted range and {inside} their measured vertex inside it")
+            have = lambda n: "has" if n == 1 else "have"  # noqa: E731
+            their = lambda n: "its" if n == 1 else "their"  # noqa: E731
+            text += (f" Of the {counted(len(lv), 'level')} whose sizes the {runs} change, "
+                     + (f"{inside} {have(inside)} {their(inside)} measured vertex inside the predicted range"
+                        if len(ranged) == len(lv)
+                        else f"{len(ranged)} {have(len(ranged))} a predicted range and {inside} {their(inside)} "
+                             "measured vertex inside it")
                      + f"; of the {len(off)} predicted off the edge, {k} {'is' if k == 1 else 'are'} off it"
                      + (f" ({vertexless} more without a vertex, predicted or measured)." if vertexless else "."))
     return text

@@ -99,3 +99,14 @@ def test_glue_each_glues_every_named_value_and_na_for_the_absent(monkeypatch):
     monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: glued.update({name: value}))
     pages.glue_each("tr", "slope", {"email": 0.6}, ("email", "python-doc"))
     assert glued == {"tr_email_slope": 0.6, "tr_python_doc_slope": "n/a"}
+
+
+@pytest.mark.parametrize("n, noun, plural, expected", [
+    (0, "run", None, "0 runs"),
+    (1, "run", None, "1 run"),
+    (2, "run", None, "2 runs"),
+    (1, "branch", "branches", "1 branch"),
+    (12_000, "branch", "branches", "12,000 branches"),
+])
+def test_counted_puts_the_noun_in_the_count_s_number(n, noun, plural, expected):
+    assert pages.counted(n, noun, plural) == expected
