@@ -184,6 +184,8 @@ def _predict(args) -> int:
 
     store = Store(args.store) if args.store else Store()
     p = profile(args.profile)
+    if args.sweep == "warmup":
+        return _predict_warmup(args, store)
     recs = [r for r in store.records(args.sweep) if r["status"] in FINISHED]
     if args.score:
         rec = predictions.load(args.score, store)
@@ -231,6 +233,43 @@ def _predict(args) -> int:
         targets = predictions.targets_of([c for c in planned if not is_tune_long(c, p)], args.min_n)
         rec = predictions.predict_ladder(args.name, table, targets, store=store, bootstrap=args.bootstrap,
                                          seed=args.seed, commit=head, save=not args.dry_run)
+    print(json.dumps(rec, indent=1))
+    return 0
+
+
+def _predict_warmup(args, store) -> int:
+    """`predict warmup`: file (or score) the prediction that the warmup sweep's run at one size (--min-n) closes
+    the gap between the fixed-rule ladder's run and the tuned grid's run of nearly the same rate
+    (`predictions.predict_warmup`), or score one."""
+    import subprocess
+
+    from . import ladder, predictions
+    from .plans import TUNE_GRID, configs, warmup_twin
+    from .store import FINISHED, runs_table
+    from .sweep import load_sweep
+
+    def table(name, **kw):
+        return runs_table([r for r in load_sweep(name, args.profile, **kw)[0] if r["status"] in FINISHED],
+                          budgets=True)
+
+    if args.score:
+        import pandas as pd
+
+        both = pd.concat([table("warmup"), table("tune", overrides=TUNE_GRID)], ignore_index=True)
+        print(predictions.score_warmup(predictions.load(args.score, store), both).to_json(orient="records", indent=1))
+        return 0
+    if not args.name or args.min_n is None:
+        raise ValueError("predict warmup needs --name and --min-n (the size whose warmup run it predicts)")
+    targets = [c for c in configs("warmup", args.profile, store) if c.N == int(args.min_n)]
+    if not targets:
+        raise ValueError(f"no planned run of the warmup sweep ({args.profile}) at N = {int(args.min_n):,}: the size "
+                         "must be in the profile's warmup_ladder, its tuned grid finished")
+    gaps = ladder.same_rate_gaps(table("ladder"), table("tune", overrides=TUNE_GRID))
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    rec = predictions.predict_warmup(args.name, gaps[gaps["N"] == int(args.min_n)], targets,
+                                     [warmup_twin(c) for c in targets], store=store, commit=head,
+                                     save=not args.dry_run)
     print(json.dumps(rec, indent=1))
     return 0
 
@@ -417,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("predict", help="file a prediction of a sweep's largest sizes before they are trained "
                        "(runs/predictions/NAME.json), or score one")
-    p.add_argument("sweep", help="the tuned sweep, e.g. tune")
+    p.add_argument("sweep", help="the tuned sweep, e.g. tune; or warmup, for a warmup run against its twin in the "
+                   "tuned grid and the fixed-rule ladder (with --min-n, the size)")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--name", help="the prediction's name (a file that exists is never overwritten)")
     p.add_argument("--min-n", type=float, help="predict the planned sizes with at least this many parameters, "

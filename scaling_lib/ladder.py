@@ -265,21 +265,30 @@ def same_rate_gaps(fixed: pd.DataFrame, grid: pd.DataFrame, *, within: float = 1
     """Two ladders that differ in how their rate was set may differ in more (the warmup, the evaluation): at
     the sizes where the tuned grid holds nearly the fixed-rule ladder's rate (within a factor `within`, the
     grid's rate nearest in log), the two runs of nearly one rate, budget by budget, show what the rest does.
-    One row per shared (N, tokens): lr_fixed, lr_grid, loss_fixed and loss_grid (each averaged over its seeds
-    and repeated runs) and gap = loss_grid / loss_fixed − 1. Budgets as runs store them (whole steps)."""
-    cols = ["N", "tokens", "lr_fixed", "lr_grid", "loss_fixed", "loss_grid", "gap"]
-    f = fixed.groupby(["N", "tokens"], as_index=False).agg(lr_fixed=("lr", "first"), loss_fixed=(loss, "mean"))
+    The grid's runs are those of the seeds the fixed ladder holds at that size (the same initialisation and
+    data order), where it has any; else all of its seeds. One row per shared (N, tokens): lr_fixed, lr_grid,
+    loss_fixed and loss_grid (each averaged over those seeds and repeated runs), seeds (how many the grid's
+    side averages), gap = loss_grid / loss_fixed − 1, and spread: the grid's loss over all its seeds at that
+    rate, highest over lowest, minus one (0 with one seed), the noise a gap is read against. Budgets as runs
+    store them (whole steps)."""
+    cols = ["N", "tokens", "lr_fixed", "lr_grid", "loss_fixed", "loss_grid", "seeds", "gap", "spread"]
     rows = []
     for N, g in grid.groupby("N"):
-        mine = f[f["N"] == N]
+        mine = fixed[fixed["N"] == N]
         if mine.empty:
             continue
-        lr_fixed, rates = mine["lr_fixed"].iloc[0], np.unique(g["lr"].to_numpy(float))
+        lr_fixed, rates = mine["lr"].iloc[0], np.unique(g["lr"].to_numpy(float))
         lr_grid = rates[np.argmin(np.abs(np.log(rates / lr_fixed)))]
         if abs(math.log(lr_grid / lr_fixed)) > math.log(within):
             continue
-        at = g[np.isclose(g["lr"], lr_grid)].groupby("tokens", as_index=False).agg(loss_grid=(loss, "mean"))
-        rows.append(mine.merge(at, on="tokens").assign(lr_grid=lr_grid))
+        at = g[np.isclose(g["lr"], lr_grid)]
+        spread = at.groupby(["tokens", "seed"])[loss].mean().groupby("tokens").agg(lambda x: x.max() / x.min() - 1)
+        shared = at[at["seed"].isin(mine["seed"])]
+        at, f = (shared, mine[mine["seed"].isin(shared["seed"])]) if len(shared) else (at, mine)
+        f = f.groupby("tokens", as_index=False).agg(loss_fixed=(loss, "mean"))
+        a = at.groupby("tokens", as_index=False).agg(loss_grid=(loss, "mean"), seeds=("seed", "nunique"))
+        rows.append(f.merge(a, on="tokens").assign(N=N, lr_fixed=lr_fixed, lr_grid=lr_grid,
+                                                   spread=lambda d: d["tokens"].map(spread)))
     if not rows:
         return pd.DataFrame(columns=cols)
     out = pd.concat(rows, ignore_index=True)

@@ -116,8 +116,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         # Porian et al.'s warmup step (the Kaplan-or-Chinchilla chapter): the tuned ladder's sizes up to 55k again at
         # their best config at 16M, with one fixed warmup for every size in place of about N tokens: Kaplan et al.'s
         # 3,000 steps were 1.2% of their 250,000, and 1.2% of the grid's 16M tokens is 192k (77% of the 0.25M
-        # branch, 8x the book's warmup at 55k, 77x at 768); about 2 worker-hours by the grids' run times (`progress`)
-        warmup_ladder=((1, 6), (1, 8), (2, 8), (1, 16), (2, 16), (2, 24), (2, 32), (2, 48)),
+        # branch, 8x the book's warmup at 55k, 77x at 768); about 2 worker-hours by the grids' run times (`progress`).
+        # 786k joined later: above 25k every tuned size warms up over 25k tokens (10% of the 0.25M branch), and at
+        # 786k the fixed-rule ladder's run of nearly the grid's rate (100k of warmup) sits 3% below the grid's at
+        # 1M and 2M tokens; its warmup run (about 50 min) was predicted to close that gap before it was trained
+        # (runs/predictions/warmup-786k-fixed-ladder-gap.json)
+        warmup_ladder=((1, 6), (1, 8), (2, 8), (1, 16), (2, 16), (2, 24), (2, 32), (2, 48), (4, 128)),
         warmup_fixed_tokens=192_000,
         # short contexts (Fig. 21; 6 runs, cost 147M) and recurrent transformers (Fig. 17; 12 runs,
         # cost 136M): about 0.8 worker-hours each at the 2.1e-5 s a cost unit of the stored CPU runs,

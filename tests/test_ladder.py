@@ -172,16 +172,25 @@ def test_a_choice_that_leaves_too_few_sizes_says_so():
 
 def test_same_rate_gaps_compare_the_runs_of_nearly_one_rate_budget_by_budget():
     fixed = pd.DataFrame(dict(N=[786_432] * 3 + [442_368], tokens=[1e6, 8e6, 8e6, 8e6], lr=[0.00244] * 3 + [0.00339],
-                              final_val_loss=[5.38, 4.25, 4.23, 4.33]))  # two runs reach 8M: their mean
+                              seed=0, final_val_loss=[5.38, 4.25, 4.23, 4.33]))  # two runs reach 8M: their mean
     grid = pd.DataFrame(dict(N=[786_432] * 4 + [442_368] * 2, tokens=[1e6, 8e6, 1e6, 8e6, 8e6, 8e6],
-                             lr=[0.00125, 0.00125, 0.0025, 0.0025, 0.0025, 0.005],
+                             lr=[0.00125, 0.00125, 0.0025, 0.0025, 0.0025, 0.005], seed=0,
                              final_val_loss=[5.48, 4.32, 5.55, 4.28, 4.34, 4.35]))
     got = ladder.same_rate_gaps(fixed, grid)
     assert got["N"].tolist() == [786_432, 786_432]  # 442k's nearest grid rate is 26% off the rule's: left out
     assert (got["lr_grid"] == 0.0025).all() and got["tokens"].tolist() == [1e6, 8e6]
     assert got["gap"].tolist() == pytest.approx([5.55 / 5.38 - 1, 4.28 / 4.24 - 1])
+    assert (got["seeds"] == 1).all() and (got["spread"] == 0).all()
     assert len(ladder.same_rate_gaps(fixed, grid, within=1.5)) == 3
     assert ladder.same_rate_gaps(fixed, grid[grid["N"] == 1]).empty
+    # more seeds in the grid: the gap is read on the seed the fixed ladder holds, the spread over all of them
+    more = pd.concat([grid, grid[np.isclose(grid["lr"], 0.0025)].assign(seed=1, final_val_loss=[5.38, 4.27, 4.33])])
+    got = ladder.same_rate_gaps(fixed, more)
+    assert got["gap"].tolist() == pytest.approx([5.55 / 5.38 - 1, 4.28 / 4.24 - 1])
+    assert got["spread"].tolist() == pytest.approx([5.55 / 5.38 - 1, 4.28 / 4.27 - 1])
+    # with no seed in common, every seed of the grid is averaged
+    got = ladder.same_rate_gaps(fixed.assign(seed=7), more)
+    assert (got["seeds"] == 2).all() and got["gap"].iloc[0] == pytest.approx((5.55 + 5.38) / 2 / 5.38 - 1)
 
 
 def test_reach_names_each_longest_budget():

@@ -493,3 +493,41 @@ def test_a_longer_round_is_predicted_from_the_long_runs_stored_before_it(tmp_pat
     assert [(t["N"], round(t["tokens"], -6)) for t in rec["targets"]] == [(24576, 128_000_000)]
     assert first["key"] in rec["sources"] and max(rec["source_budgets"]) == 64_000_000  # read, not only the grid
     assert set(rec["backtest"]) == {"2"}  # 128M is twice the longest stored budget of its size
+
+
+class _HasOnly(Store):
+    """A store that holds exactly the configs given (by key), for predictions that need a stored twin."""
+
+    def __init__(self, root, keys):
+        super().__init__(root)
+        self._keys = set(keys)
+
+    def has(self, cfg):
+        return cfg.key in self._keys
+
+
+def test_a_warmup_prediction_puts_each_run_where_the_fixed_ladder_sits_against_its_twin(tmp_path):
+    twin = RunConfig(sweep="tune", n_layer=2, d_model=16, tokens=4_000_000, budgets=(1_000_000, 2_000_000),
+                     schedule="wsd", lr=0.0025)
+    run = twin.replace(sweep="warmup", warmup_tokens=192_000)
+    gaps = pd.DataFrame(dict(N=[twin.N] * 2, tokens=[1_000_000, 2_000_000], lr_fixed=0.00244, lr_grid=0.0025,
+                             loss_fixed=[4.0, 3.8], loss_grid=[4.12, 3.8], gap=[0.03, 0.0]))
+    store = _HasOnly(tmp_path, [twin.key])
+    rec = predictions.predict_warmup("warm", gaps, [run], [twin], store=store)
+    assert predictions.scope(rec) == "warmup" and rec["sweep"] == "warmup" and predictions.load("warm", store) == rec
+    first = rec["targets"][0]
+    assert first["predicted"][predictions.WARMUP_LAW] == pytest.approx(4.0 / 4.12 - 1)
+    assert first["ci"][predictions.WARMUP_LAW] == pytest.approx([4.0 / 4.12 - 1.01, 4.0 / 4.12 - 0.99])
+    with pytest.raises(predictions.PredictionError, match="never redone"):
+        predictions.predict_warmup("warm", gaps, [run], [twin], store=store)
+    with pytest.raises(predictions.PredictionError, match="twin"):
+        predictions.predict_warmup("other", gaps, [run], [twin], store=_HasOnly(tmp_path, []))
+    with pytest.raises(predictions.PredictionError, match="one size"):
+        predictions.predict_warmup("other", gaps.assign(N=twin.N + 1), [run], [twin], store=store)
+    # scored: the first budget lands as the fixed ladder's run did, the second does not
+    table = pd.DataFrame(dict(key=[run.key, twin.key] * 2, tokens=[1_000_000] * 2 + [2_000_000] * 2,
+                              final_val_loss=[4.001, 4.12, 3.9, 3.8]))
+    sc = predictions.score_warmup(rec, table)
+    assert list(sc["inside"]) == [True, False]
+    assert sc["measured"].iloc[1] == pytest.approx(3.9 / 3.8 - 1)
+    assert predictions.score_warmup(rec, table[table["key"] != run.key])["inside"].isna().all()
