@@ -17,7 +17,7 @@ CHAPTER_SWEEPS: dict[str, tuple[tuple[str, dict | None], ...]] = {
     "01_counting": (),
     "02_learning_curves": (("ladder", None), ("ladder", {"long_max_N": 0})),
     "03_tuning_lr": (("lr", None), ("tune", {"tune_long_sizes": ()})),
-    "04_model_size": (("ladder", None), ("tune", {"tune_long_sizes": ()})),
+    "04_model_size": (("ladder", None), ("tune", {"tune_long_sizes": ()}), ("warmup", None)),
     "05_data_compute": (("ladder", None), ("data", None)),
     "06_transfer": (("ladder", None),),
     "07_power_or_log": (("ladder", None),),

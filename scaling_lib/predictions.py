@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import fit, tuning
 from .config import RunConfig
-from .pages import counted
+from .pages import budget_name, counted
 from .store import Store, write_json
 
 FOLDER = "predictions"
@@ -239,6 +239,25 @@ def score_warmup(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFram
         rows.append(dict(N=t["N"], tokens=t["tokens"], predicted=value, lo=lo, hi=hi, measured=measured,
                          inside=bool(lo <= measured <= hi) if np.isfinite(measured) else None))
     return pd.DataFrame(rows)
+
+
+def warmup_summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
+    """One or two sentences on a warmup prediction (`predict_warmup`): what it predicts and, once its run is
+    stored, the measured ratios beside the predicted ones and how many fall in the band."""
+    sc = score_warmup(prediction, table)
+    t0 = prediction["targets"][0]
+    points = prediction["band"] * 100
+    head = (f"A repeat of the tuned run warmed up over {', '.join(f'{w:,}' for w in prediction['warmup_tokens'])} "
+            "tokens, the same config otherwise, was predicted before it was trained to sit against the tuned run "
+            f"where the fixed-rule run does, within ±{points:g} percentage point{'' if points == 1 else 's'} "
+            f"(runs/predictions/{prediction['name']}.json)")
+    done = sc.dropna(subset=["inside"])
+    if done.empty:
+        return head + f"; it is not stored yet (N = {t0['N']:,})."
+    inside = int(done["inside"].sum())
+    return (head + ": it is " + ", ".join(f"{m:+.1%} (predicted {p:+.1%}) at {budget_name(t)}" for t, m, p in
+                                          zip(done["tokens"], done["measured"], done["predicted"]))
+            + f", inside the band at {inside} of {len(done)} budgets.")
 
 
 def score(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:

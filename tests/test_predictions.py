@@ -531,3 +531,18 @@ def test_a_warmup_prediction_puts_each_run_where_the_fixed_ladder_sits_against_i
     assert list(sc["inside"]) == [True, False]
     assert sc["measured"].iloc[1] == pytest.approx(3.9 / 3.8 - 1)
     assert predictions.score_warmup(rec, table[table["key"] != run.key])["inside"].isna().all()
+
+
+def test_a_warmup_summary_says_what_was_predicted_and_then_how_it_scored(tmp_path):
+    twin = RunConfig(sweep="tune", n_layer=2, d_model=16, tokens=4_000_000, budgets=(1_000_000,), schedule="wsd",
+                     lr=0.0025)
+    run = twin.replace(sweep="warmup", warmup_tokens=192_000)
+    gaps = pd.DataFrame(dict(N=[twin.N], tokens=[999_424], lr_fixed=0.00244, lr_grid=0.0025, loss_fixed=[4.0],
+                             loss_grid=[4.12], gap=[0.03]))
+    rec = predictions.predict_warmup("warm", gaps, [run], [twin], store=_HasOnly(tmp_path, [twin.key]))
+    twin_only = pd.DataFrame(dict(key=[twin.key], tokens=[999_424], final_val_loss=[4.12]))
+    assert "192,000 tokens" in predictions.warmup_summary(rec, twin_only)
+    assert "not stored yet" in predictions.warmup_summary(rec, twin_only)
+    both = pd.concat([twin_only, pd.DataFrame(dict(key=[run.key], tokens=[999_424], final_val_loss=[4.2]))])
+    text = predictions.warmup_summary(rec, both)
+    assert "+1.9% (predicted -2.9%) at 1M" in text and "inside the band at 0 of 1 budgets" in text
