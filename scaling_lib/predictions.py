@@ -342,13 +342,6 @@ LONGER_QUANTITY = ("validation loss at the budget of a run trained past the grid
                    "there (seed 0); at_best_rate of the table, evaluation version {eval_version}")
 
 
-def mean_at_best_rate(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (N, tokens) of a tuned grid's runs table: the mean loss over the seeds at the best rate."""
-    best = tuning.at_best_rate(table)
-    return (best.groupby(["N", "tokens"], as_index=False)
-            .agg(final_val_loss=("final_val_loss", "mean"), seeds=("seed", "nunique")))
-
-
 def _size_fit(pts: pd.DataFrame, min_tokens: float) -> fit.FitResult:
     use = pts[pts["tokens"] >= 0.99 * min_tokens]  # a budget trains whole steps: 0.5M is 499,712 tokens
     return fit.fit(PER_SIZE, use["tokens"], use["final_val_loss"])
@@ -367,7 +360,7 @@ def backtest_longer(table: pd.DataFrame, ratio: float, *, min_tokens: float = MI
     `min_tokens` up; the joint laws on every size's budgets up to there). Columns: law, N, fit_to, tokens,
     predicted, measured, error (predicted / measured - 1). A size with fewer budgets than its law needs is left
     out."""
-    pts = mean_at_best_rate(table)
+    pts = tuning.mean_at_best_rate(table)
     rows = []
     for N, g in pts.groupby("N"):
         longest = int(g["tokens"].max())
@@ -418,7 +411,7 @@ def predict_longer(name: str, table: pd.DataFrame, targets: Sequence[RunConfig],
     """
     store = store or Store()
     targets, out = _unclaimed(name, targets, store)
-    pts = mean_at_best_rate(table)
+    pts = tuning.mean_at_best_rate(table)
     best = tuning.at_best_rate(table)
     have = set(pts["N"].astype(int))
     lacking = sorted({c.N for c in targets} - have)

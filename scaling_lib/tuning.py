@@ -61,6 +61,40 @@ def best_rates(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+MARGIN_COLUMNS = ["N", "tokens", "lr_best", "margin", "spread", "seeds", "under", "lr_mean"]
+
+
+def rate_margins(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
+    """How firmly a tuned grid names its best rate, at each (N, tokens) whose best rate has more than one seed.
+
+    On the grid's seed (the lowest: every rate has its run), `lr_best` and `margin`, the next rate's loss over
+    the best's, minus one: how far the best leads on one initialisation and data order. `spread`: at `lr_best`,
+    the highest seed's loss over the lowest's, minus one, over its `seeds`. `under`: the margin is below the
+    spread, so another seed could reorder the rates (the other rates have one seed each, so the paired
+    difference itself is not measured). `lr_mean`: the best rate when each rate's seeds are averaged, as
+    `best_rates` reads it; it differs from `lr_best` where the extra seeds of one rate move it past another.
+    Diverged runs (infinite losses) lose."""
+    if t.empty:
+        return pd.DataFrame(columns=MARGIN_COLUMNS)
+    t = t.assign(**{loss: t[loss].where(np.isfinite(t[loss]), np.inf)})
+    grid_seed = t["seed"].min()
+    means = best_rates(t, loss).set_index(["N", "tokens"])["lr_grid"]
+    rows = []
+    for (N, tokens), g in t.groupby(["N", "tokens"]):
+        one = g[g["seed"] == grid_seed].groupby("lr")[loss].mean().sort_values()
+        if len(one) < 2:
+            continue
+        best = one.index[0]
+        by_seed = g[np.isclose(g["lr"], best)].groupby("seed")[loss].mean()
+        if len(by_seed) < 2:
+            continue
+        margin, spread = one.iloc[1] / one.iloc[0] - 1, by_seed.max() / by_seed.min() - 1
+        rows.append(dict(N=int(N), tokens=int(tokens), lr_best=float(best), margin=float(margin),
+                         spread=float(spread), seeds=len(by_seed), under=bool(margin < spread),
+                         lr_mean=float(means.loc[(N, tokens)])))
+    return pd.DataFrame(rows, columns=MARGIN_COLUMNS)
+
+
 def optimum(g: pd.DataFrame, loss: str = "final_val_loss") -> pd.Series:
     """The best rate of one size of a single-budget sweep: `lr_best`, the parabola's minimum in log
     rate (`laws.parabola_minimum`); `lr_grid_best` and `loss_at_best`, the grid's best run; `at_edge`,
@@ -82,21 +116,25 @@ def at_best_rate(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
     return out[np.isclose(out["lr"], out["lr_grid"])].drop(columns="lr_grid").reset_index(drop=True)
 
 
+def mean_at_best_rate(t: pd.DataFrame, loss: str = "final_val_loss", *, carry: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One row per (N, tokens) of a tuned grid's runs table: the mean loss over the seeds at the grid's best
+    rate there (`at_best_rate`, a measured loss), with `seeds`, the rate `lr`, and the columns `carry` (one
+    value per size, e.g. N_total) as they are."""
+    best = at_best_rate(t, loss)
+    return (best.groupby(["N", "tokens"], as_index=False)
+            .agg(**{loss: (loss, "mean")}, seeds=("seed", "nunique"), lr=("lr", "first"),
+                 **{c: (c, "first") for c in carry}))
+
+
 def best_at_budget(t: pd.DataFrame, tokens: float, *, rel: float = 0.01, loss: str = "final_val_loss") -> pd.DataFrame:
     """One row per size of a tuned grid's `runs_table(..., budgets=True)` at the budget within `rel` of
-    `tokens` (a budget trains whole steps): the mean loss over the seeds at the grid's best rate there
-    (`at_best_rate`, a measured loss), with `seeds`, the rate `lr`, whether it lies `inside` the grid,
-    and the size's N_total and forward FLOPs per token. Empty where no budget is that close."""
+    `tokens` (a budget trains whole steps): `mean_at_best_rate` there, with whether the rate lies `inside`
+    the grid, and the size's N_total and forward FLOPs per token. Empty where no budget is that close."""
     cols = ["N", "tokens", loss, "seeds", "lr", "inside", "N_total", "flops_per_token"]
-    if t.empty:
-        return pd.DataFrame(columns=cols)
-    near = t[(t["tokens"] - tokens).abs() <= rel * tokens]
+    near = t[(t["tokens"] - tokens).abs() <= rel * tokens] if len(t) else t
     if near.empty:
         return pd.DataFrame(columns=cols)
-    best = at_best_rate(near, loss)
-    out = (best.groupby("N", as_index=False)
-           .agg(tokens=("tokens", "first"), **{loss: (loss, "mean")}, seeds=("seed", "nunique"), lr=("lr", "first"),
-                N_total=("N_total", "first"), flops_per_token=("flops_per_token", "first")))
+    out = mean_at_best_rate(near, loss, carry=("N_total", "flops_per_token"))
     inside = best_rates(near, loss).set_index("N")["inside"]
     return out.assign(inside=out["N"].map(inside).astype(bool))[cols].sort_values("N").reset_index(drop=True)
 

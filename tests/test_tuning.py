@@ -181,3 +181,20 @@ def test_the_rule_command_reads_the_grids_and_not_a_long_run(tmp_path, capsys):
     assert main(args) == 0
     after = json.loads(capsys.readouterr().out)
     assert after == before
+
+
+def test_rate_margins_set_the_best_rate_s_lead_beside_its_seed_spread():
+    # one size, one budget: three rates on seed 0; the best (0.01) has two more seeds
+    t = pd.DataFrame(dict(N=1000, tokens=1_000_000, lr=[0.005, 0.01, 0.02, 0.01, 0.01], seed=[0, 0, 0, 1, 2],
+                          final_val_loss=[5.10, 5.00, 5.05, 5.20, 5.03]))
+    got = tuning.rate_margins(t).iloc[0]
+    assert got["lr_best"] == 0.01 and got["seeds"] == 3
+    assert got["margin"] == pytest.approx(5.05 / 5.00 - 1) and got["spread"] == pytest.approx(5.20 / 5.00 - 1)
+    assert got["under"]  # a 1% lead beside a 4% spread
+    assert got["lr_mean"] == 0.02  # averaged, the best rate's unlucky seed hands the budget to 0.02
+    # a firm lead; a budget whose best rate has one seed is not read; a diverged rate loses
+    firm = t.assign(final_val_loss=[5.50, 5.00, 5.40, 5.02, 5.01])
+    assert not tuning.rate_margins(firm)["under"].iloc[0]
+    assert tuning.rate_margins(t[t["seed"] == 0]).empty and tuning.rate_margins(t.iloc[:0]).empty
+    diverged = firm.assign(final_val_loss=[np.nan, 5.00, 5.40, 5.02, 5.01])
+    assert tuning.rate_margins(diverged)["margin"].iloc[0] == pytest.approx(5.40 / 5.00 - 1)
