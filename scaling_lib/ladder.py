@@ -211,17 +211,22 @@ EXPONENTS = (("fixed_alpha_N", "power", "alpha"), ("nd_alpha_N", "kaplan-nd", "a
 
 
 def choices(t: pd.DataFrame, *, bootstrap: int, seed: int = 0,
-            book: Mapping[str, FitResult] | None = None) -> pd.DataFrame:
+            book: Mapping[str, FitResult] | None = None,
+            readings: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """The exponents under each choice an analyst makes (one change at a time from the book's fit):
     L(N) at the longest budget every size reached, Kaplan's L(N, D) and Chinchilla's form, each
     with its hierarchical bootstrap interval. A choice that leaves under 3 sizes gives NaN.
 
     `book`: fits of the book's own choice (BOOK_CHOICE) that the caller already holds, by form ("power" for L(N)
     at that budget, as `fixed_budget` fits it; the `joint` forms), used as they are in place of fitting them
-    again; a fit whose point count is not the choice's raises ValueError."""
+    again; a fit whose point count is not the choice's raises ValueError. `readings`: other tables of the same
+    runs, read another way (e.g. each best rate named on the grid's seed alone: `tuning.at_best_rate`), by the
+    choice's name; each is fitted as the book's choice is, one more row after the others."""
+    chosen = [(name, choose, t) for name, choose in CHOICES.items()]
+    chosen += [(name, CHOICES[BOOK_CHOICE], other) for name, other in (readings or {}).items()]
     rows = []
-    for name, choose in CHOICES.items():
-        sub, x = choose(finite(t))
+    for name, choose, table in chosen:
+        sub, x = choose(finite(table))
         row: dict[str, Any] = dict(choice=name, sizes=sub["N"].nunique(), points=len(sub), fixed_budget=np.nan)
         fits: dict[str, FitResult | str] = dict.fromkeys(("power", *JOINT_FORMS), "n/a (fewer than 3 sizes)")
         if row["sizes"] >= 3:

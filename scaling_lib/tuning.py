@@ -106,12 +106,23 @@ def optimum(g: pd.DataFrame, loss: str = "final_val_loss") -> pd.Series:
                           loss_at_best=ls[i], at_edge=i in (0, len(g) - 1), n_lr=len(g)))
 
 
-def at_best_rate(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
+NAMED_ON = ("mean", "grid seed")
+
+
+def at_best_rate(t: pd.DataFrame, loss: str = "final_val_loss", *, named_on: str = "mean") -> pd.DataFrame:
     """The rows of a tuned grid's `runs_table(..., budgets=True)` at their (N, tokens)'s best rate
-    (`best_rates`' `lr_grid`), every seed: the measured L(N, D) points the chapters fit."""
+    (`best_rates`' `lr_grid`), every seed: the measured L(N, D) points the chapters fit.
+
+    `named_on`: how the best rate is named. "mean" (the book's): on each rate's loss averaged over its seeds,
+    so the extra seeds of one rate can move it past another's single run (`rate_margins`). "grid seed": on the
+    grid's seed alone (the lowest, which every rate has), one initialisation and data order for all rates; the
+    rows kept are still every seed at the rate so named."""
+    if named_on not in NAMED_ON:
+        raise ValueError(f"named_on must be one of {NAMED_ON}, not {named_on!r}")
     if t.empty:
         return t
-    best = best_rates(t, loss)[["N", "tokens", "lr_grid"]]
+    naming = t if named_on == "mean" else t[t["seed"] == t["seed"].min()]
+    best = best_rates(naming, loss)[["N", "tokens", "lr_grid"]]
     out = t.merge(best, on=["N", "tokens"])
     return out[np.isclose(out["lr"], out["lr_grid"])].drop(columns="lr_grid").reset_index(drop=True)
 

@@ -133,6 +133,12 @@ def test_the_choices_table_changes_one_thing_at_a_time():
     # another parameter count moves the exponents
     assert ch.iloc[3]["fixed_alpha_N"] != base["fixed_alpha_N"] and ch.iloc[4]["fixed_alpha_N"] != base["fixed_alpha_N"]
     assert base["fixed_alpha_N_ci"].startswith("n/a (no bootstrap")
+    # another reading of the same runs is one more row, fitted as the book's choice is
+    read = ladder.choices(t, bootstrap=0, readings={"read otherwise": t, "half the loss": t.assign(
+        final_val_loss=t["final_val_loss"] / 2)}).set_index("choice")
+    assert list(read.index)[-2:] == ["read otherwise", "half the loss"]
+    assert read.loc["read otherwise", "fixed_alpha_N"] == pytest.approx(base["fixed_alpha_N"])
+    assert read.loc["half the loss", "points"] == base["points"]
     spread = ladder.choice_spread(ch)
     row = spread.set_index("exponent").loc["ch_alpha"]
     assert row["lo"] <= row["book"] <= row["hi"] and math.isclose(row["spread"], row["hi"] - row["lo"])

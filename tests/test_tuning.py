@@ -198,3 +198,13 @@ def test_rate_margins_set_the_best_rate_s_lead_beside_its_seed_spread():
     assert tuning.rate_margins(t[t["seed"] == 0]).empty and tuning.rate_margins(t.iloc[:0]).empty
     diverged = firm.assign(final_val_loss=[np.nan, 5.00, 5.40, 5.02, 5.01])
     assert tuning.rate_margins(diverged)["margin"].iloc[0] == pytest.approx(5.40 / 5.00 - 1)
+
+
+def test_the_best_rate_can_be_named_on_the_grid_s_seed_and_keeps_every_seed_of_it():
+    t = pd.DataFrame(dict(N=1000, tokens=1_000_000, lr=[0.005, 0.01, 0.02, 0.01, 0.01], seed=[0, 0, 0, 1, 2],
+                          final_val_loss=[5.10, 5.00, 5.05, 5.20, 5.03]))
+    assert set(tuning.at_best_rate(t)["lr"]) == {0.02}  # averaged, 0.01's unlucky seed hands it to 0.02
+    on_seed = tuning.at_best_rate(t, named_on="grid seed")
+    assert set(on_seed["lr"]) == {0.01} and sorted(on_seed["seed"]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="named_on"):
+        tuning.at_best_rate(t, named_on="median")
