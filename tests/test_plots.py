@@ -227,3 +227,11 @@ def test_overfit_early_stopping_draws_each_bound_it_is_given_within_the_points_r
     assert np.allclose(y, 50.0 / x ** (1 / 0.11))
     assert ax.get_ylim() == (20.0, 30000.0)  # a steep bound does not stretch the frame past the points
     assert plots.overfit_early_stopping(es, []).axes[0].get_legend() is None
+
+
+def test_the_reference_phrase_names_only_the_orders_drawn():
+    assert plots.reference_phrase(["bigram", "trigram"]) == "; dotted, the corpus's bigram and trigram cross-entropies"
+    assert plots.reference_phrase(["trigram"], [], sep=", ") == ", dotted, the corpus's trigram cross-entropy"
+    assert plots.reference_phrase(["trigram"], ["unigram", "bigram"]).endswith("unigram, bigram and trigram "
+                                                                               "cross-entropies")
+    assert plots.reference_phrase([]) == "" and plots.reference_phrase() == ""
