@@ -166,14 +166,16 @@ def reference_lines(ax, ref: dict | None, orders=("unigram", "bigram", "trigram"
     return drawn
 
 
-def reference_phrase(*drawn: list[str], sep: str = "; ") -> str:
+def reference_phrase(*drawn: list[str], sep: str = "; ",
+                     quantity: tuple[str, str] = ("cross-entropy", "cross-entropies")) -> str:
     """A caption's words for the n-gram lines `reference_lines` drew (one list a panel): `sep` then "dotted, the
-    corpus's bigram and trigram cross-entropies", naming only the orders drawn on some panel; "" where none was."""
+    corpus's bigram and trigram cross-entropies", naming only the orders drawn on some panel; "" where none was.
+    `quantity`: what the lines are, singular and plural (a perplexity axis draws perplexities)."""
     names = [name for name in ("unigram", "bigram", "trigram") if any(name in d for d in drawn)]
     if not names:
         return ""
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return f"{sep}dotted, the corpus's {listed} cross-entrop{'y' if len(names) == 1 else 'ies'}"
+    return f"{sep}dotted, the corpus's {listed} {quantity[0] if len(names) == 1 else quantity[1]}"
 
 
 def best_rates(best: pd.DataFrame, *, rule=None, ax=None) -> Figure:

@@ -235,3 +235,4 @@ def test_the_reference_phrase_names_only_the_orders_drawn():
     assert plots.reference_phrase(["trigram"], ["unigram", "bigram"]).endswith("unigram, bigram and trigram "
                                                                                "cross-entropies")
     assert plots.reference_phrase([]) == "" and plots.reference_phrase() == ""
+    assert plots.reference_phrase(["bigram"], quantity=("perplexity", "perplexities")).endswith("bigram perplexity")
