@@ -599,7 +599,12 @@ def rule_lr(p: dict, store: Store, N: float, D: float, sweep_name: str) -> float
             "fit it to the tuned ladder (tuning.fit_rule of tuning.best_rates of the 'tune' sweep) and save it "
             f"there (LRRule.save), or plan with the pilot's rule instead (--set lr_rule_file=''); "
             "the sweeps that need no rule run when named without this one")
-    lr = float(LRRule.load(path)(N, D))
+    return lattice_rate(float(LRRule.load(path)(N, D)))
+
+
+def lattice_rate(lr: float) -> float:
+    """A rate rounded to the nearest quarter octave of the lattice 0.01 * 2^k: the rate a sweep planned from
+    the fitted rule trains at (`rule_lr`)."""
     return lattice_lr(round(4 * math.log2(lr / LR_LATTICE)) / 4)
 
 

@@ -95,6 +95,23 @@ def rate_margins(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=MARGIN_COLUMNS)
 
 
+def rule_penalty(t: pd.DataFrame, rule, *, snap=None, loss: str = "final_val_loss") -> pd.DataFrame:
+    """What a rule's rate costs at each (N, tokens) of a tuned grid whose best rate is inside it: the loss at the
+    rule's rate over the loss at the best rate, minus one, both read off the parabola in log rate through the
+    best run and its neighbours (`laws.lr_penalty`, on each rate's mean over its seeds); NaN where the rule's rate
+    falls outside those three rates. `rule(N, D)` gives the rate; `snap` (e.g. `plans.lattice_rate`) rounds it as
+    the sweeps do. Columns: N, tokens, lr_rule, penalty."""
+    best = best_rates(t, loss)
+    rows = []
+    for r in best[best["inside"]].itertuples():
+        g = t[(t["N"] == r.N) & (t["tokens"] == r.tokens)].groupby("lr")[loss].mean()
+        lr = float(rule(r.N, r.tokens))
+        lr = float(snap(lr)) if snap else lr
+        rows.append(dict(N=int(r.N), tokens=int(r.tokens), lr_rule=lr,
+                         penalty=laws.lr_penalty(g.index.to_numpy(float), g.to_numpy(float), lr)))
+    return pd.DataFrame(rows, columns=["N", "tokens", "lr_rule", "penalty"])
+
+
 def optimum(g: pd.DataFrame, loss: str = "final_val_loss") -> pd.Series:
     """The best rate of one size of a single-budget sweep: `lr_best`, the parabola's minimum in log
     rate (`laws.parabola_minimum`); `lr_grid_best` and `loss_at_best`, the grid's best run; `at_edge`,

@@ -208,3 +208,15 @@ def test_the_best_rate_can_be_named_on_the_grid_s_seed_and_keeps_every_seed_of_i
     assert set(on_seed["lr"]) == {0.01} and sorted(on_seed["seed"]) == [0, 1, 2]
     with pytest.raises(ValueError, match="named_on"):
         tuning.at_best_rate(t, named_on="median")
+
+
+def test_a_rule_s_penalty_is_read_off_each_grid_s_parabola():
+    t = grid_table()
+    exact = tuning.rule_penalty(t, lambda N, D: 0.5 * N**-0.4 * D**-0.1)
+    assert len(exact) == 16 and np.allclose(exact["penalty"], 0, atol=1e-9)  # the true rule costs nothing
+    off = tuning.rule_penalty(t, lambda N, D: 0.5 * 2**0.5 * N**-0.4 * D**-0.1)  # half an octave too high
+    assert (off["penalty"] > 0).all()
+    # the loss is 10 N^-0.1 + 0.3 log(lr / lr*)^2: half an octave costs 0.3 (ln 2 / 2)^2 over 10 N^-0.1
+    np.testing.assert_allclose(off["penalty"], 0.3 * (math.log(2) / 2) ** 2 / (10 * off["N"] ** -0.1), rtol=1e-6)
+    snapped = tuning.rule_penalty(t, lambda N, D: 1e-9, snap=lambda lr: 1.0)  # far outside every grid
+    assert snapped["penalty"].isna().all() and (snapped["lr_rule"] == 1.0).all()
