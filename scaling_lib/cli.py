@@ -248,9 +248,9 @@ def _predict_warmup(args, store) -> int:
     from .store import FINISHED, runs_table
     from .sweep import load_sweep
 
-    def table(name, **kw):
-        return runs_table([r for r in load_sweep(name, args.profile, **kw)[0] if r["status"] in FINISHED],
-                          budgets=True)
+    def table(name, **kw):  # the stored runs only: a prediction trains nothing
+        return runs_table([r for r in load_sweep(name, args.profile, store, train=False, **kw)[0]
+                           if r["status"] in FINISHED], budgets=True)
 
     if args.score:
         import pandas as pd

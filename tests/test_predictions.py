@@ -546,3 +546,12 @@ def test_a_warmup_summary_says_what_was_predicted_and_then_how_it_scored(tmp_pat
     both = pd.concat([twin_only, pd.DataFrame(dict(key=[run.key], tokens=[999_424], final_val_loss=[4.2]))])
     text = predictions.warmup_summary(rec, both)
     assert "+1.9% (predicted -2.9%) at 1M" in text and "inside the band at 0 of 1 budgets" in text
+
+
+def test_the_warmup_command_asks_for_the_size_and_names_a_size_it_cannot_predict(tmp_path, capsys):
+    from scaling_lib.cli import main
+
+    assert main(["predict", "warmup", "--name", "w", "--store", str(tmp_path)]) == 2
+    assert "predict warmup needs --name and --min-n" in capsys.readouterr().err
+    assert main(["predict", "warmup", "--name", "w", "--min-n", "1234", "--store", str(tmp_path)]) == 2
+    assert "no planned run of the warmup sweep (cpu) at N = 1,234" in capsys.readouterr().err
