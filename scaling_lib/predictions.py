@@ -245,15 +245,14 @@ def warmup_summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
     """One or two sentences on a warmup prediction (`predict_warmup`): what it predicts and, once its run is
     stored, the measured ratios beside the predicted ones and how many fall in the band."""
     sc = score_warmup(prediction, table)
-    t0 = prediction["targets"][0]
     points = prediction["band"] * 100
     head = (f"A repeat of the tuned run warmed up over {', '.join(f'{w:,}' for w in prediction['warmup_tokens'])} "
             "tokens, the same config otherwise, was predicted before it was trained to sit against the tuned run "
-            f"where the fixed-rule run does, within ±{points:g} percentage point{'' if points == 1 else 's'} "
+            f"where the fixed-rule run does, within ±{points:g} percentage {_number(points, 'point', 'points')} "
             f"(runs/predictions/{prediction['name']}.json)")
     done = sc.dropna(subset=["inside"])
     if done.empty:
-        return head + f"; it is not stored yet (N = {t0['N']:,})."
+        return head + "; it is not stored yet."
     inside = int(done["inside"].sum())
     return (head + ": it is " + ", ".join(f"{m:+.1%} (predicted {p:+.1%}) at {budget_name(t)}" for t, m, p in
                                           zip(done["tokens"], done["measured"], done["predicted"]))
@@ -307,16 +306,19 @@ def summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
             off = lv[~lv["edge"].astype(bool)]
             k = int((~off["edge_measured"].astype(bool)).sum())
             runs = "new sizes" if scope(prediction) in NEW_SIZES else "long runs"
-            have = lambda n: "has" if n == 1 else "have"  # noqa: E731
-            their = lambda n: "its" if n == 1 else "their"  # noqa: E731
             text += (f" Of the {counted(len(lv), 'level')} whose sizes the {runs} change, "
-                     + (f"{inside} {have(inside)} {their(inside)} measured vertex inside the predicted range"
-                        if len(ranged) == len(lv)
-                        else f"{len(ranged)} {have(len(ranged))} a predicted range and {inside} {their(inside)} "
-                             "measured vertex inside it")
-                     + f"; of the {len(off)} predicted off the edge, {k} {'is' if k == 1 else 'are'} off it"
+                     + (f"{inside} {_number(inside, 'has its', 'have their')} measured vertex inside the predicted "
+                        "range" if len(ranged) == len(lv)
+                        else f"{len(ranged)} {_number(len(ranged), 'has', 'have')} a predicted range and {inside} "
+                             f"{_number(inside, 'its', 'their')} measured vertex inside it")
+                     + f"; of the {len(off)} predicted off the edge, {k} {_number(k, 'is', 'are')} off it"
                      + (f" ({vertexless} more without a vertex, predicted or measured)." if vertexless else "."))
     return text
+
+
+def _number(n: int, one: str, many: str) -> str:
+    """The words that agree with a count: `one` for 1, else `many`."""
+    return one if n == 1 else many
 
 
 def _finite(v: float) -> float | None:
