@@ -178,6 +178,12 @@ def _drop_shortest(t):
     return t[t["tokens"] > t["tokens"].min()], "N"
 
 
+def _from_4m(t):
+    # a choice made after the warmup run at 786k: below 4M tokens, the capped warmup of the tuned ladder's sizes
+    # above 25k costs them more than 1% of the loss there (the model-size chapter)
+    return t[t["tokens"] >= 0.99 * 4_000_000], "N"
+
+
 def _one_per_width(t):
     # N counts depth and width alike; at a width the ladder holds at several depths, only the shallowest stays
     shallowest = t.groupby("d_model")["n_layer"].transform("min")
@@ -198,6 +204,7 @@ CHOICES: dict[str, Callable[[pd.DataFrame], tuple[pd.DataFrame, str]]] = {
     BOOK_CHOICE: lambda t: (t, "N"),
     "1-layer sizes left out (as Kaplan et al. do)": _drop_one_layer,
     "shortest budget left out": _drop_shortest,
+    "budgets below 4M left out (chosen after the warmup run)": _from_4m,
     "all parameters N_total in place of N": _total,
     "N from the exact compute, C_exact / 6D": _exact,
     "one size per width (a deeper size of a width left out)": _one_per_width,
