@@ -173,9 +173,15 @@ def _book(args) -> int:
     return 0
 
 
-def _predict(args) -> int:
+def _git_head() -> str | None:
+    """The commit the library is at, which a filed prediction records (None outside a git checkout)."""
     import subprocess
 
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent).stdout.strip() or None
+
+
+def _predict(args) -> int:
     from . import predictions
     from .config import RunConfig
     from .plans import configs, is_tune_long, profile
@@ -208,8 +214,7 @@ def _predict(args) -> int:
     if args.source_max_n is not None:  # fit only on these sizes (e.g. the finished grids: see `rule --dry-run`)
         table = table[table["N"] <= args.source_max_n]
     planned = configs(args.sweep, args.profile, store)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    head = _git_head()
     if args.long:
         # a long run that a filed prediction predicts is left to it: a prediction is never redone
         taken = predictions.claimed(store)
@@ -241,8 +246,6 @@ def _predict_warmup(args, store) -> int:
     """`predict warmup`: file (or score) the prediction that the warmup sweep's run at one size (--min-n) closes
     the gap between the fixed-rule ladder's run and the tuned grid's run of nearly the same rate
     (`predictions.predict_warmup`), or score one."""
-    import subprocess
-
     from . import ladder, predictions
     from .plans import TUNE_GRID, configs, warmup_twin
     from .store import FINISHED, runs_table
@@ -265,8 +268,7 @@ def _predict_warmup(args, store) -> int:
         raise ValueError(f"no planned run of the warmup sweep ({args.profile}) at N = {int(args.min_n):,}: the size "
                          "must be in the profile's warmup_ladder, its tuned grid finished")
     gaps = ladder.same_rate_gaps(table("ladder"), table("tune", overrides=TUNE_GRID))
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    head = _git_head()
     rec = predictions.predict_warmup(args.name, gaps[gaps["N"] == int(args.min_n)], targets,
                                      [warmup_twin(c) for c in targets], store=store, commit=head,
                                      save=not args.dry_run)
