@@ -411,6 +411,31 @@ def _growth_run(base: RunConfig, k: int, won_at: list[int]) -> RunConfig:
 TUNE_GRID: dict[str, Any] = {"tune_long_sizes": (), "tune_longer": ()}
 
 
+def _runner_up_seeds(best: RunConfig, grid: list[RunConfig], store: Store, seeds) -> list[RunConfig]:
+    """The extra seeds at a finished grid's runner-up rate (the second best at the longest budget on the grid's
+    seed), where the best rate's seeds, all landed, lift its mean over them at that budget above the runner-up's
+    one run. One rate's seed mean against another's single run would then name the best by which rate has more
+    seeds; with the same seeds at both, the two are compared like for like (`tuning.best_rates` reads the means).
+    Only the runner-up: a third rate is not seeded, whatever the runner-up's seeds show."""
+    recs = [store.load(best.replace(seed=s)) for s in seeds]
+    if len(recs) < 2 or any(r is None or r["status"] not in FINISHED for r in recs):
+        return []
+    at_best = [_budget_losses(r) for r in recs]
+    longest = max(at_best[0])
+    rivals = {}
+    for c in grid:
+        rec = store.load(c)
+        if c.lr != best.lr and rec is not None and longest in _budget_losses(rec):
+            rivals[c] = _budget_losses(rec)[longest]
+    if not rivals:
+        return []
+    runner_up = min(rivals, key=rivals.get)
+    mean = sum(loss.get(longest, math.inf) for loss in at_best) / len(at_best)
+    if not mean > rivals[runner_up]:
+        return []
+    return [runner_up.replace(seed=s) for s in seeds if s != runner_up.seed]
+
+
 def tune_long_run(best: RunConfig, p: dict, tokens: int | None = None, after: int | None = None) -> RunConfig:
     """A size's long run: its grid's best config at the longest budget (seed 0) trained on to `tokens`
     (default `tune_long_tokens`), with a cooldown branch at every doubling of `tune_tokens` below that and past
@@ -451,7 +476,8 @@ def _tune_base(p: dict, n_layer: int, d_model: int) -> RunConfig:
 @sweep
 def sweep_tune(p: dict, store: Store) -> list[RunConfig]:
     """The tuned ladder: at every size a grid of peak rates, each a wsd run to the longest budget
-    with cooldown branches at every doubling; then the extra seeds at the size's best rate; and, at
+    with cooldown branches at every doubling; then the extra seeds at the size's best rate, and at its runner-up
+    where those seeds lift the best's mean above it (`_runner_up_seeds`); and, at
     the sizes of `tune_long_sizes`, the long run (`tune_long_run`) once the size's grid is finished, and
     those of `tune_longer`, a longer round past it."""
     unknown = sorted(set(p["tune_long_sizes"]) - set(p["tune_ladder"]))
@@ -471,6 +497,7 @@ def sweep_tune(p: dict, store: Store) -> list[RunConfig]:
         cfgs += grid
         if best is not None:
             cfgs += [best.replace(seed=s) for s in p["tune_seeds"] if s != best.seed]
+            cfgs += _runner_up_seeds(best, grid, store, p["tune_seeds"])
             cfgs += _longer_runs(best, p, (n_layer, d_model))
     # the smallest first: the sizes that the prediction is fitted on land before the largest
     return sorted(cfgs, key=lambda c: (c.N, c.seed, c.lr, c.tokens))

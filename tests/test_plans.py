@@ -52,6 +52,24 @@ def test_the_tuned_grid_grows_at_a_winning_edge_then_adds_seeds_at_the_best(tmp_
     assert [c.lr for c in seeds] == [best] and {c.seed for c in seeds} == set(plans.PROFILES["smoke"]["tune_seeds"]) - {0}
 
 
+def test_the_runner_up_gets_the_seeds_once_the_best_rates_seeds_lift_its_mean_above_it(tmp_path, runs_env):
+    s = Store(tmp_path)
+    grid = sorted((c for c in configs("tune", "smoke", s) if c.d_model == 8), key=lambda c: c.lr)
+    lo, mid, hi = (c.lr for c in grid)
+    on_grid = {lo: 0.3, mid: 0.0, hi: 0.6}  # the centre wins, the lowest rate is the runner-up
+    _store_losses(s, grid, on_grid.get)
+    seeds = [c for c in configs("tune", "smoke", s) if c.d_model == 8 and c.seed != 0]
+    assert {c.lr for c in seeds} == {mid}  # no runner-up seeds until the best's have landed
+    _store_losses(s, seeds, lambda lr: 0.4)  # the best's mean (0.2 with smoke's two seeds) stays below 0.3
+    assert {c.lr for c in configs("tune", "smoke", s) if c.d_model == 8 and c.seed != 0} == {mid}
+    _store_losses(s, seeds, lambda lr: 1.0)  # now its mean (0.5) is above the runner-up's run
+    planned = [c for c in configs("tune", "smoke", s) if c.d_model == 8 and c.seed != 0]
+    runner_up = [c for c in planned if c.lr == lo]
+    assert {c.seed for c in runner_up} == set(plans.PROFILES["smoke"]["tune_seeds"]) - {0}
+    assert {c.lr for c in planned} == {lo, mid}  # the third rate is not seeded
+    assert all(c.tokens == grid[0].tokens for c in runner_up)
+
+
 def test_the_tuned_ladder_foresees_its_seeds_until_a_grid_is_finished(tmp_path, runs_env):
     s = Store(tmp_path)
     seeds = set(plans.PROFILES["smoke"]["tune_seeds"]) - {0}
