@@ -61,7 +61,8 @@ def best_rates(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-MARGIN_COLUMNS = ["N", "tokens", "lr_best", "margin", "spread", "seeds", "under", "lr_mean"]
+MARGIN_COLUMNS = ["N", "tokens", "lr_best", "margin", "spread", "seeds", "under", "lr_mean", "lr_next",
+                  "paired_seeds", "paired", "paired_wins"]
 
 
 def rate_margins(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
@@ -73,7 +74,10 @@ def rate_margins(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
     spread, so another seed could reorder the rates (the other rates have one seed each, so the paired
     difference itself is not measured). `lr_mean`: the best rate when each rate's seeds are averaged, as
     `best_rates` reads it; it differs from `lr_best` where the extra seeds of one rate move it past another.
-    Diverged runs (infinite losses) lose."""
+    `lr_next`: the next rate on the grid's seed. Where it has seeds too (`plans` seeds the runner-up where the
+    best's seeds lift its mean above it), the paired comparison over the `paired_seeds` the two share: `paired`,
+    the next rate's mean over the best's, minus one (NaN under two shared seeds), and `paired_wins`, on how many
+    of those seeds the best rate is the lower. Diverged runs (infinite losses) lose."""
     if t.empty:
         return pd.DataFrame(columns=MARGIN_COLUMNS)
     t = t.assign(**{loss: t[loss].where(np.isfinite(t[loss]), np.inf)})
@@ -89,9 +93,14 @@ def rate_margins(t: pd.DataFrame, loss: str = "final_val_loss") -> pd.DataFrame:
         if len(by_seed) < 2:
             continue
         margin, spread = one.iloc[1] / one.iloc[0] - 1, by_seed.max() / by_seed.min() - 1
+        nxt = g[np.isclose(g["lr"], one.index[1])].groupby("seed")[loss].mean()
+        shared = by_seed.index.intersection(nxt.index)
+        paired = (nxt[shared].mean() / by_seed[shared].mean() - 1) if len(shared) > 1 else np.nan
         rows.append(dict(N=int(N), tokens=int(tokens), lr_best=float(best), margin=float(margin),
                          spread=float(spread), seeds=len(by_seed), under=bool(margin < spread),
-                         lr_mean=float(means.loc[(N, tokens)])))
+                         lr_mean=float(means.loc[(N, tokens)]), lr_next=float(one.index[1]),
+                         paired_seeds=len(shared), paired=float(paired),
+                         paired_wins=int((by_seed[shared] < nxt[shared]).sum())))
     return pd.DataFrame(rows, columns=MARGIN_COLUMNS)
 
 

@@ -198,6 +198,16 @@ def test_rate_margins_set_the_best_rate_s_lead_beside_its_seed_spread():
     assert tuning.rate_margins(t[t["seed"] == 0]).empty and tuning.rate_margins(t.iloc[:0]).empty
     diverged = firm.assign(final_val_loss=[np.nan, 5.00, 5.40, 5.02, 5.01])
     assert tuning.rate_margins(diverged)["margin"].iloc[0] == pytest.approx(5.40 / 5.00 - 1)
+    assert got["lr_next"] == 0.02 and got["paired_seeds"] == 1 and np.isnan(got["paired"])  # 0.02 has one seed
+
+
+def test_rate_margins_compare_the_best_rate_and_the_next_on_the_seeds_they_share():
+    t = pd.DataFrame(dict(N=1000, tokens=1_000_000, lr=[0.005, 0.01, 0.02, 0.01, 0.01, 0.02, 0.02],
+                          seed=[0, 0, 0, 1, 2, 1, 2], final_val_loss=[5.10, 5.00, 5.05, 5.20, 5.03, 5.10, 5.06]))
+    got = tuning.rate_margins(t).iloc[0]
+    assert got["lr_best"] == 0.01 and got["lr_next"] == 0.02 and got["paired_seeds"] == 3
+    assert got["paired"] == pytest.approx((5.05 + 5.10 + 5.06) / (5.00 + 5.20 + 5.03) - 1)
+    assert got["paired_wins"] == 2  # 0.01 is the lower on seeds 0 and 2, not on 1
 
 
 def test_the_best_rate_can_be_named_on_the_grid_s_seed_and_keeps_every_seed_of_it():
