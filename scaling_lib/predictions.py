@@ -259,6 +259,23 @@ def warmup_summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
             + f", inside the band at {inside} of {len(done)} budgets.")
 
 
+def warmup_reading(prediction: dict[str, Any], table: pd.DataFrame, tuned_warmup: int) -> str:
+    """What a warmup prediction (`predict_warmup`) says about the two arms once it has held at every budget it
+    predicts: that the warmup, not the rate, accounts for the gap, and what the longer warmup gains at the
+    shortest and the longest of them. `tuned_warmup`: the warmup, in tokens, of every tuned size above it.
+    Empty while a budget is unmeasured or outside its band."""
+    sc = score_warmup(prediction, table)
+    if sc.empty or sc["inside"].isna().any() or not sc["inside"].all():
+        return ""
+    first, last = sc.iloc[0], sc.iloc[-1]
+    return (f" So at this size the warmup, not the rate, accounts for the gap between the arms. Every tuned size "
+            f"above {tuned_warmup:,} parameters warms up over {tuned_warmup:,} tokens, so its losses at short "
+            f"budgets carry such a cost (here the longer warmup moves the loss by {first['measured'] + 0.0:+.1%} at "
+            f"{budget_name(first['tokens'])} tokens and by {last['measured'] + 0.0:+.1%} at {budget_name(last['tokens'])}), "
+            "and the tuned ladder's fits read those losses as they are; it is measured at this size alone, on one "
+            "seed, so the paired difference's own noise is not measured.")
+
+
 def score(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
     """Each predicted (law, N, budget) beside its measurement, where the runs exist.
 

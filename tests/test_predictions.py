@@ -555,3 +555,22 @@ def test_the_warmup_command_asks_for_the_size_and_names_a_size_it_cannot_predict
     assert "predict warmup needs --name and --min-n" in capsys.readouterr().err
     assert main(["predict", "warmup", "--name", "w", "--min-n", "1234", "--store", str(tmp_path)]) == 2
     assert "no planned run of the warmup sweep (cpu) at N = 1,234" in capsys.readouterr().err
+
+
+def test_a_warmup_reading_speaks_only_once_the_prediction_held_at_every_budget(tmp_path):
+    twin = RunConfig(sweep="tune", n_layer=2, d_model=16, tokens=4_000_000, budgets=(1_000_000, 2_000_000),
+                     schedule="wsd", lr=0.0025)
+    run = twin.replace(sweep="warmup", warmup_tokens=192_000)
+    gaps = pd.DataFrame(dict(N=[twin.N] * 2, tokens=[1_000_000, 2_000_000], lr_fixed=0.00244, lr_grid=0.0025,
+                             loss_fixed=[4.0, 3.8], loss_grid=[4.12, 3.8], gap=[0.03, 0.0]))
+    rec = predictions.predict_warmup("warm", gaps, [run], [twin], store=_HasOnly(tmp_path, [twin.key]))
+
+    def table(run_losses):
+        return pd.DataFrame(dict(key=[run.key, twin.key] * 2, tokens=[1_000_000] * 2 + [2_000_000] * 2,
+                                 final_val_loss=[run_losses[0], 4.12, run_losses[1], 3.8]))
+
+    held = predictions.warmup_reading(rec, table([4.0, 3.8]), 25_000)
+    assert "the warmup, not the rate" in held and "over 25,000 tokens" in held
+    assert "by -2.9% at 1M tokens and by +0.0% at 2M" in held
+    assert predictions.warmup_reading(rec, table([4.0, 3.9]), 25_000) == ""  # outside its band at 2M
+    assert predictions.warmup_reading(rec, table([4.0, 3.8]).iloc[2:], 25_000) == ""  # 1M not measured
