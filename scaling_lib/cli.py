@@ -196,13 +196,17 @@ def _predict(args) -> int:
     if args.score:
         rec = predictions.load(args.score, store)
         table = runs_table(recs, budgets=True)  # every run: a long run is scored too
-        if rec.get("levels"):
+        if predictions.scope(rec) == "seeds":
+            print(predictions.score_warmup(rec, table).to_json(orient="records", indent=1))
+        elif rec.get("levels"):
             print(json.dumps(dict(losses=json.loads(predictions.score(rec, table).to_json(orient="records")),
                                   levels=json.loads(predictions.score_levels(rec, table).to_json(orient="records"))),
                              indent=1))
         else:
             print(predictions.score(rec, table).to_json(orient="records", indent=1))
         return 0
+    if args.runner_up is not None:
+        return _predict_seeds(args, store, recs)
     new_sizes = {"between": args.between, "smaller": args.smaller}
     if not args.name or sum((args.min_n is not None, args.long, *(v is not None for v in new_sizes.values()))) != 1:
         raise ValueError("predict needs --name and one of --min-n, --long, --between or --smaller (or --score NAME)")
@@ -238,6 +242,36 @@ def _predict(args) -> int:
         targets = predictions.targets_of([c for c in planned if not is_tune_long(c, p)], args.min_n)
         rec = predictions.predict_ladder(args.name, table, targets, store=store, bootstrap=args.bootstrap,
                                          seed=args.seed, commit=head, save=not args.dry_run)
+    print(json.dumps(rec, indent=1))
+    return 0
+
+
+def _predict_seeds(args, store, recs) -> int:
+    """`predict tune --runner-up N`: file the prediction that the runner-up seeds planned at size N sit against
+    the runner-up's run on the grid's seed as the best rate's seeds sit against theirs (`predictions.predict_seeds`)."""
+    from . import predictions
+    from .config import RunConfig
+    from .plans import configs, is_tune_long, profile
+    from .store import runs_table
+
+    if not args.name:
+        raise ValueError("predict --runner-up needs --name")
+    p = profile(args.profile)
+    grid = [r for r in recs if not is_tune_long(RunConfig.from_stored(r["config"]), p)]
+    if not grid:
+        raise ValueError(f"no stored grid run of the {args.sweep!r} sweep under {store.root}: a runner-up's seeds are "
+                         "predicted from its grid")
+    table = runs_table(grid, budgets=True)
+    N = int(args.runner_up)
+    seeded = set(table.loc[(table["N"] == N) & (table["seed"] != table["seed"].min()), "lr"])
+    targets = [c for c in configs(args.sweep, args.profile, store) if c.N == N and not is_tune_long(c, p)
+               and not store.has(c) and c.seed != table["seed"].min() and c.lr not in seeded]
+    if not targets:
+        raise ValueError(f"no runner-up seeds of the {args.sweep!r} sweep ({args.profile}) planned and not stored at "
+                         f"N = {N:,}: the plan seeds a runner-up only where the best rate's seeds lift its mean "
+                         "above it (plans._runner_up_seeds)")
+    rec = predictions.predict_seeds(args.name, table, targets, store=store, commit=_git_head(),
+                                    save=not args.dry_run)
     print(json.dumps(rec, indent=1))
     return 0
 
@@ -476,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
                    "vertices move once they land")
     p.add_argument("--smaller", metavar="N,N,...", help="the same for new sizes below every stored one (e.g. 432): "
                    "the laws extrapolate down")
+    p.add_argument("--runner-up", metavar="N", type=float, help="predict the runner-up seeds planned at size N "
+                   "(plans._runner_up_seeds): that each sits against the runner-up's run on the grid's seed as the best "
+                   "rate's run at that seed sits against its own")
     p.add_argument("--per-decade", type=int, default=3, help="with --long, --between or --smaller: IsoFLOP levels a "
                    "decade (the chapter's 3)")
     p.add_argument("--min-sizes", type=int, default=3, help="with --long, --between or --smaller: sizes a level needs "

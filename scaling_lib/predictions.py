@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -226,9 +227,10 @@ def predict_warmup(name: str, gaps: pd.DataFrame, targets: Sequence[RunConfig], 
 
 
 def score_warmup(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
-    """A warmup prediction beside its measurement: per budget, the run's loss over its twin's, minus one, from
-    `table` (a `runs_table(..., budgets=True)` holding both sweeps' runs; NaN until both are stored).
-    Columns: N, tokens, predicted, lo, hi, measured, inside."""
+    """A prediction of a run against its twin (`predict_warmup`, `predict_seeds`) beside its measurement: per
+    target row, the run's loss over its twin's, minus one, from `table` (a `runs_table(..., budgets=True)` holding
+    both runs; NaN until both are stored). Columns: N, tokens, predicted, lo, hi, measured, inside, and seed
+    where the prediction has one per row."""
     rows = []
     for t in prediction["targets"]:
         at = table[np.isclose(table["tokens"], t["tokens"])] if len(table) else table
@@ -237,7 +239,8 @@ def score_warmup(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFram
         measured = mine / twin - 1
         (value,), ((lo, hi),) = t["predicted"].values(), t["ci"].values()
         rows.append(dict(N=t["N"], tokens=t["tokens"], predicted=value, lo=lo, hi=hi, measured=measured,
-                         inside=bool(lo <= measured <= hi) if np.isfinite(measured) else None))
+                         inside=bool(lo <= measured <= hi) if np.isfinite(measured) else None,
+                         **({"seed": t["seed"]} if "seed" in t else {})))
     return pd.DataFrame(rows)
 
 
@@ -274,6 +277,78 @@ def warmup_reading(prediction: dict[str, Any], table: pd.DataFrame, tuned_warmup
             f"{budget_name(first['tokens'])} tokens and by {last['measured'] + 0.0:+.1%} at {budget_name(last['tokens'])}), "
             "and the tuned ladder's fits read those losses as they are; it is measured at this size alone, on one "
             "seed, so the paired difference's own noise is not measured.")
+
+
+SEEDS_BAND = 0.01
+SEEDS_LAW = "shared seed effect"
+
+
+def predict_seeds(name: str, table: pd.DataFrame, targets: Sequence[RunConfig], *, store: Store | None = None,
+                  commit: str | None = None, band: float = SEEDS_BAND, save: bool = True) -> dict[str, Any]:
+    """Predict that a seed moves a tuned grid's runner-up rate as it moved the best rate: that each target, a run
+    of the runner-up at seed s (`plans._runner_up_seeds`), sits against the runner-up's run on the grid's seed
+    (its twin), budget by budget, where the best rate's run at seed s sits against the best's on the grid's seed,
+    within ± `band`. That holds if a seed's initialisation and data order move every rate alike, so that the
+    grid's seed compares the rates paired; the null, a seed effect of its own at each rate, puts the ratio at 0
+    give or take the seed noise. `table`: the tuned grid's `runs_table(..., budgets=True)`; the best rate is the
+    one other rate at the target's size with a run at its seed. Filed with scope "seeds"."""
+    store = store or Store()
+    targets, out = _unclaimed(name, targets, store)
+    grid_seed = int(table["seed"].min())
+    rows = []
+    for c in sorted(targets, key=lambda c: (c.N, c.seed)):
+        at_N = table[table["N"] == c.N]
+        seeded = sorted({float(lr) for lr in at_N.loc[at_N["seed"] == c.seed, "lr"] if not np.isclose(lr, c.lr)})
+        if len(seeded) != 1:
+            raise PredictionError(f"{c.name}: a seed prediction reads the one other rate with a run at seed {c.seed} "
+                                  f"at N = {c.N:,}; found {len(seeded)}")
+        best, twin = seeded[0], c.replace(seed=grid_seed)
+        if not store.has(twin):
+            raise PredictionError(f"the twin {twin.name} is not stored: a seed run is predicted against its twin")
+        for tokens, at in at_N.groupby("tokens"):
+            def loss(lr, seed):
+                v = at.loc[np.isclose(at["lr"], lr) & (at["seed"] == seed), "final_val_loss"]
+                return float(v.mean()) if len(v) else math.nan
+            basis = dict(lr_best=best, loss_best_seed=loss(best, c.seed), loss_best_grid_seed=loss(best, grid_seed),
+                         loss_twin=loss(c.lr, grid_seed))
+            if not all(np.isfinite(v) for v in basis.values()):
+                continue
+            ratio = basis["loss_best_seed"] / basis["loss_best_grid_seed"] - 1
+            rows.append(dict(N=int(c.N), tokens=int(tokens), seed=int(c.seed), lr=float(c.lr),
+                             predicted={SEEDS_LAW: float(ratio)}, ci={SEEDS_LAW: [float(ratio - band), float(ratio + band)]},
+                             keys=[c.key], twin_keys=[twin.key], basis=basis))
+    if not rows:
+        raise PredictionError("no budget where the best rate's seeds and the twin are all stored")
+    record = dict(kind="prediction", name=name, scope="seeds",
+                  made_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), commit=commit,
+                  quantity="validation loss at the budget of the run at seed s over its twin's on the grid's seed, "
+                           "minus one", sweep=targets[0].sweep, band=band, grid_seed=grid_seed, targets=rows)
+    if save:
+        write_json(out, record)
+    return record
+
+
+def seeds_summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
+    """One or two sentences on a seed prediction (`predict_seeds`): what it predicts and, once its runs are stored,
+    at how many (seed, budget) points it and the null (no shared seed effect: 0) fall in the band, with the
+    longest budget's ratios."""
+    sc = score_warmup(prediction, table)
+    t0 = prediction["targets"][0]
+    points = prediction["band"] * 100
+    head = (f"Seeds {' and '.join(str(s) for s in sorted(sc['seed'].unique()))} of {t0['lr']:g} at N = {t0['N']:,} "
+            f"were predicted before they were trained to sit against its run on the grid's seed where "
+            f"{t0['basis']['lr_best']:g}'s seeds sit against its own, within ±{points:g} percentage "
+            f"{_number(points, 'point', 'points')} (runs/predictions/{prediction['name']}.json)")
+    done = sc.dropna(subset=["inside"])
+    if done.empty:
+        return head + "; they are not stored yet."
+    lo, hi = done["lo"] - done["predicted"], done["hi"] - done["predicted"]
+    null = int(((lo <= done["measured"]) & (done["measured"] <= hi)).sum())
+    last = done[done["tokens"] == done["tokens"].max()]
+    return (head + f": it is inside the band at {int(done['inside'].sum())} of {len(done)} (seed, budget) points, "
+            f"the null (0) at {null}. At {budget_name(last['tokens'].iloc[0])}: "
+            + ", ".join(f"seed {s} {m:+.2%} (predicted {p:+.2%})" for s, m, p in
+                        zip(last["seed"], last["measured"], last["predicted"])) + ".")
 
 
 def score(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
@@ -499,8 +574,8 @@ def predict_longer(name: str, table: pd.DataFrame, targets: Sequence[RunConfig],
 
 def scope(prediction: dict[str, Any]) -> str:
     """What a prediction is about: new sizes "larger" than the stored ones, "between" them or "smaller" than them
-    (`predict_ladder`), "longer" runs at stored sizes (`predict_longer`), or a "warmup" run against its twin
-    (`predict_warmup`)."""
+    (`predict_ladder`), "longer" runs at stored sizes (`predict_longer`), a "warmup" run against its twin
+    (`predict_warmup`), or a runner-up's "seeds" against its run on the grid's seed (`predict_seeds`)."""
     return prediction.get("scope", "larger")
 
 

@@ -548,13 +548,17 @@ def test_a_warmup_summary_says_what_was_predicted_and_then_how_it_scored(tmp_pat
     assert "+1.9% (predicted -2.9%) at 1M" in text and "inside the band at 0 of 1 budgets" in text
 
 
-def test_the_warmup_command_asks_for_the_size_and_names_a_size_it_cannot_predict(tmp_path, capsys):
+def test_the_warmup_and_runner_up_commands_ask_for_what_they_need_and_name_what_they_cannot_predict(tmp_path, capsys):
     from scaling_lib.cli import main
 
     assert main(["predict", "warmup", "--name", "w", "--store", str(tmp_path)]) == 2
     assert "predict warmup needs --name and --min-n" in capsys.readouterr().err
     assert main(["predict", "warmup", "--name", "w", "--min-n", "1234", "--store", str(tmp_path)]) == 2
     assert "no planned run of the warmup sweep (cpu) at N = 1,234" in capsys.readouterr().err
+    assert main(["predict", "tune", "--runner-up", "1234", "--store", str(tmp_path)]) == 2
+    assert "predict --runner-up needs --name" in capsys.readouterr().err
+    assert main(["predict", "tune", "--name", "r", "--runner-up", "1234", "--store", str(tmp_path)]) == 2
+    assert "no stored grid run of the 'tune' sweep" in capsys.readouterr().err
 
 
 def test_a_warmup_reading_speaks_only_once_the_prediction_held_at_every_budget(tmp_path):
@@ -574,3 +578,34 @@ def test_a_warmup_reading_speaks_only_once_the_prediction_held_at_every_budget(t
     assert "by -2.9% at 1M tokens and by +0.0% at 2M" in held
     assert predictions.warmup_reading(rec, table([4.0, 3.9]), 25_000) == ""  # outside its band at 2M
     assert predictions.warmup_reading(rec, table([4.0, 3.8]).iloc[2:], 25_000) == ""  # 1M not measured
+
+
+def test_a_seed_prediction_moves_the_runner_up_as_the_seed_moved_the_best_rate(tmp_path):
+    base = RunConfig(sweep="tune", n_layer=2, d_model=16, tokens=2_000_000, budgets=(1_000_000,), schedule="wsd")
+    best, runner = base.replace(lr=0.005), base.replace(lr=0.0025)
+    target = runner.replace(seed=1)
+    rows = [(best, 0, 4.0, 3.0), (best.replace(seed=1), 1, 4.2, 3.03), (runner, 0, 4.1, 3.02)]
+    table = pd.DataFrame([dict(key=c.key, N=c.N, lr=c.lr, seed=s, tokens=t, final_val_loss=v)
+                          for c, s, short, long_ in rows for t, v in ((1_000_000, short), (2_000_000, long_))])
+    store = _HasOnly(tmp_path, [runner.key])
+    rec = predictions.predict_seeds("seeds", table, [target], store=store)
+    assert predictions.scope(rec) == "seeds" and predictions.load("seeds", store) == rec
+    first, last = rec["targets"]
+    assert first["predicted"][predictions.SEEDS_LAW] == pytest.approx(4.2 / 4.0 - 1)  # seed 1 moved the best +5%
+    assert last["ci"][predictions.SEEDS_LAW] == pytest.approx([0.01 - 0.01, 0.01 + 0.01])
+    assert first["keys"] == [target.key] and first["twin_keys"] == [runner.key] and first["basis"]["lr_best"] == 0.005
+    assert "not stored yet" in predictions.seeds_summary(rec, table)
+    with pytest.raises(predictions.PredictionError, match="never redone"):
+        predictions.predict_seeds("seeds", table, [target], store=store)
+    with pytest.raises(predictions.PredictionError, match="twin"):
+        predictions.predict_seeds("other", table, [target], store=_HasOnly(tmp_path, []))
+    with pytest.raises(predictions.PredictionError, match="one other rate"):  # no rate has seed 2 yet
+        predictions.predict_seeds("other", table, [runner.replace(seed=2)], store=store)
+    # measured: seed 1 moves the runner-up as it moved the best at 1M, not at all at 2M
+    landed = pd.concat([table, pd.DataFrame([dict(key=target.key, N=target.N, lr=target.lr, seed=1, tokens=t, final_val_loss=v)
+                                             for t, v in ((1_000_000, 4.1 * 1.05), (2_000_000, 3.02))])])
+    sc = predictions.score_warmup(rec, landed)
+    assert list(sc["inside"]) == [True, False] and list(sc["seed"]) == [1, 1]
+    text = predictions.seeds_summary(rec, landed)
+    assert "inside the band at 1 of 2 (seed, budget) points, the null (0) at 1" in text
+    assert "seed 1 +0.00% (predicted +1.00%)" in text
