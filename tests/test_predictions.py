@@ -506,12 +506,18 @@ class _HasOnly(Store):
         return cfg.key in self._keys
 
 
-def test_a_warmup_prediction_puts_each_run_where_the_fixed_ladder_sits_against_its_twin(tmp_path):
+def _warmup_case():
+    """A tuned run, its warmup twin, and the fixed ladder's gaps at two budgets (3% at 1M, none at 2M)."""
     twin = RunConfig(sweep="tune", n_layer=2, d_model=16, tokens=4_000_000, budgets=(1_000_000, 2_000_000),
                      schedule="wsd", lr=0.0025)
     run = twin.replace(sweep="warmup", warmup_tokens=192_000)
     gaps = pd.DataFrame(dict(N=[twin.N] * 2, tokens=[1_000_000, 2_000_000], lr_fixed=0.00244, lr_grid=0.0025,
                              loss_fixed=[4.0, 3.8], loss_grid=[4.12, 3.8], gap=[0.03, 0.0]))
+    return twin, run, gaps
+
+
+def test_a_warmup_prediction_puts_each_run_where_the_fixed_ladder_sits_against_its_twin(tmp_path):
+    twin, run, gaps = _warmup_case()
     store = _HasOnly(tmp_path, [twin.key])
     rec = predictions.predict_warmup("warm", gaps, [run], [twin], store=store)
     assert predictions.scope(rec) == "warmup" and rec["sweep"] == "warmup" and predictions.load("warm", store) == rec
@@ -562,11 +568,7 @@ def test_the_warmup_and_runner_up_commands_ask_for_what_they_need_and_name_what_
 
 
 def test_a_warmup_reading_speaks_only_once_the_prediction_held_at_every_budget(tmp_path):
-    twin = RunConfig(sweep="tune", n_layer=2, d_model=16, tokens=4_000_000, budgets=(1_000_000, 2_000_000),
-                     schedule="wsd", lr=0.0025)
-    run = twin.replace(sweep="warmup", warmup_tokens=192_000)
-    gaps = pd.DataFrame(dict(N=[twin.N] * 2, tokens=[1_000_000, 2_000_000], lr_fixed=0.00244, lr_grid=0.0025,
-                             loss_fixed=[4.0, 3.8], loss_grid=[4.12, 3.8], gap=[0.03, 0.0]))
+    twin, run, gaps = _warmup_case()
     rec = predictions.predict_warmup("warm", gaps, [run], [twin], store=_HasOnly(tmp_path, [twin.key]))
 
     def table(run_losses):
