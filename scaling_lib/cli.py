@@ -197,7 +197,7 @@ def _predict(args) -> int:
         rec = predictions.load(args.score, store)
         table = runs_table(recs, budgets=True)  # every run: a long run is scored too
         if predictions.scope(rec) == "seeds":
-            print(predictions.score_warmup(rec, table).to_json(orient="records", indent=1))
+            print(predictions.score_twins(rec, table).to_json(orient="records", indent=1))
         elif rec.get("levels"):
             print(json.dumps(dict(losses=json.loads(predictions.score(rec, table).to_json(orient="records")),
                                   levels=json.loads(predictions.score_levels(rec, table).to_json(orient="records"))),
@@ -293,7 +293,7 @@ def _predict_warmup(args, store) -> int:
         import pandas as pd
 
         both = pd.concat([table("warmup"), table("tune", overrides=TUNE_GRID)], ignore_index=True)
-        print(predictions.score_warmup(predictions.load(args.score, store), both).to_json(orient="records", indent=1))
+        print(predictions.score_twins(predictions.load(args.score, store), both).to_json(orient="records", indent=1))
         return 0
     if not args.name or args.min_n is None:
         raise ValueError("predict warmup needs --name and --min-n (the size whose warmup run it predicts)")

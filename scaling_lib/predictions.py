@@ -226,7 +226,7 @@ def predict_warmup(name: str, gaps: pd.DataFrame, targets: Sequence[RunConfig], 
     return record
 
 
-def score_warmup(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
+def score_twins(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
     """A prediction of a run against its twin (`predict_warmup`, `predict_seeds`) beside its measurement: per
     target row, the run's loss over its twin's, minus one, from `table` (a `runs_table(..., budgets=True)` holding
     both runs; NaN until both are stored). Columns: N, tokens, predicted, lo, hi, measured, inside, and seed
@@ -247,7 +247,7 @@ def score_warmup(prediction: dict[str, Any], table: pd.DataFrame) -> pd.DataFram
 def warmup_summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
     """One or two sentences on a warmup prediction (`predict_warmup`): what it predicts and, once its run is
     stored, the measured ratios beside the predicted ones and how many fall in the band."""
-    sc = score_warmup(prediction, table)
+    sc = score_twins(prediction, table)
     points = prediction["band"] * 100
     head = (f"A repeat of the tuned run warmed up over {', '.join(f'{w:,}' for w in prediction['warmup_tokens'])} "
             "tokens, the same config otherwise, was predicted before it was trained to sit against the tuned run "
@@ -267,7 +267,7 @@ def warmup_reading(prediction: dict[str, Any], table: pd.DataFrame, tuned_warmup
     predicts: that the warmup, not the rate, accounts for the gap, and what the longer warmup gains at the
     shortest and the longest of them. `tuned_warmup`: the warmup, in tokens, of every tuned size above it.
     Empty while a budget is unmeasured or outside its band."""
-    sc = score_warmup(prediction, table)
+    sc = score_twins(prediction, table)
     if sc.empty or sc["inside"].isna().any() or not sc["inside"].all():
         return ""
     first, last = sc.iloc[0], sc.iloc[-1]
@@ -332,7 +332,7 @@ def seeds_summary(prediction: dict[str, Any], table: pd.DataFrame) -> str:
     """One or two sentences on a seed prediction (`predict_seeds`): what it predicts and, once its runs are stored,
     at how many (seed, budget) points it and the null (no shared seed effect: 0) fall in the band, with the
     longest budget's ratios."""
-    sc = score_warmup(prediction, table)
+    sc = score_twins(prediction, table)
     t0 = prediction["targets"][0]
     points = prediction["band"] * 100
     head = (f"Seeds {' and '.join(str(s) for s in sorted(sc['seed'].unique()))} of {t0['lr']:g} at N = {t0['N']:,} "

@@ -533,10 +533,10 @@ def test_a_warmup_prediction_puts_each_run_where_the_fixed_ladder_sits_against_i
     # scored: the first budget lands as the fixed ladder's run did, the second does not
     table = pd.DataFrame(dict(key=[run.key, twin.key] * 2, tokens=[1_000_000] * 2 + [2_000_000] * 2,
                               final_val_loss=[4.001, 4.12, 3.9, 3.8]))
-    sc = predictions.score_warmup(rec, table)
+    sc = predictions.score_twins(rec, table)
     assert list(sc["inside"]) == [True, False]
     assert sc["measured"].iloc[1] == pytest.approx(3.9 / 3.8 - 1)
-    assert predictions.score_warmup(rec, table[table["key"] != run.key])["inside"].isna().all()
+    assert predictions.score_twins(rec, table[table["key"] != run.key])["inside"].isna().all()
 
 
 def test_a_warmup_summary_says_what_was_predicted_and_then_how_it_scored(tmp_path):
@@ -606,7 +606,7 @@ def test_a_seed_prediction_moves_the_runner_up_as_the_seed_moved_the_best_rate(t
     # measured: seed 1 moves the runner-up as it moved the best at 1M, not at all at 2M
     landed = pd.concat([table, pd.DataFrame([dict(key=target.key, N=target.N, lr=target.lr, seed=1, tokens=t, final_val_loss=v)
                                              for t, v in ((1_000_000, 4.1 * 1.05), (2_000_000, 3.02))])])
-    sc = predictions.score_warmup(rec, landed)
+    sc = predictions.score_twins(rec, landed)
     assert list(sc["inside"]) == [True, False] and list(sc["seed"]) == [1, 1]
     text = predictions.seeds_summary(rec, landed)
     assert "inside the band at 1 of 2 (seed, budget) points, the null (0) at 1" in text
