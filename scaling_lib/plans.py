@@ -436,6 +436,38 @@ def _runner_up_seeds(best: RunConfig, grid: list[RunConfig], store: Store, seeds
     return [runner_up.replace(seed=s) for s in seeds if s != runner_up.seed]
 
 
+def _past_mean_edge(base: RunConfig, grid: list[RunConfig], store: Store, seeds, max_steps: int = 3) -> list[RunConfig]:
+    """Once a grid's runner-up has its seeds (`_runner_up_seeds`): where the rate best at the longest budget by each
+    rate's mean over its seeds (the book's reading, `tuning.best_rates`) is the lowest or the highest of the rates
+    that reach that budget, the next rate past it, trained to the longest budget on the grid's seed; and so on while
+    the new rate wins (at most `max_steps`). A rate the grid trained only to a shorter horizon (`_growth_run`) is
+    planned again at full length, and then stands in for the shorter run (`_tuned_grid`). The grid's own growth reads
+    its seed alone, so this is where the mean reading gets its best inside at the budget a size is read at."""
+    def mean_at(cfg: RunConfig, tokens: int) -> float | None:
+        losses = [_budget_losses(r).get(tokens) for r in (store.load(cfg.replace(seed=s)) for s in seeds)
+                  if r is not None and r["status"] in FINISHED]
+        losses = [v for v in losses if v is not None]
+        return sum(losses) / len(losses) if losses else None
+
+    full = [c for c in grid if c.tokens == base.tokens]
+    recs = [store.load(c) for c in full]
+    if not recs or any(r is None for r in recs):
+        return []
+    longest = max(_budget_losses(recs[0]))
+    out: list[RunConfig] = []
+    while len(out) < max_steps:
+        means = {c.lr: mean_at(c, longest) for c in full + out}
+        if any(v is None for v in means.values()):
+            return out
+        lrs = sorted(means)
+        best = min(means, key=means.get)
+        if best not in (lrs[0], lrs[-1]):
+            return out
+        k = round(math.log2(best / LR_LATTICE)) + (-1 if best == lrs[0] else 1)
+        out.append(base.replace(lr=lattice_lr(k)))
+    return out
+
+
 def tune_long_run(best: RunConfig, p: dict, tokens: int | None = None, after: int | None = None) -> RunConfig:
     """A size's long run: its grid's best config at the longest budget (seed 0) trained on to `tokens`
     (default `tune_long_tokens`), with a cooldown branch at every doubling of `tune_tokens` below that and past
@@ -497,7 +529,10 @@ def sweep_tune(p: dict, store: Store) -> list[RunConfig]:
         cfgs += grid
         if best is not None:
             cfgs += [best.replace(seed=s) for s in p["tune_seeds"] if s != best.seed]
-            cfgs += _runner_up_seeds(best, grid, store, p["tune_seeds"])
+            runner_up = _runner_up_seeds(best, grid, store, p["tune_seeds"])
+            cfgs += runner_up
+            if runner_up and all(store.has(c) for c in runner_up):
+                cfgs += _past_mean_edge(_tune_base(p, n_layer, d_model), grid, store, p["tune_seeds"])
             cfgs += _longer_runs(best, p, (n_layer, d_model))
     # the smallest first: the sizes that the prediction is fitted on land before the largest
     return sorted(cfgs, key=lambda c: (c.N, c.seed, c.lr, c.tokens))

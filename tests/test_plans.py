@@ -70,6 +70,24 @@ def test_the_runner_up_gets_the_seeds_once_the_best_rates_seeds_lift_its_mean_ab
     assert all(c.tokens == grid[0].tokens for c in runner_up)
 
 
+def test_a_rate_past_the_edge_is_trained_where_the_seed_means_put_the_best_at_the_grid_s_edge(tmp_path, runs_env):
+    s = Store(tmp_path)
+    grid = sorted((c for c in configs("tune", "smoke", s) if c.d_model == 8), key=lambda c: c.lr)
+    lo, mid, hi = (c.lr for c in grid)
+    _store_losses(s, grid, {lo: 0.3, mid: 0.0, hi: 0.6}.get)  # the centre wins on the grid's seed
+    _store_losses(s, [c for c in configs("tune", "smoke", s) if c.d_model == 8 and c.seed != 0], lambda lr: 1.0)
+    runner_up = [c for c in configs("tune", "smoke", s) if c.d_model == 8 and c.seed != 0 and c.lr == lo]
+    assert runner_up and not [c for c in configs("tune", "smoke", s) if c.d_model == 8 and c.lr < lo]
+    _store_losses(s, runner_up, lambda lr: 0.1)  # by the seed means the lowest rate is now the best: an edge
+    past = [c for c in configs("tune", "smoke", s) if c.d_model == 8 and c.lr < lo]
+    assert [c.lr for c in past] == [pytest.approx(lo / 2)] and past[0].seed == 0 and past[0].tokens == grid[0].tokens
+    _store_losses(s, past, lambda lr: 0.9)  # it loses: the best is inside, nothing more is planned
+    assert [c.lr for c in configs("tune", "smoke", s) if c.d_model == 8 and c.lr < lo] == [pytest.approx(lo / 2)]
+    _store_losses(s, past, lambda lr: 0.0)  # had it won, the next rate past it
+    assert sorted(c.lr for c in configs("tune", "smoke", s) if c.d_model == 8 and c.lr < lo) == [
+        pytest.approx(lo / 4), pytest.approx(lo / 2)]
+
+
 def test_the_tuned_ladder_foresees_its_seeds_until_a_grid_is_finished(tmp_path, runs_env):
     s = Store(tmp_path)
     seeds = set(plans.PROFILES["smoke"]["tune_seeds"]) - {0}
