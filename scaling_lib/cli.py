@@ -262,10 +262,10 @@ def _predict_seeds(args, store, recs) -> int:
         raise ValueError(f"no stored grid run of the {args.sweep!r} sweep under {store.root}: a runner-up's seeds are "
                          "predicted from its grid")
     table = runs_table(grid, budgets=True)
-    N = int(args.runner_up)
-    seeded = set(table.loc[(table["N"] == N) & (table["seed"] != table["seed"].min()), "lr"])
+    N, grid_seed = int(args.runner_up), table["seed"].min()
+    seeded = set(table.loc[(table["N"] == N) & (table["seed"] != grid_seed), "lr"])
     targets = [c for c in configs(args.sweep, args.profile, store) if c.N == N and not is_tune_long(c, p)
-               and not store.has(c) and c.seed != table["seed"].min() and c.lr not in seeded]
+               and not store.has(c) and c.seed != grid_seed and c.lr not in seeded]
     if not targets:
         raise ValueError(f"no runner-up seeds of the {args.sweep!r} sweep ({args.profile}) planned and not stored at "
                          f"N = {N:,}: the plan seeds a runner-up only where the best rate's seeds lift its mean "

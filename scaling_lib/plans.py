@@ -411,6 +411,16 @@ def _growth_run(base: RunConfig, k: int, won_at: list[int]) -> RunConfig:
 TUNE_GRID: dict[str, Any] = {"tune_long_sizes": (), "tune_longer": ()}
 
 
+def _seed_mean(cfg: RunConfig, store: Store, seeds, tokens: int) -> float | None:
+    """A rate's mean loss at `tokens` over its stored, finished runs at `seeds` (`_budget_losses`: a diverged
+    budget counts as the worst result); None where none of them reaches `tokens`. The book's reading of a rate
+    (`tuning.best_rates`), as the plan's rules for seeds (`_runner_up_seeds`, `_past_mean_edge`) apply it."""
+    losses = [_budget_losses(r).get(tokens) for r in (store.load(cfg.replace(seed=s)) for s in seeds)
+              if r is not None and r["status"] in FINISHED]
+    losses = [v for v in losses if v is not None]
+    return sum(losses) / len(losses) if losses else None
+
+
 def _runner_up_seeds(best: RunConfig, grid: list[RunConfig], store: Store, seeds) -> list[RunConfig]:
     """The extra seeds at a finished grid's runner-up rate (the second best at the longest budget on the grid's
     seed), where the best rate's seeds, all landed, lift its mean over them at that budget above the runner-up's
@@ -420,8 +430,7 @@ def _runner_up_seeds(best: RunConfig, grid: list[RunConfig], store: Store, seeds
     recs = [store.load(best.replace(seed=s)) for s in seeds]
     if len(recs) < 2 or any(r is None or r["status"] not in FINISHED for r in recs):
         return []
-    at_best = [_budget_losses(r) for r in recs]
-    longest = max(at_best[0])
+    longest = max(_budget_losses(recs[0]))
     rivals = {}
     for c in grid:
         rec = store.load(c)
@@ -430,8 +439,7 @@ def _runner_up_seeds(best: RunConfig, grid: list[RunConfig], store: Store, seeds
     if not rivals:
         return []
     runner_up = min(rivals, key=rivals.get)
-    mean = sum(loss.get(longest, math.inf) for loss in at_best) / len(at_best)
-    if not mean > rivals[runner_up]:
+    if not _seed_mean(best, store, seeds, longest) > rivals[runner_up]:
         return []
     return [runner_up.replace(seed=s) for s in seeds if s != runner_up.seed]
 
@@ -443,12 +451,6 @@ def _past_mean_edge(base: RunConfig, grid: list[RunConfig], store: Store, seeds,
     the new rate wins (at most `max_steps`). A rate the grid trained only to a shorter horizon (`_growth_run`) is
     planned again at full length, and then stands in for the shorter run (`_tuned_grid`). The grid's own growth reads
     its seed alone, so this is where the mean reading gets its best inside at the budget a size is read at."""
-    def mean_at(cfg: RunConfig, tokens: int) -> float | None:
-        losses = [_budget_losses(r).get(tokens) for r in (store.load(cfg.replace(seed=s)) for s in seeds)
-                  if r is not None and r["status"] in FINISHED]
-        losses = [v for v in losses if v is not None]
-        return sum(losses) / len(losses) if losses else None
-
     full = [c for c in grid if c.tokens == base.tokens]
     recs = [store.load(c) for c in full]
     if not recs or any(r is None for r in recs):
@@ -456,7 +458,7 @@ def _past_mean_edge(base: RunConfig, grid: list[RunConfig], store: Store, seeds,
     longest = max(_budget_losses(recs[0]))
     out: list[RunConfig] = []
     while len(out) < max_steps:
-        means = {c.lr: mean_at(c, longest) for c in full + out}
+        means = {c.lr: _seed_mean(c, store, seeds, longest) for c in full + out}
         if any(v is None for v in means.values()):
             return out
         lrs = sorted(means)
