@@ -553,7 +553,6 @@ def _tune_foreseen(p: dict, store: Store) -> list[RunConfig]:
     return out
 
 
-
 def foreseen(name: str, profile_name: str, store: Store | None = None,
              overrides: dict | None = None) -> list[RunConfig]:
     """The runs a sweep will plan once the runs planned now land, where that can be told in advance (the tuned
