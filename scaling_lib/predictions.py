@@ -85,6 +85,13 @@ def _unclaimed(name: str, targets, store: Store) -> tuple[list, Path]:
     return targets, out
 
 
+def _record(name: str, commit: str | None, **fields: Any) -> dict[str, Any]:
+    """A prediction's record: its name, when and at which commit it was made (the commit is its timestamp), and
+    the fields of its kind."""
+    return dict(kind="prediction", name=name, made_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                commit=commit, **fields)
+
+
 def _sources(table: pd.DataFrame, target_N: Sequence[int], scope: str) -> pd.DataFrame:
     """The rows of `table` a ladder prediction fits its laws on: the sizes below the targets for "larger" ones,
     every other size for new sizes "between" or "smaller"; refuses a target that is not where `scope` says."""
@@ -155,9 +162,8 @@ def predict_ladder(name: str, table: pd.DataFrame, targets: Sequence[RunConfig],
             rows[k]["ci"][form] = [_finite(lo[i]), _finite(hi[i])]
     for (N, b), row in rows.items():
         row["keys"] = sorted(c.key for c in targets if c.N == N)
-    record = dict(
-        kind="prediction", name=name, made_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        commit=commit, quantity=QUANTITY.format(eval_version=", ".join(map(str, versions))),
+    record = _record(
+        name, commit, quantity=QUANTITY.format(eval_version=", ".join(map(str, versions))),
         sweep=targets[0].sweep, bootstrap=dict(resamples=bootstrap, seed=seed, resampling="sizes, then seeds within"),
         sources=sorted(src["key"].unique()), source_sizes=sorted(int(n) for n in src["N"].unique()),
         source_budgets=sorted(int(b) for b in src["tokens"].unique()), fits=fits,
@@ -215,12 +221,11 @@ def predict_warmup(name: str, gaps: pd.DataFrame, targets: Sequence[RunConfig], 
                          basis=dict(lr_fixed=float(g.lr_fixed), lr_grid=float(g.lr_grid),
                                     loss_fixed=float(g.loss_fixed), loss_grid=float(g.loss_grid),
                                     **({"grid_seed_spread": float(g.spread)} if "spread" in gaps else {}))))
-    record = dict(kind="prediction", name=name, scope="warmup",
-                  made_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), commit=commit,
-                  quantity="validation loss at the budget of the warmup run over its tuned-grid twin's, minus one",
-                  sweep=targets[0].sweep, band=band,
-                  warmup_tokens=sorted({c.warmup_tokens for c in targets}),
-                  twin_warmup_tokens=sorted({w.warmup_tokens for w in twins}), targets=rows)
+    record = _record(name, commit, scope="warmup",
+                     quantity="validation loss at the budget of the warmup run over its tuned-grid twin's, minus one",
+                     sweep=targets[0].sweep, band=band,
+                     warmup_tokens=sorted({c.warmup_tokens for c in targets}),
+                     twin_warmup_tokens=sorted({w.warmup_tokens for w in twins}), targets=rows)
     if save:
         write_json(out, record)
     return record
@@ -319,10 +324,9 @@ def predict_seeds(name: str, table: pd.DataFrame, targets: Sequence[RunConfig], 
                              keys=[c.key], twin_keys=[twin.key], basis=basis))
     if not rows:
         raise PredictionError("no budget where the best rate's seeds and the twin are all stored")
-    record = dict(kind="prediction", name=name, scope="seeds",
-                  made_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), commit=commit,
-                  quantity="validation loss at the budget of the run at seed s over its twin's on the grid's seed, "
-                           "minus one", sweep=targets[0].sweep, band=band, grid_seed=grid_seed, targets=rows)
+    record = _record(name, commit, scope="seeds",
+                     quantity="validation loss at the budget of the run at seed s over its twin's on the grid's seed, "
+                              "minus one", sweep=targets[0].sweep, band=band, grid_seed=grid_seed, targets=rows)
     if save:
         write_json(out, record)
     return record
@@ -551,9 +555,8 @@ def predict_longer(name: str, table: pd.DataFrame, targets: Sequence[RunConfig],
         for i, k in enumerate(keys):
             rows[k]["predicted"][form] = float(pred[i])
             rows[k]["ci"][form] = [_finite(lo[i]), _finite(hi[i])]
-    record = dict(
-        kind="prediction", name=name, made_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        commit=commit, quantity=LONGER_QUANTITY.format(eval_version=", ".join(map(str, versions))),
+    record = _record(
+        name, commit, quantity=LONGER_QUANTITY.format(eval_version=", ".join(map(str, versions))),
         sweep=targets[0].sweep, scope="longer",
         method=(f"{PER_SIZE}: each size's own L(D) = E + A/D^alpha on its budgets from {min_tokens:,.0f} tokens, "
                 "interval = the range of the relative errors of the same fit on the stored runs, each size's longest "
